@@ -1,0 +1,1 @@
+"""Command-line interface (typer). Heavy imports live inside the commands."""
