@@ -86,3 +86,18 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._display)
+
+
+def import_submodules(package: str) -> None:
+    """Import every module of ``package`` so their ``@register`` decorators run.
+
+    Used by package ``__init__`` files instead of a hand-edited list of modules.
+    Modules whose name starts with ``_`` are skipped.
+    """
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

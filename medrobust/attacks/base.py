@@ -1,0 +1,204 @@
+"""The attack contract: every attack is one small file implementing :meth:`Attack._attack`.
+
+An attack works in image space inside explicit ``bounds`` (from the model card
+unless given), never touches global RNG state (an explicit ``torch.Generator``),
+never leaves the model in training mode, and returns an :class:`AttackResult`
+with per-sample information so the audit can report honest numbers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from medrobust.errors import ConfigError
+from medrobust.registry import Registry
+from medrobust.validation import check_bounds, check_int
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(name: str, *aliases: str):
+    """Class decorator registering an :class:`Attack` subclass under ``name``."""
+
+    def deco(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        return ATTACKS.register(name, *aliases)(cls)
+
+    return deco
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns.
+
+    Attributes:
+        adv: Adversarial images, same shape/dtype/device as the input, inside the bounds.
+        success: Bool per sample: the model's prediction on ``adv`` differs from the label
+            (or equals the target for targeted attacks).
+        linf: Per-sample L∞ norm of ``adv - images``.
+        l2: Per-sample L2 norm of ``adv - images``.
+        queries: Per-sample count of model forward evaluations (or iterations; see ``info``).
+        info: Free-form notes recorded in results (e.g. "DLR replaced by margin loss, K<4").
+    """
+
+    adv: torch.Tensor
+    success: torch.Tensor
+    linf: torch.Tensor
+    l2: torch.Tensor
+    queries: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def perturbation_norms(adv: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample (L∞, L2) norms of ``adv - images``."""
+    delta = (adv - images).detach().flatten(1).float()
+    return delta.abs().amax(dim=1), delta.norm(p=2, dim=1)
+
+
+def plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """Strip MONAI ``MetaTensor`` (about 10 % slower in attack loops) to a plain tensor."""
+    as_tensor = getattr(x, "as_tensor", None)
+    return as_tensor() if callable(as_tensor) else x
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore each submodule's mode after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
+def resolve_bounds(model: nn.Module, bounds: Any, owner: str) -> tuple[float, float]:
+    """Explicit ``bounds`` if given, else the model card's bounds; no silent [0, 1]."""
+    if bounds is not None:
+        return check_bounds(bounds, "bounds", owner)
+    card = getattr(model, "card", None)
+    if card is not None and getattr(card, "bounds", None) is not None:
+        return check_bounds(card.bounds, "bounds", owner)
+    raise ConfigError(
+        f"{owner} needs intensity bounds: pass bounds=(low, high) or use a model with a card "
+        "(medrobust.models.MedicalClassifier). Got a model without a card and bounds=None."
+    )
+
+
+class Attack(ABC):
+    """Base class of all classifier attacks.
+
+    Subclasses set ``norm`` ("linf", "l2" or None for minimal-norm attacks), validate
+    their own parameters in ``__init__`` (calling ``super().__init__`` first) and implement
+    :meth:`_attack`. Call the attack like a function: ``result = attack(images, labels)``.
+
+    Args:
+        model: A classifier returning logits for inputs in image space.
+        bounds: Intensity interval ``(low, high)``; defaults to ``model.card.bounds``.
+        seed: Seed of the attack's private generator (recorded in results).
+        targeted: Not all attacks support it; those that do document the target choice.
+    """
+
+    name: ClassVar[str] = "attack"
+    norm: ClassVar[str | None] = None
+    minimal: ClassVar[bool] = False
+    gradient_free: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, *, bounds: Any = None, seed: int = 0, **unused: Any) -> None:
+        if unused:
+            raise ConfigError(
+                f"{type(self).__name__} got unexpected parameter(s) {sorted(unused)}. "
+                f"Valid parameters: {sorted(self.param_names())}."
+            )
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"The 'model' parameter of {type(self).__name__} must be a torch.nn.Module.")
+        self.model = model
+        self.bounds = resolve_bounds(model, bounds, type(self).__name__)
+        self.seed = check_int(seed, "seed", type(self).__name__, low=0)
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the keyword parameters this attack accepts."""
+        import inspect
+
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"):
+                    names.add(p.name)
+        names.discard("model")
+        return sorted(names)
+
+    def params(self) -> dict[str, Any]:
+        """The attack's resolved parameters (recorded beside results)."""
+        return {k: getattr(self, k) for k in self.param_names() if hasattr(self, k)}
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """A fresh generator seeded with ``self.seed`` on ``device`` (same seed, same output)."""
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.seed)
+        return gen
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Model logits (float32)."""
+        return self.model(x).float()
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+        """Attack ``images`` with true ``labels``; returns an :class:`AttackResult`."""
+        images = plain_tensor(images).detach()
+        labels = plain_tensor(labels).detach().long().view(-1)
+        if images.ndim < 3 or images.shape[0] != labels.shape[0]:
+            raise ConfigError(
+                f"{type(self).__name__} expects images (N, C, ...) and labels (N,). "
+                f"Got images {tuple(images.shape)} and labels {tuple(labels.shape)}."
+            )
+        low, high = self.bounds
+        if images.numel() and (images.min() < low - 1e-6 or images.max() > high + 1e-6):
+            raise ConfigError(
+                f"{type(self).__name__}: images must lie inside bounds [{low:g}, {high:g}]. "
+                f"Got values in [{images.min().item():g}, {images.max().item():g}]."
+            )
+        with eval_mode(self.model):
+            out = self._attack(images, labels, self.generator(images.device))
+            if isinstance(out, AttackResult):
+                result = out
+            else:
+                adv = out.detach().clamp(low, high).to(images.dtype)
+                with torch.no_grad():
+                    pred = self.logits(adv).argmax(dim=1)
+                linf, l2 = perturbation_norms(adv, images)
+                result = AttackResult(
+                    adv=adv,
+                    success=pred != labels,
+                    linf=linf,
+                    l2=l2,
+                    queries=torch.full_like(labels, getattr(self, "steps", 1)),
+                )
+        return result
+
+    @abstractmethod
+    def _attack(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor | AttackResult:
+        """Return adversarial images (or a full :class:`AttackResult`)."""
+
+
+def create_attack(name: str, model: nn.Module, **params: Any) -> Attack:
+    """Build a registered attack by name: ``create_attack("pgd", model, eps=2/255)``."""
+    return ATTACKS.get(name)(model, **params)
+
+
+def list_attacks() -> list[str]:
+    """Names of all registered attacks."""
+    return ATTACKS.names()
