@@ -96,7 +96,8 @@ def resolve_bounds(model: nn.Module, bounds: Any, owner: str) -> tuple[float, fl
 class Attack(ABC):
     """Base class of all classifier attacks.
 
-    Subclasses set ``norm`` ("linf", "l2" or None for minimal-norm attacks), validate
+    Subclasses set ``norm`` ("linf", "l2" or None for minimal-norm attacks; a bounded
+    attack stores its budget in ``self.eps``), validate
     their own parameters in ``__init__`` (calling ``super().__init__`` first) and implement
     :meth:`_attack`. Call the attack like a function: ``result = attack(images, labels)``.
 
@@ -111,6 +112,8 @@ class Attack(ABC):
     norm: ClassVar[str | None] = None
     minimal: ClassVar[bool] = False
     gradient_free: ClassVar[bool] = False
+    #: Cheap settings used by the conformance tests and smoke runs (e.g. few steps).
+    fast_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: nn.Module, *, bounds: Any = None, seed: int = 0, **unused: Any) -> None:
         if unused:
