@@ -6,9 +6,15 @@ STAMP  := $(VENV)/.medrobust-installed
 PIP    := $(PY) -m pip install --no-cache-dir --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean browser
 
 setup: $(STAMP)
+
+# Headless Chromium renders report.html in the report tests (Debian package; root or sudo needed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 demo: setup
 	$(VENV)/bin/medrobust demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: setup
