@@ -1,0 +1,51 @@
+"""Medical image data: sources (npz, folders, CSV, DICOM, NIfTI), modality presets, phantoms.
+
+Everything is resolved lazily (PEP 562), so ``import medrobust.data`` stays light and
+names from sub-packages written later (presets, phantoms) resolve once they exist.
+
+>>> from medrobust.data import open_source, make_dataset, load_arrays
+>>> ds = make_dataset("phantom/", split="test", preset="chest_xray")  # doctest: +SKIP
+>>> images, labels = load_arrays(ds, limit=32)                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "SOURCES": "medrobust.data.base",
+    "Source": "medrobust.data.base",
+    "Record": "medrobust.data.base",
+    "open_source": "medrobust.data.base",
+    "list_sources": "medrobust.data.base",
+    "register_source": "medrobust.data.base",
+    "SAFE_META_KEYS": "medrobust.data.base",
+    "assign_splits": "medrobust.data.splits",
+    "make_dataset": "medrobust.data.dataset",
+    "load_arrays": "medrobust.data.dataset",
+    "SourceDataset": "medrobust.data.dataset",
+    "collate_samples": "medrobust.data.dataset",
+    "inspect_source": "medrobust.data.inspect",
+    "get_preset": "medrobust.data.presets",
+    "list_presets": "medrobust.data.presets",
+    "Preset": "medrobust.data.presets",
+    "make_phantom": "medrobust.data.phantoms",
+    "write_phantom": "medrobust.data.phantoms",
+    "list_phantoms": "medrobust.data.phantoms",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'medrobust.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

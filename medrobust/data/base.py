@@ -1,0 +1,480 @@
+"""The source contract: a :class:`Source` lists :class:`Record` s and loads each as a MONAI-style dict.
+
+A source knows where its files are, which class each belongs to and which split
+(the dataset's own split where it has one, otherwise a seeded stratified split).
+``Source.load(record)`` returns ``{"image", "label", "meta"}`` with the image as a
+float32 ``np.ndarray`` of shape (C, H, W) or (C, D, H, W) in the file's native
+intensity units (HU for CT, raw values for MR, 0..255 for 8-bit PNG/JPEG) and a
+``meta`` dict holding whitelisted, non-identifying keys only (:data:`SAFE_META_KEYS`).
+
+>>> from medrobust.data import open_source
+>>> src = open_source("chest_xray_phantom/")          # doctest: +SKIP
+>>> sample = src.load(src.records("test")[0])        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from medrobust.errors import ConfigError, DataError
+from medrobust.registry import Registry
+from medrobust.validation import check_choice, check_float, check_int
+
+SOURCES: Registry[type[Source]] = Registry("source")
+
+#: Canonical split names. Folder/CSV split names are mapped onto these.
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "trn": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "tst": "test",
+}
+
+#: The only keys a sample's ``meta`` may hold. No DICOM identifying value ever enters it.
+SAFE_META_KEYS: frozenset[str] = frozenset(
+    {
+        "id",
+        "path",
+        "split",
+        "index",
+        "source",
+        "format",
+        "dtype",
+        "shape",
+        "modality",
+        "photometric_interpretation",
+        "rows",
+        "columns",
+        "samples_per_pixel",
+        "bits_stored",
+        "pixel_spacing",
+        "slice_thickness",
+        "rescale_applied",
+        "rescale_slope",
+        "rescale_intercept",
+        "window_applied",
+        "inverted",
+        "n_frames",
+        "frame_index",
+        "n_slices",
+        "transfer_syntax",
+        "axis",
+        "slice_index",
+        "volume_index",
+        "voxel_size",
+        "mode",
+    }
+)
+
+ON_ERROR_CHOICES: tuple[str, ...] = ("raise", "skip")
+
+
+def register_source(name: str, *aliases: str) -> Callable[[type[Source]], type[Source]]:
+    """Class decorator registering a :class:`Source` subclass under ``name``."""
+
+    def deco(cls: type[Source]) -> type[Source]:
+        cls.kind = name
+        return SOURCES.register(name, *aliases)(cls)
+
+    return deco
+
+
+def canonical_split(name: Any, where: object = "split") -> str:
+    """Map a split name ("Training", "valid", "TEST", ...) onto ``train``/``val``/``test``.
+
+    Raises:
+        DataError: naming ``where`` for an unknown split name.
+    """
+    key = str(name).strip().lower()
+    if key not in SPLIT_ALIASES:
+        raise DataError(
+            where, f"unknown split name {name!r}; expected one of {sorted(set(SPLIT_ALIASES))}"
+        )
+    return SPLIT_ALIASES[key]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample of a source.
+
+    Attributes:
+        id: Stable identifier inside the source (relative path, ``split/row``, ``path#frame``).
+        label: Class index into ``Source.class_names``.
+        split: ``"train"``, ``"val"``, ``"test"`` (``None`` only before splits are assigned).
+        path: The file holding the sample (the ``.npz`` for MedMNIST).
+        index: Row (npz), frame (DICOM) or slice (NIfTI) inside the file; ``None`` for the default.
+        files: For a DICOM series read as one volume, the slice files in order.
+        group: Grouping key for patient-level splits (never copied into ``meta`` or outputs).
+    """
+
+    id: str
+    label: int
+    split: str | None
+    path: Path | None
+    index: int | None = None
+    files: tuple[Path, ...] = field(default=())
+    group: str | None = field(default=None, repr=False)
+
+
+def _check_fractions(fractions: Any) -> tuple[float, float, float]:
+    try:
+        values = tuple(check_float(f, "split_fractions", "open_source", low=0, high=1, low_inclusive=True)
+                       for f in fractions)
+    except TypeError:
+        raise ConfigError(
+            f"The 'split_fractions' parameter of open_source must be three floats (train, val, test). "
+            f"Got {fractions!r}."
+        ) from None
+    if len(values) != 3 or not abs(sum(values) - 1.0) < 1e-6 or values[0] <= 0:
+        raise ConfigError(
+            "The 'split_fractions' parameter of open_source must be three floats (train, val, test) "
+            f"summing to 1 with train > 0. Got {fractions!r}."
+        )
+    return values  # type: ignore[return-value]
+
+
+class Source(ABC):
+    """Base class of every data source.
+
+    Subclasses implement :meth:`_index` (list the records, labels and own splits) and
+    :meth:`_read` (one record -> image array + safe meta). The base class assigns
+    missing splits, validates pixels (finite values, channel count) and filters ``meta``.
+
+    Args:
+        root: The file or folder the source was opened from.
+        split_seed: Seed of the stratified split used when the data has no split of its own.
+        split_fractions: (train, val, test) fractions of that split.
+        channels: Declared channel count; a file with another count raises :class:`DataError`.
+        class_names: Class names in label order (overrides what the source infers).
+        on_error: ``"raise"`` or ``"skip"`` for problems found while indexing (e.g. a CSV
+            naming a missing file); skipped entries are listed in :attr:`skipped`.
+    """
+
+    kind: ClassVar[str] = "source"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        split_seed: int = 0,
+        split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+        channels: int | None = None,
+        class_names: Sequence[str] | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        owner = type(self).__name__
+        self.root = Path(root)
+        self.split_seed = check_int(split_seed, "split_seed", owner, low=0)
+        self.split_fractions = _check_fractions(split_fractions)
+        self.channels = None if channels is None else check_int(channels, "channels", owner, low=1, high=4)
+        self.on_error = check_choice(on_error, "on_error", ON_ERROR_CHOICES, owner)
+        self.skipped: list[tuple[str, str]] = []
+        self._given_class_names = None if class_names is None else [str(c) for c in class_names]
+        self.class_names: list[str] = []
+        self.split_info: dict[str, Any] = {}
+        self._records: list[Record] = []
+        self._build()
+
+    # -- subclass hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def _index(self) -> tuple[list[Record], list[str]]:
+        """Return the records (``split`` may be ``None``) and the class names in label order."""
+
+    @abstractmethod
+    def _read(self, record: Record) -> tuple[np.ndarray, dict[str, Any]]:
+        """Return the image (C, H, W) or (C, D, H, W) float32 and reader meta for ``record``.
+
+        Raises:
+            DataError: naming the file when it cannot be read.
+        """
+
+    # -- construction ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        from medrobust.data.splits import assign_splits
+
+        records, class_names = self._index()
+        if self._given_class_names is not None:
+            if len(self._given_class_names) < len(class_names):
+                raise ConfigError(
+                    f"The 'class_names' parameter of {type(self).__name__} lists "
+                    f"{len(self._given_class_names)} names, but {self.root} has {len(class_names)} classes."
+                )
+            class_names = self._given_class_names
+        self.class_names = list(class_names)
+        for r in records:
+            if not 0 <= r.label < len(self.class_names):
+                n = len(self.class_names)
+                raise DataError(r.path or self.root, f"label {r.label} is outside [0, {n})")
+        own = [r.split is not None for r in records]
+        if records and all(own):
+            self.split_info = {"kind": "own"}
+        elif any(own):
+            first = next(r for r in records if r.split is None)
+            raise DataError(
+                first.path or self.root,
+                "some samples have a split and others do not; give every sample a split or none",
+            )
+        else:
+            splits, info = assign_splits(
+                [r.label for r in records],
+                groups=[r.group for r in records] if any(r.group is not None for r in records) else None,
+                fractions=self.split_fractions,
+                seed=self.split_seed,
+            )
+            records = [_replace_split(r, s) for r, s in zip(records, splits, strict=False)]
+            self.split_info = info
+        if any(r.group is not None for r in records):
+            _check_no_group_leak(records, self.root)
+        self._records = records
+
+    # -- public API -----------------------------------------------------------------------------
+    def records(self, split: str | None = None) -> list[Record]:
+        """Records of ``split`` (``"train"``, ``"val"``, ``"test"``; aliases accepted) or all of them."""
+        if split is None:
+            return list(self._records)
+        name = canonical_split(split, self.root)
+        return [r for r in self._records if r.split == name]
+
+    def splits(self) -> list[str]:
+        """Split names present, in train/val/test order."""
+        present = {r.split for r in self._records}
+        return [s for s in SPLIT_NAMES if s in present]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def relpath(self, path: str | os.PathLike[str] | None) -> str:
+        """``path`` relative to the source root (a file source's root is its folder)."""
+        if path is None:
+            return ""
+        base = self.root if self.root.is_dir() else self.root.parent
+        try:
+            return Path(path).resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            return Path(path).name
+
+    def load(self, record: Record) -> dict[str, Any]:
+        """Load one record as ``{"image": float32 (C, ...), "label": int, "meta": dict}``.
+
+        Raises:
+            DataError: naming the file for unreadable files, NaN/Inf pixels or a channel count
+                other than the declared ``channels``.
+        """
+        image, meta = self._read(record)
+        where = self.describe_location(record)
+        image = np.asarray(image)
+        if image.dtype != np.float32:
+            image = image.astype(np.float32)
+        if image.ndim not in (3, 4):
+            raise DataError(where, f"expected an image of shape (C, H, W) or (C, D, H, W), got {image.shape}")
+        check_finite(image, where)
+        if self.channels is not None and image.shape[0] != self.channels:
+            raise DataError(
+                where,
+                f"has {image.shape[0]} channel(s) but the source is declared with {self.channels} channel(s)",
+            )
+        meta = dict(meta)
+        meta.update(
+            id=record.id,
+            path=self.relpath(record.path),
+            split=record.split or "",
+            source=self.kind,
+            shape=list(image.shape),
+        )
+        if record.index is not None:
+            meta["index"] = int(record.index)
+        return {"image": image, "label": int(record.label), "meta": safe_meta(meta)}
+
+    def describe_location(self, record: Record) -> str:
+        """The file (and position inside it) an error about ``record`` should name."""
+        return str(record.path) if record.path is not None else str(self.root)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe summary: kind, root, classes, split origin and counts."""
+        counts = Counter(r.split for r in self._records)
+        return {
+            "kind": self.kind,
+            "root": str(self.root),
+            "class_names": list(self.class_names),
+            "n_records": len(self._records),
+            "splits": {s: counts.get(s, 0) for s in self.splits()},
+            "split_info": dict(self.split_info),
+        }
+
+    def _skip_or_raise(self, path: object, reason: str) -> None:
+        """Index-time problem: raise, or list it in :attr:`skipped` when ``on_error="skip"``."""
+        if self.on_error == "raise":
+            raise DataError(path, reason)
+        self.skipped.append((str(path), reason))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, n={len(self)}, classes={self.class_names})"
+
+
+def _replace_split(record: Record, split: str) -> Record:
+    from dataclasses import replace
+
+    return replace(record, split=split)
+
+
+def _check_no_group_leak(records: list[Record], root: Path) -> None:
+    seen: dict[str, str] = {}
+    leaks = 0
+    for r in records:
+        if r.group is None:
+            continue
+        prev = seen.setdefault(r.group, r.split or "")
+        if prev != r.split:
+            leaks += 1
+    if leaks:
+        # Group (patient) values are never printed: they may be identifying.
+        raise DataError(root, f"{leaks} sample(s) share a patient with a sample in another split")
+
+
+def check_finite(image: np.ndarray, where: object) -> None:
+    """Raise :class:`DataError` naming ``where`` when ``image`` holds NaN or Inf values."""
+    finite = np.isfinite(image)
+    if not finite.all():
+        n_nan = int(np.isnan(image).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        raise DataError(where, f"contains non-finite pixel values ({n_nan} NaN, {n_inf} Inf)")
+
+
+def safe_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Keep whitelisted keys with JSON-friendly, non-``None`` values only."""
+    out: dict[str, Any] = {}
+    for key in sorted(meta):
+        if key not in SAFE_META_KEYS:
+            continue
+        value = meta[key]
+        if value is None:
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, (np.ndarray, tuple)):
+            value = np.asarray(value).tolist()
+        out[key] = value
+    return out
+
+
+def list_sources() -> list[str]:
+    """Names of the registered source kinds."""
+    _ensure_registered()
+    return SOURCES.names()
+
+
+def _ensure_registered() -> None:
+    import medrobust.data.sources  # noqa: F401  (fills SOURCES)
+
+
+def open_source(spec: str | os.PathLike[str] | Source, kind: str | None = None, **options: Any) -> Source:
+    """Open a data source, detecting its kind from the path when ``kind`` is not given.
+
+    Detection: ``.npz`` -> ``npz``; ``.csv`` -> ``csv``; ``.dcm`` -> ``dicom``;
+    ``.nii``/``.nii.gz`` -> ``nifti``; a folder with exactly one ``.csv`` manifest at its top
+    -> ``csv``; a folder of two or more class folders (optionally under train/val/test
+    folders) -> ``folder``; a folder with one ``.npz`` -> ``npz``; a folder of DICOM files ->
+    ``dicom``; a folder of NIfTI files -> ``nifti``.
+
+    Args:
+        spec: Path to a file or folder (or an already open :class:`Source`, returned as is).
+        kind: Source kind (see :func:`list_sources`); detected when ``None``.
+        **options: Passed to the source class (e.g. ``split_seed``, ``channels``, ``window``).
+
+    Raises:
+        DataError: naming the path when it does not exist or its kind cannot be told.
+        ConfigError: for an unknown ``kind`` or option.
+    """
+    if isinstance(spec, Source):
+        return spec
+    _ensure_registered()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    name = kind if kind is not None else detect_kind(path)
+    cls = SOURCES.get(name)
+    try:
+        return cls(path, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise ConfigError(f"{cls.__name__} does not accept that option: {exc}") from None
+        raise
+
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+ALL_IMAGE_SUFFIXES: tuple[str, ...] = IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+
+
+def file_suffix(path: str | os.PathLike[str]) -> str:
+    """Lower-case suffix, with ``.nii.gz`` kept whole."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a ``.dcm`` name or a file with the ``DICM`` magic at byte 128."""
+    if file_suffix(path) in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def detect_kind(path: Path) -> str:
+    """Tell the source kind of ``path`` (see :func:`open_source`)."""
+    if path.is_file():
+        suffix = file_suffix(path)
+        if suffix == ".npz":
+            return "npz"
+        if suffix in (".csv", ".tsv"):
+            return "csv"
+        if suffix in NIFTI_SUFFIXES:
+            return "nifti"
+        if is_dicom_file(path):
+            return "dicom"
+        raise DataError(path, "cannot tell the source kind from this file; pass kind= (see list_sources())")
+    from medrobust.data.sources.folder import find_class_layout
+
+    top = [p for p in path.iterdir() if not p.name.startswith(".")]
+    csvs = [p for p in top if p.is_file() and file_suffix(p) == ".csv"]
+    if len(csvs) == 1:
+        return "csv"
+    layout = find_class_layout(path)
+    if layout is not None and len(layout.class_names) >= 2:
+        return "folder"
+    npzs = [p for p in top if p.is_file() and file_suffix(p) == ".npz"]
+    if len(npzs) == 1 and not csvs:
+        return "npz"
+    files = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    if any(file_suffix(p) in DICOM_SUFFIXES for p in files):
+        return "dicom"
+    if any(file_suffix(p) in NIFTI_SUFFIXES for p in files):
+        return "nifti"
+    raise DataError(
+        path,
+        "cannot tell the source kind of this folder (no class folders with images, no single CSV "
+        "manifest, no .npz, DICOM or NIfTI files); pass kind=",
+    )

@@ -1,0 +1,108 @@
+"""A NIfTI reader (MONAI ``NibabelReader`` subclass) that returns one 2D slice or the whole volume.
+
+Slices are read through nibabel's array proxy, so only the slice asked for is loaded
+and the header's ``scl_slope``/``scl_inter`` are applied. Arrays keep the file's
+voxel order: a slice along ``axis=2`` of an (X, Y, Z) volume is returned as (X, Y),
+i.e. rows are the file's first axis.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from monai.data.image_reader import NibabelReader
+from monai.utils import ensure_tuple
+
+from medrobust.errors import ConfigError, DataError
+
+
+def check_slice(value: Any, owner: str = "NiftiReader") -> str | int:
+    """Validate a slice choice: ``"middle"``, ``"volume"`` or a non-negative int."""
+    if isinstance(value, str) and value in ("middle", "volume"):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(
+        f"The 'slice' parameter of {owner} must be 'middle', 'volume' or a slice index >= 0. Got {value!r}."
+    )
+
+
+class NiftiReader(NibabelReader):
+    """Read a NIfTI file as a 2D slice (along ``axis``) or a 3D volume.
+
+    Args:
+        axis: Spatial axis (0, 1 or 2) the slices are taken along.
+        slice: ``"middle"`` (default), a slice index, or ``"volume"`` for the whole 3D volume.
+        volume: For 4D files, which volume (4th axis index) to read.
+    """
+
+    def __init__(self, axis: int = 2, slice: str | int = "middle", volume: int = 0) -> None:
+        super().__init__()
+        if axis not in (0, 1, 2):
+            raise ConfigError(f"The 'axis' parameter of NiftiReader must be 0, 1 or 2. Got {axis!r}.")
+        if not isinstance(volume, int) or isinstance(volume, bool) or volume < 0:
+            raise ConfigError(f"The 'volume' parameter of NiftiReader must be an int >= 0. Got {volume!r}.")
+        self.axis = axis
+        self.slice = check_slice(slice)
+        self.volume = volume
+
+    def read(self, data: Any, **kwargs: Any) -> Any:
+        """Open the header lazily with nibabel; an unreadable file raises :class:`DataError`."""
+        names = ensure_tuple(data)
+        self.filenames = names
+        try:
+            return super().read(data, **kwargs)
+        except Exception as exc:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors, ...
+            raise DataError(names[0], f"unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """Return the slice (or volume) as float32 and descriptive meta."""
+        if isinstance(img, (list, tuple)):
+            raise DataError(self.filenames[0], "read NIfTI files one at a time")
+        name = str(self.filenames[0])
+        try:
+            shape = tuple(int(s) for s in img.shape)
+            zooms = [float(z) for z in img.header.get_zooms()[:3]]
+            dtype = np.dtype(img.get_data_dtype()).name
+            if name.lower().endswith(".nii"):
+                # Uncompressed: a data block shorter than the header says is truncation, even
+                # when the slice asked for happens to lie in the part that is present.
+                need = int(img.dataobj.offset) + int(np.prod(shape)) * np.dtype(img.get_data_dtype()).itemsize
+                have = os.path.getsize(name)
+                if have < need:
+                    raise DataError(name, f"truncated NIfTI file ({have} bytes; the header needs {need})")
+            if len(shape) == 2:
+                data = np.asarray(img.dataobj, dtype=np.float32)
+                slice_index = None
+            else:
+                if len(shape) > 4 or (len(shape) == 4 and self.volume >= shape[3]):
+                    raise DataError(name, f"cannot read volume {self.volume} of an image of shape {shape}")
+                vol = (self.volume,) if len(shape) == 4 else ()
+                if self.slice == "volume":
+                    data = np.asarray(img.dataobj[(slice(None),) * 3 + vol], dtype=np.float32)
+                    slice_index = None
+                else:
+                    n = shape[self.axis]
+                    slice_index = n // 2 if self.slice == "middle" else int(self.slice)
+                    if slice_index >= n:
+                        raise DataError(name, f"slice {slice_index} asked for, but axis {self.axis} has {n}")
+                    index: list[Any] = [slice(None)] * 3
+                    index[self.axis] = slice_index
+                    data = np.asarray(img.dataobj[tuple(index) + vol], dtype=np.float32)
+        except DataError:
+            raise
+        except Exception as exc:  # truncated or corrupt data blocks surface only here
+            raise DataError(name, f"unreadable NIfTI data ({type(exc).__name__}: {exc})") from None
+        meta: dict[str, Any] = {
+            "format": "nifti",
+            "dtype": dtype,
+            "axis": self.axis,
+            "slice_index": slice_index,
+            "volume_index": self.volume if len(shape) == 4 else None,
+            "voxel_size": zooms,
+            "spatial_shape": np.asarray(data.shape),
+            "original_channel_dim": float("nan"),
+        }
+        return data, meta
