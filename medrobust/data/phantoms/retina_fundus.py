@@ -1,0 +1,106 @@
+"""Colour fundus photograph phantom: orange-red disc, optic disc, macula, branching vessels."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from medrobust.data.phantoms._draw import (
+    blur,
+    curve_mask,
+    gaussian,
+    grid,
+    smooth_noise,
+    soft_ellipse,
+    to_uint8,
+)
+from medrobust.data.phantoms.base import PhantomGenerator, register_phantom
+
+
+def _vessel_tree(
+    rng: np.random.Generator, y0: float, x0: float, angle: float, curl: float, length: float, depth: int
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Polylines of a branching vessel starting at ``(y0, x0)``: ``[(ys, xs, depth), ...]``."""
+    steps = 10
+    step = length / steps
+    ys, xs = [y0], [x0]
+    out: list[tuple[np.ndarray, np.ndarray, int]] = []
+    a = angle
+    for k in range(steps):
+        a += curl + rng.normal(0.0, 0.12)
+        ys.append(ys[-1] + step * np.sin(a))
+        xs.append(xs[-1] + step * np.cos(a))
+        if depth < 2 and k in (3, 6) and rng.random() < 0.8:
+            side = rng.choice([-1.0, 1.0])
+            out += _vessel_tree(
+                rng, ys[-1], xs[-1], a + side * rng.uniform(0.5, 1.0), curl * 0.5, length * 0.5, depth + 1
+            )
+    out.append((np.asarray(ys), np.asarray(xs), depth))
+    return out
+
+
+@register_phantom("retina_fundus", "fundus")
+class RetinaFundusPhantom(PhantomGenerator):
+    """Fundus photograph, RGB: black background, orange-red field of view with vignetting.
+
+    An optic disc (left or right eye), a darker macula, vessel arcades branching from
+    the disc. Class ``dr`` adds microaneurysms (tiny dark-red dots) and blot
+    haemorrhages (larger dark-red spots), few and faint in mild cases.
+    """
+
+    class_names: ClassVar[tuple[str, ...]] = ("no_dr", "dr")
+    positive_class: ClassVar[str | None] = "dr"
+    channels: ClassVar[int] = 3
+    description: ClassVar[str] = "colour fundus: disc, macula, vessels; dr = microaneurysms and haemorrhages"
+
+    def render(self, rng: np.random.Generator, label: int) -> np.ndarray:
+        """Draw one photograph."""
+        s = self.size
+        yy, xx = grid(s)
+        u = rng.uniform
+        fy, fx, fr = u(-0.04, 0.04), u(-0.04, 0.04), u(0.86, 0.97)
+        fov = soft_ellipse(yy, xx, fy, fx, fr, fr, edge=0.02)
+        r2 = ((yy - fy) ** 2 + (xx - fx) ** 2) / fr**2
+        base = np.array([u(0.72, 0.92), u(0.28, 0.42), u(0.08, 0.18)], dtype=np.float32)
+        img = base[:, None, None] * (1.0 - u(0.25, 0.45) * r2)[None]
+        img = img * (1.0 + 0.05 * smooth_noise(rng, s, 0.1))[None]
+        eye = rng.choice([-1.0, 1.0])  # optic disc on the nasal side
+        dy, dx, dr = fy + u(-0.08, 0.08), fx + eye * u(0.38, 0.5), u(0.1, 0.14)
+        # Macula: darker, about 2.5 disc diameters temporal to the disc.
+        my, mx = dy + u(0.0, 0.08), dx - eye * u(0.45, 0.55)
+        img = img * (1.0 - u(0.2, 0.35) * gaussian(yy, xx, my, mx, 0.12))[None]
+        # Vessels: four arcades (superior/inferior, temporal/nasal) with branches.
+        by_depth: list[list[tuple[np.ndarray, np.ndarray]]] = [[], [], []]
+        for vert in (-1.0, 1.0):
+            for horiz, length, curl in ((-eye, u(0.9, 1.2), vert * eye * 0.1), (eye, u(0.4, 0.6), 0.0)):
+                start = np.arctan2(vert * u(0.6, 1.0), horiz * u(0.4, 1.0))
+                for ys, xs, depth in _vessel_tree(rng, dy, dx, start, -curl, length, 0):
+                    by_depth[depth].append((ys, xs))
+        vessels = np.zeros((s, s), dtype=np.float32)
+        for depth, (width, weight) in enumerate(((0.045, 1.0), (0.03, 0.8), (0.02, 0.6))):
+            vessels = np.maximum(vessels, weight * curve_mask(s, by_depth[depth], width))
+        vessel_col = np.array([0.55, 0.35, 0.45], dtype=np.float32)
+        img = img * (1.0 - vessels[None] * (1.0 - vessel_col[:, None, None]) * u(0.6, 0.9))
+        # Optic disc: yellow-white with a brighter cup.
+        disc = soft_ellipse(yy, xx, dy, dx, dr * u(1.0, 1.15), dr, edge=0.02)
+        cup = soft_ellipse(yy, xx, dy, dx, dr * 0.5, dr * 0.45, edge=0.03)
+        disc_col = np.array([1.0, 0.82, 0.55], dtype=np.float32)
+        img = img * (1.0 - 0.75 * disc[None]) + 0.75 * disc[None] * disc_col[:, None, None] * u(0.8, 1.0)
+        img = img + 0.1 * cup[None]
+        if self.class_names[label] == "dr":
+            lesions = np.zeros((s, s), dtype=np.float32)
+            n_ma, n_hem = int(rng.integers(1, 7)), int(rng.integers(0, 3))
+            for k in range(n_ma + n_hem):
+                while True:
+                    ly, lx = fy + u(-0.7, 0.7) * fr, fx + u(-0.7, 0.7) * fr
+                    if (ly - dy) ** 2 + (lx - dx) ** 2 > (1.5 * dr) ** 2:
+                        break
+                rad = u(0.025, 0.04) if k < n_ma else u(0.05, 0.09)
+                lesions = np.maximum(lesions, gaussian(yy, xx, ly, lx, rad / 1.5) * u(0.5, 1.0))
+            dark_red = np.array([0.45, 0.12, 0.08], dtype=np.float32)
+            a = lesions[None] * u(0.4, 0.8)
+            img = img * (1.0 - a) + a * dark_red[:, None, None] * img[:1].clip(0.2, 1.0)
+        img = blur(img, u(0.004, 0.012), s)
+        img = img * u(0.8, 1.15) + rng.normal(0.0, u(0.005, 0.02), img.shape)
+        return to_uint8(img * fov[None])
