@@ -1,0 +1,127 @@
+"""``medrobust train ...``: train classifiers (and, via plug-in modules, defenses/denoisers).
+
+Only typer is imported at module level; torch/MONAI load inside the command.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Train classifiers and defenses.", no_args_is_help=True)
+
+
+def _parse_size(text: str | None) -> list[int] | None:
+    """``"64"`` -> [64, 64]; ``"64x64"`` / ``"64,64,8"`` -> explicit sizes."""
+    from medrobust.errors import ConfigError
+
+    if text is None:
+        return None
+    parts = [p for p in text.lower().replace(",", "x").split("x") if p.strip()]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(
+            f"The 'size' parameter must look like 64, 64x64 or 64x64x8. Got {text!r}."
+        ) from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) not in (2, 3) or any(s < 1 for s in sizes):
+        raise ConfigError(f"The 'size' parameter must look like 64, 64x64 or 64x64x8. Got {text!r}.")
+    return sizes
+
+
+@app.command("classifier")
+def classifier(
+    data: str | None = typer.Option(
+        None, "--data", help="Data source: file or folder (npz, csv, folders, DICOM, NIfTI)."
+    ),
+    modality: str | None = typer.Option(None, "--modality", help="Preset name, e.g. chest_xray, brain_mri."),
+    arch: str | None = typer.Option(None, "--arch", help="Classifier architecture (default small_cnn)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum number of epochs."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder to write."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML config; command-line options override it."
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
+    size: str | None = typer.Option(
+        None, "--size", help="Input size: 64, 64x64 or 64x64x8 (default: preset's)."
+    ),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Early-stopping patience in epochs (0: off)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Allow writing into a folder with a checkpoint."
+    ),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    """Train a classifier and write a run folder (weights, card, config, metrics)."""
+    import json
+
+    from medrobust.models.training import SUMMARY_NAME, TrainClassifierConfig, train_classifier
+
+    overrides = {
+        "data": data,
+        "modality": modality,
+        "arch": arch,
+        "epochs": epochs,
+        "out": None if out is None else str(out),
+        "device": device,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "spatial_size": _parse_size(size),
+        "patience": patience,
+        "num_workers": workers,
+        "overwrite": overwrite or None,
+        "progress": False if no_progress else None,
+    }
+    if config is not None:
+        cfg = TrainClassifierConfig.from_yaml(config, **overrides)
+    else:
+        cfg = TrainClassifierConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    run_dir = train_classifier(cfg)
+    from medrobust.distributed import launch_rank
+
+    if launch_rank() == 0:  # the process group is gone by now; torchrun's RANK still says who we are
+        summary_path = run_dir / SUMMARY_NAME
+        typer.echo(f"run folder: {run_dir}")
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            best = summary.get("best_val") or {}
+            typer.echo(
+                f"best epoch {summary['best_epoch']}/{summary['epochs_run']}: "
+                f"val balanced accuracy {best.get('balanced_accuracy', float('nan')):.4f}, "
+                f"AUROC {best.get('auroc', float('nan')):.4f}"
+            )
+            test = summary.get("test")
+            if test:
+                typer.echo(
+                    f"test: accuracy {test['accuracy']:.4f}, "
+                    f"balanced accuracy {test['balanced_accuracy']:.4f}, "
+                    f"AUROC {test['auroc']:.4f}, sensitivity {test['sensitivity']:.4f}, "
+                    f"specificity {test['specificity']:.4f}"
+                )
+
+
+def _register_plugins() -> None:
+    # Other engineers add ``train defense`` / ``train denoiser`` by defining
+    # ``register(app)`` in these modules; nothing here needs editing.
+    for name in ("train_defense", "train_denoiser"):
+        module_name = f"medrobust.cli.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_plugins()

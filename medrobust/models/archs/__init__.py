@@ -1,0 +1,1 @@
+"""Classifier architectures: one small file per family, each registering itself."""

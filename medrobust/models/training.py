@@ -1,0 +1,648 @@
+"""Train a classifier: class-weighted CE, preset augmentations, early stopping, DDP-ready.
+
+The same loop runs single-process (CPU or CUDA, AMP on CUDA) and under
+``torchrun --nproc_per_node N -m medrobust train classifier ...`` (DDP: gloo on CPU,
+nccl on GPU, a ``DistributedSampler``, validation metrics gathered across ranks,
+only rank 0 writes files).
+
+>>> cfg = TrainClassifierConfig(data="phantom_cxr/", modality="chest_xray", epochs=3, out="runs/cxr")
+>>> run_dir = train_classifier(cfg)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from medrobust import distributed as dist_utils
+from medrobust.errors import ConfigError
+from medrobust.metrics import classification_metrics
+from medrobust.models.card import ModelCard
+from medrobust.models.checkpoint import WEIGHTS_NAME, environment_info, save_checkpoint, unwrap_model
+from medrobust.models.classifier import build_classifier
+from medrobust.models.registry import get_classifier_arch
+from medrobust.utils.io import atomic_write_json, atomic_write_text
+from medrobust.utils.logging import get_logger
+
+log = get_logger("models.training")
+
+METRICS_NAME = "metrics.csv"
+SUMMARY_NAME = "summary.json"
+METRIC_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_auroc",
+    "val_sensitivity",
+    "val_specificity",
+    "lr",
+    "seconds",
+)
+
+
+class TrainClassifierConfig(BaseModel):
+    """Everything ``medrobust train classifier`` needs; loadable from YAML.
+
+    Attributes:
+        data: Data source spec (file or folder) for :func:`medrobust.data.open_source`.
+        source_kind: Force a source kind ("npz", "csv", "folder", "dicom", "nifti").
+        source_options: Extra keyword options for ``open_source``.
+        modality: Preset name (``chest_xray``, ``brain_mri``, ...): channels, bounds, transforms.
+        arch: Registered classifier name.
+        arch_kwargs: Architecture keyword arguments (e.g. ``{"width": 16}`` for small_cnn).
+        epochs: Maximum number of epochs.
+        batch_size: Per-process batch size.
+        lr: AdamW learning rate (cosine-annealed over ``epochs``).
+        weight_decay: AdamW weight decay.
+        spatial_size: Input size; None uses the preset's default.
+        val_split: Fraction of the training pool held out for validation when the
+            source has no validation split (stratified by class).
+        seed: Seed of model init, shuffling, augmentation and the validation split.
+        device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
+        amp: Mixed precision (only ever on CUDA).
+        channels_last: Use ``channels_last`` memory format for 2D conv nets.
+        patience: Stop after this many epochs without a better validation balanced
+            accuracy (0 disables early stopping). The best weights are kept.
+        num_workers: DataLoader workers.
+        class_weighting: "balanced" (weights ``n / (K * n_k)``) or "none".
+        augment: Apply the preset's augmentations to the training split.
+        positive_class: Class for sensitivity/specificity; default: the preset's hint.
+        out: Run folder to write (``model.safetensors``, ``card.json``, ``metrics.csv``...).
+        overwrite: Allow writing into a folder that already holds a checkpoint.
+        progress: Show a tqdm progress bar (rank 0 only).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | None = None
+    source_kind: str | None = None
+    source_options: dict[str, Any] = Field(default_factory=dict)
+    modality: str | None = None
+    arch: str = "small_cnn"
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    spatial_size: tuple[int, ...] | None = None
+    val_split: float = Field(0.2, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    patience: int = Field(5, ge=0)
+    num_workers: int = Field(0, ge=0)
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    augment: bool = True
+    positive_class: str | None = None
+    out: str = "runs/classifier"
+    overwrite: bool = False
+    progress: bool = True
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        return get_classifier_arch(v).name
+
+    @field_validator("spatial_size")
+    @classmethod
+    def _check_size(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (len(v) not in (2, 3) or any(s < 1 for s in v)):
+            raise ValueError(f"spatial_size must have 2 or 3 positive values. Got {v}.")
+        return v
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainClassifierConfig:
+        """Validate a mapping, turning pydantic errors into one readable :class:`ConfigError`."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            lines = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("Invalid classifier training config: " + "; ".join(lines)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainClassifierConfig:
+        """Load a YAML config (``yaml.safe_load``: plain values only) and apply overrides."""
+        import yaml
+
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found.") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the config must be a mapping. Got {type(values).__name__}.")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+
+@dataclass
+class TrainData:
+    """Datasets and facts the training loop needs (built by :func:`prepare_data`, or by hand).
+
+    Each dataset yields ``{"image": float32 (C, *spatial) in bounds, "label": int64, "meta": {}}``.
+
+    Attributes:
+        train: Training dataset (with augmentation).
+        val: Validation dataset (no augmentation).
+        class_names: Class names, index = label.
+        in_channels: Image channels.
+        spatial_size: Image size.
+        bounds: Intensity interval of the images.
+        modality: Modality/preset name recorded on the card.
+        positive_class: Positive class for sensitivity/specificity.
+        train_labels: Labels of ``train`` (for class weights); gathered by iterating when None.
+        stats_dataset: Unaugmented view of the training data for normalisation statistics
+            (default ``train``).
+        test: Held-back test dataset, evaluated once with the best weights.
+        source: Description of the data source (recorded on the card).
+    """
+
+    train: Dataset
+    val: Dataset
+    class_names: list[str]
+    in_channels: int
+    spatial_size: tuple[int, ...]
+    bounds: tuple[float, float] = (0.0, 1.0)
+    modality: str = "unknown"
+    positive_class: str | None = None
+    train_labels: np.ndarray | None = None
+    stats_dataset: Dataset | None = None
+    test: Dataset | None = None
+    source: str | None = None
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (keep, held_out) with ``fraction`` of each class held out.
+
+    Every class with at least two samples contributes at least one held-out sample.
+    """
+    rng = np.random.default_rng(int(seed))
+    labels = np.asarray(labels)
+    held: list[int] = []
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        rng.shuffle(idx)
+        n_val = round(len(idx) * fraction)
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        held.extend(idx[:n_val].tolist())
+    held_arr = np.array(sorted(held), dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(labels)), held_arr)
+    return keep, held_arr
+
+
+def _split_names(splits: list[str]) -> dict[str, str | None]:
+    lower = {s.lower(): s for s in splits}
+    pick = lambda *names: next((lower[n] for n in names if n in lower), None)  # noqa: E731
+    return {
+        "train": pick("train", "training"),
+        "val": pick("val", "valid", "validation"),
+        "test": pick("test", "testing"),
+    }
+
+
+def prepare_data(config: TrainClassifierConfig) -> TrainData:
+    """Open ``config.data`` with the data layer and build train/val(/test) datasets.
+
+    The source's own ``train``/``val``/``test`` splits are used when present;
+    otherwise ``val_split`` of the training pool is held out (stratified, seeded).
+    """
+    if not config.data:
+        raise ConfigError("The 'data' parameter of train classifier is required (a file or folder).")
+    if not config.modality:
+        raise ConfigError("The 'modality' parameter of train classifier is required (a preset name).")
+    from medrobust.data import get_preset, make_dataset, open_source
+
+    preset = get_preset(config.modality)
+    source = open_source(config.data, kind=config.source_kind, **config.source_options)
+    spatial = tuple(config.spatial_size) if config.spatial_size else tuple(preset.spatial_size)
+    names = _split_names(list(source.splits()))
+
+    def dataset(split: str | None, augment: bool) -> Dataset:
+        return make_dataset(source, split=split, preset=preset, spatial_size=spatial, augment=augment)
+
+    train_split = names["train"]
+    train_labels = np.array([r.label for r in source.records(train_split)], dtype=np.int64)
+    if train_labels.size == 0:
+        raise ConfigError(f"The data source {config.data!r} has no training records.")
+    train_aug = dataset(train_split, config.augment)
+    train_plain = dataset(train_split, False)
+    if names["val"] is not None and train_split is not None:
+        train_ds: Dataset = train_aug
+        stats_ds: Dataset = train_plain
+        val_ds: Dataset = dataset(names["val"], False)
+        labels = train_labels
+    else:
+        keep, held = stratified_split(train_labels, config.val_split, config.seed)
+        train_ds = Subset(train_aug, keep.tolist())
+        stats_ds = Subset(train_plain, keep.tolist())
+        val_ds = Subset(train_plain, held.tolist())
+        labels = train_labels[keep]
+    test_ds = dataset(names["test"], False) if names["test"] is not None and train_split is not None else None
+    class_names = list(source.class_names)
+    positive = config.positive_class
+    hint = getattr(preset, "positive_class_hint", None)
+    if positive is None and hint in class_names:
+        positive = hint
+    return TrainData(
+        train=train_ds,
+        val=val_ds,
+        class_names=class_names,
+        in_channels=int(preset.channels),
+        spatial_size=spatial,
+        bounds=tuple(float(b) for b in preset.bounds),  # type: ignore[arg-type]
+        modality=str(getattr(preset, "modality", config.modality)),
+        positive_class=positive,
+        train_labels=labels,
+        stats_dataset=stats_ds,
+        test=test_ds,
+        source=str(config.data),
+    )
+
+
+def _collate(batch: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack images and labels only (``meta`` dicts stay out of the batch)."""
+    images = []
+    for item in batch:
+        img = item["image"]
+        as_tensor = getattr(img, "as_tensor", None)
+        img = as_tensor() if callable(as_tensor) else torch.as_tensor(img)
+        images.append(img.float())
+    labels = torch.as_tensor([int(item["label"]) for item in batch], dtype=torch.long)
+    return torch.stack(images), labels
+
+
+def channel_stats(dataset: Dataset, limit: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std over up to ``limit`` evenly spaced samples."""
+    n = len(dataset)  # type: ignore[arg-type]
+    idx = np.unique(np.linspace(0, n - 1, num=min(n, limit)).astype(int))
+    total = sq = count = None
+    for i in idx:
+        img = _collate([dataset[int(i)]])[0][0].double()
+        flat = img.flatten(1)
+        s, s2, c = flat.sum(1), (flat**2).sum(1), flat.shape[1]
+        total = s if total is None else total + s
+        sq = s2 if sq is None else sq + s2
+        count = c if count is None else count + c
+    mean = total / count  # type: ignore[operator]
+    var = (sq / count - mean**2).clamp_min(0)  # type: ignore[operator]
+    std = var.sqrt().clamp_min(1e-6)
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
+    """``n / (K * n_k)`` per class (K: classes present; "balanced"), None for "none"; absent classes get 0."""
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    present = int((counts > 0).sum())
+    weights = np.where(counts > 0, counts.sum() / (present * np.maximum(counts, 1)), 0.0)
+    if (counts == 0).any():
+        log.warning(
+            "classes %s have no training samples; their loss weight is 0", np.flatnonzero(counts == 0)
+        )
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class EarlyStopping:
+    """Track the best validation score; ties are broken by a lower validation loss.
+
+    Args:
+        patience: Stop after this many epochs without improvement (0: never stop).
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = int(patience)
+        self.best_score = -math.inf
+        self.best_loss = math.inf
+        self.stale = 0
+
+    def step(self, score: float, loss: float) -> tuple[bool, bool]:
+        """Record one epoch; returns ``(improved, stop)``. A NaN score never improves."""
+        tie = abs(score - self.best_score) <= 1e-12
+        improved = bool(score > self.best_score + 1e-12 or (tie and loss < self.best_loss))
+        if improved:
+            self.best_score, self.best_loss, self.stale = score, loss, 0
+        else:
+            self.stale += 1
+        return improved, bool(self.patience and self.stale >= self.patience)
+
+
+def _resolve_train_device(spec: str) -> torch.device:
+    from medrobust.utils.device import resolve_device
+
+    device = resolve_device(spec)
+    if device.type == "cuda" and dist_utils.is_distributed():
+        device = torch.device("cuda", dist_utils.local_rank())
+    return device
+
+
+def _shard(dataset: Dataset) -> Dataset:
+    """This rank's share of an evaluation set (no padding, so gathered metrics are exact)."""
+    ws = dist_utils.world_size()
+    if ws == 1:
+        return dataset
+    return Subset(dataset, list(range(dist_utils.rank(), len(dataset), ws)))  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    channels_last: bool = False,
+    amp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over ``loader`` (gathered from all ranks when distributed)."""
+    was_training = model.training
+    model.eval()
+    logits_list, labels_list = [], []
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            out = model(images)
+        logits_list.append(out.float().cpu())
+        labels_list.append(labels.cpu())
+    model.train(was_training)
+    card = getattr(unwrap_model(model), "card", None)
+    k = card.num_classes if card is not None else 0
+    logits = torch.cat(logits_list) if logits_list else torch.zeros(0, k)
+    labels_t = torch.cat(labels_list) if labels_list else torch.zeros(0, dtype=torch.long)
+    if dist_utils.is_distributed():
+        logits = dist_utils.all_gather_tensor(logits)
+        labels_t = dist_utils.all_gather_tensor(labels_t)
+    return logits, labels_t
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, epoch_sampler: Any = None
+):
+    from monai.data import DataLoader
+
+    n = len(epoch_sampler) if epoch_sampler is not None else len(dataset)  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and epoch_sampler is None,
+        sampler=epoch_sampler,
+        generator=gen,
+        num_workers=workers,
+        collate_fn=_collate,
+        # BatchNorm cannot train on a final batch of one sample.
+        drop_last=shuffle and n > 1 and n % batch_size == 1,
+        persistent_workers=workers > 0,
+    )
+
+
+def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: TrainData | None = None) -> Path:
+    """Train a classifier and write a run folder; returns the folder.
+
+    Args:
+        config: Training config (or a mapping validated into one).
+        data: Prepared datasets; default :func:`prepare_data` on ``config.data``.
+
+    Returns:
+        The run folder (``config.out``) holding ``model.safetensors``, ``card.json``,
+        ``config.yaml``, ``environment.json``, ``metrics.csv`` and ``summary.json``
+        (best epoch, best validation and test metrics, seconds per epoch).
+    """
+    from tqdm.auto import tqdm
+
+    from medrobust.utils.seed import seed_everything
+
+    if not isinstance(config, TrainClassifierConfig):
+        config = TrainClassifierConfig.from_dict(dict(config))
+    created_group = dist_utils.init_distributed()
+    try:
+        rank, ws = dist_utils.rank(), dist_utils.world_size()
+        main = rank == 0
+        run_dir = Path(config.out)
+        if (run_dir / WEIGHTS_NAME).exists() and not config.overwrite:
+            raise ConfigError(
+                f"{run_dir} already holds a checkpoint ({WEIGHTS_NAME}); "
+                "choose another --out or set overwrite."
+            )
+        seed_everything(config.seed)  # training entry point: model init is reproducible
+        device = _resolve_train_device(config.device)
+        use_amp = bool(config.amp and device.type == "cuda")
+        if data is None:
+            data = prepare_data(config)
+        if len(data.train) == 0 or len(data.val) == 0:  # type: ignore[arg-type]
+            raise ConfigError("Training needs non-empty training and validation sets.")
+
+        num_classes = len(data.class_names)
+        train_labels = data.train_labels
+        if train_labels is None:
+            train_labels = np.array([int(data.train[i]["label"]) for i in range(len(data.train))])  # type: ignore[arg-type]
+        mean, std = channel_stats(data.stats_dataset if data.stats_dataset is not None else data.train)
+        positive = config.positive_class or data.positive_class
+        card = ModelCard(
+            in_channels=data.in_channels,
+            class_names=list(data.class_names),
+            spatial_size=tuple(data.spatial_size),
+            spatial_dims=len(data.spatial_size),  # type: ignore[arg-type]
+            modality=data.modality,
+            bounds=data.bounds,
+            mean=mean,
+            std=std,
+            positive_class=positive,
+            arch=config.arch,
+            source=data.source,
+            notes=[f"Trained by medrobust train classifier ({config.arch}, seed {config.seed})."],
+        )
+        model = build_classifier(config.arch, card, **config.arch_kwargs).to(device)
+        use_cl = bool(
+            config.channels_last and card.spatial_dims == 2 and get_classifier_arch(config.arch).channels_last
+        )
+        if use_cl:
+            model = model.to(memory_format=torch.channels_last)
+        net: nn.Module = model
+        if ws > 1:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+        weights = class_weights(train_labels, num_classes, config.class_weighting)
+        criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+        val_criterion = nn.CrossEntropyLoss()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        sampler = None
+        if ws > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(
+                data.train, num_replicas=ws, rank=rank, shuffle=True, seed=config.seed
+            )
+        seed = config.seed + 1000 * rank
+        train_loader = _loader(
+            data.train,
+            config.batch_size,
+            shuffle=True,
+            seed=seed,
+            workers=config.num_workers,
+            epoch_sampler=sampler,
+        )
+        val_loader = _loader(
+            _shard(data.val), config.batch_size, shuffle=False, seed=seed, workers=config.num_workers
+        )
+
+        pos_idx = card.positive_index
+        rows: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"epoch": 0, "state": None, "metrics": {}}
+        stopper = EarlyStopping(config.patience)
+        epoch_seconds: list[float] = []
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.perf_counter()
+            net.train()
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+            bar = tqdm(
+                train_loader,
+                desc=f"epoch {epoch}/{config.epochs}",
+                leave=False,
+                disable=not (config.progress and main),
+            )
+            for images, labels in bar:
+                images = images.to(device, non_blocking=True)
+                if use_cl:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                labels = labels.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = net(images)
+                loss = criterion(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                n = labels.shape[0]
+                stats += torch.tensor(
+                    [float(loss.detach()) * n, float((logits.argmax(1) == labels).sum()), n],
+                    dtype=torch.float64,
+                )
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            stats = dist_utils.all_reduce_sum(stats)
+            dist_utils.broadcast_module_state(model)  # identical BN statistics on every rank
+            logits_v, labels_v = predict(model, val_loader, device, use_cl, use_amp)
+            val_loss = float(val_criterion(logits_v, labels_v)) if labels_v.numel() else math.nan
+            m = classification_metrics(labels_v.numpy(), logits_v.numpy(), pos_idx)
+            seconds = time.perf_counter() - t0
+            epoch_seconds.append(seconds)
+            row = {
+                "epoch": epoch,
+                "train_loss": float(stats[0] / max(stats[2], 1)),
+                "train_accuracy": float(stats[1] / max(stats[2], 1)),
+                "val_loss": val_loss,
+                "val_accuracy": m["accuracy"],
+                "val_balanced_accuracy": m["balanced_accuracy"],
+                "val_auroc": m["auroc"],
+                "val_sensitivity": m["sensitivity"],
+                "val_specificity": m["specificity"],
+                "lr": float(lr),
+                "seconds": seconds,
+            }
+            rows.append(row)
+            if main:
+                _write_metrics(run_dir / METRICS_NAME, rows)
+                log.info(
+                    "epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+                )
+            improved, stop = stopper.step(m["balanced_accuracy"], val_loss)
+            if improved:
+                state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+                best.update(epoch=epoch, state=state, metrics=m)
+            if stop:
+                log.info("early stopping after epoch %d (best epoch %d)", epoch, best["epoch"])
+                break
+
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        model = model.to(memory_format=torch.contiguous_format)
+        model.eval()
+        test_metrics = None
+        if data.test is not None and len(data.test) > 0:  # type: ignore[arg-type]
+            test_loader = _loader(_shard(data.test), config.batch_size, shuffle=False, seed=seed, workers=0)
+            logits_t, labels_t = predict(model, test_loader, device, False, use_amp)
+            test_metrics = classification_metrics(labels_t.numpy(), logits_t.numpy(), pos_idx)
+        note = (
+            f"Best epoch {best['epoch']} of {len(rows)}: "
+            f"validation balanced accuracy {stopper.best_score:.4f}"
+            + (f"; test balanced accuracy {test_metrics['balanced_accuracy']:.4f}" if test_metrics else "")
+            + "."
+        )
+        model.card = model.card.model_copy(update={"notes": [*model.card.notes, note]})
+        if main:
+            resolved = config.model_dump(mode="json")
+            resolved.update(
+                spatial_size=list(data.spatial_size),
+                positive_class=positive,
+                modality=config.modality or data.modality,
+            )
+            save_checkpoint(
+                model,
+                run_dir,
+                config=resolved,
+                environment=environment_info(device, config.seed) | {"amp": use_amp, "channels_last": use_cl},
+            )
+            atomic_write_json(
+                run_dir / SUMMARY_NAME,
+                {
+                    "best_epoch": best["epoch"],
+                    "epochs_run": len(rows),
+                    "seconds_per_epoch": float(np.mean(epoch_seconds)),
+                    "best_val": best["metrics"],
+                    "test": test_metrics,
+                    "n_train": len(data.train),  # type: ignore[arg-type]
+                    "n_val": len(data.val),  # type: ignore[arg-type]
+                    "n_test": None if data.test is None else len(data.test),  # type: ignore[arg-type]
+                    "world_size": ws,
+                    "device": str(device),
+                },
+            )
+        dist_utils.barrier()
+        return run_dir
+    finally:
+        if created_group:
+            dist_utils.cleanup_distributed()
+
+
+def copy_config(config: TrainClassifierConfig, **updates: Any) -> TrainClassifierConfig:
+    """Return a validated copy of ``config`` with ``updates`` applied."""
+    values = copy.deepcopy(config.model_dump())
+    values.update(updates)
+    return TrainClassifierConfig.from_dict(values)
