@@ -1,0 +1,141 @@
+"""AutoAttack (Croce & Hein, ICML 2020) at the original strength, for any K >= 2."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from medrobust.attacks._apgd import final_check
+from medrobust.attacks._budget import BudgetAttack
+from medrobust.attacks._utils import make_result
+from medrobust.attacks.apgd_ce import APGDCE
+from medrobust.attacks.apgd_t import APGDT
+from medrobust.attacks.base import Attack, AttackResult, register_attack
+from medrobust.attacks.fab import FAB
+from medrobust.attacks.square import Square
+from medrobust.validation import check_choice, check_int
+
+#: Sub-attack settings per version: (label, class, params). ``standard`` is the original's.
+VERSIONS: dict[str, list[tuple[str, type[Attack], dict[str, Any]]]] = {
+    "standard": [
+        ("apgd-ce", APGDCE, {"steps": 100, "restarts": 1}),
+        ("apgd-t", APGDT, {"steps": 100, "restarts": 1, "n_target_classes": 9}),
+        ("fab-t", FAB, {"steps": 100, "restarts": 1, "n_target_classes": 9}),
+        ("square", Square, {"queries": 5000, "p_init": 0.8, "restarts": 1}),
+    ],
+    "fast": [
+        ("apgd-ce", APGDCE, {"steps": 50, "restarts": 1}),
+        ("apgd-t", APGDT, {"steps": 50, "restarts": 1, "n_target_classes": 3}),
+    ],
+}
+
+
+@register_attack("autoattack")
+class AutoAttack(BudgetAttack):
+    """AutoAttack: an ensemble of parameter-free attacks, each run on the points still robust.
+
+    ``version="standard"`` is the original protocol (L∞ and L2): APGD-CE (100 iterations,
+    no restarts) → APGD-T (targeted DLR, ``min(9, K-1)`` targets × 100 iterations) →
+    FAB-T (``min(9, K-1)`` targets × 100 iterations) → Square (5000 queries, ``p_init``
+    0.8). For ``K < 4`` APGD-T uses the targeted margin loss (DLR needs four logits) and
+    ``info["notes"]`` says so. ``version="fast"`` is a cheaper screen, **not** a
+    replacement for ``standard``: APGD-CE (50 iterations) → APGD-T (``min(3, K-1)``
+    targets × 50 iterations), no FAB-T and no Square.
+
+    All sub-attacks use this attack's bounds and ``seed`` (each starts from a fresh
+    generator with that seed, as the original reseeds each one). ``info`` records which
+    sub-attack fooled each sample (``fooled_by``, counts in ``fooled_per_attack``), the
+    robust accuracy after each stage and any loss substitutions; ``queries`` adds up
+    every forward pass of every sub-attack.
+
+    Args:
+        version: "standard" or "fast".
+        steps: Override the iterations of APGD-CE, APGD-T and FAB-T (None: per version).
+        queries: Override Square's query budget (None: per version).
+        n_target_classes: Override the number of targets of APGD-T and FAB-T.
+        eps, norm, channels_last, bounds, seed: See :class:`BudgetAttack`.
+    """
+
+    fast_params: ClassVar[dict[str, Any]] = {"version": "fast", "steps": 3, "n_target_classes": 2}
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        version: str = "standard",
+        steps: int | None = None,
+        queries: int | None = None,
+        n_target_classes: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, **kwargs)
+        owner = type(self).__name__
+        self.version = check_choice(version, "version", tuple(VERSIONS), owner)
+        self.steps = None if steps is None else check_int(steps, "steps", owner, low=1)
+        self.queries = None if queries is None else check_int(queries, "queries", owner, low=1)
+        self.n_target_classes = (
+            None
+            if n_target_classes is None
+            else check_int(n_target_classes, "n_target_classes", owner, low=1)
+        )
+        self.components = [
+            (label, cls(model, **self._sub_params(cls, params)))
+            for label, cls, params in VERSIONS[self.version]
+        ]
+
+    def _sub_params(self, cls: type[Attack], params: dict[str, Any]) -> dict[str, Any]:
+        out = dict(params)
+        if self.steps is not None and "steps" in out:
+            out["steps"] = self.steps
+        if self.queries is not None and "queries" in out:
+            out["queries"] = self.queries
+        if self.n_target_classes is not None and "n_target_classes" in out:
+            out["n_target_classes"] = self.n_target_classes
+        out.update(eps=self.eps, norm=self.norm, bounds=self.bounds, seed=self.seed)
+        out["channels_last"] = self.channels_last
+        return out
+
+    def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
+        n = labels.shape[0]
+        with torch.no_grad():
+            robust = self.logits(images).argmax(dim=1) == labels
+        queries = torch.ones_like(labels)
+        adv = images.clone()
+        fooled_by: list[str | None] = ["clean" if not r else None for r in robust.tolist()]
+        per_attack: dict[str, int] = {}
+        robust_after: dict[str, float] = {"clean": float(robust.float().mean()) if n else 0.0}
+        notes: list[str] = []
+        settings: dict[str, dict[str, Any]] = {}
+        for label, atk in self.components:
+            settings[label] = {
+                k: v for k, v in atk.params().items() if k not in ("bounds", "seed", "eps", "norm")
+            }
+            todo = robust.nonzero().squeeze(1)
+            if todo.numel() == 0:
+                per_attack[label] = 0
+                robust_after[label] = robust_after[list(robust_after)[-1]]
+                continue
+            res = atk._attack(images[todo], labels[todo], atk.generator(images.device))
+            queries[todo] += res.queries
+            won = res.success
+            adv[todo[won]] = res.adv[won]
+            robust[todo[won]] = False
+            for i in todo[won].tolist():
+                fooled_by[i] = label
+            per_attack[label] = int(won.sum())
+            robust_after[label] = float(robust.float().mean())
+            notes += [f"{label}: {note}" for note in res.info.get("notes", [])]
+        success = final_check(self.logits, adv, labels)
+        queries += 1
+        info: dict[str, Any] = {
+            "version": self.version,
+            "fooled_by": fooled_by,
+            "fooled_per_attack": per_attack,
+            "robust_accuracy_after": robust_after,
+            "settings": settings,
+        }
+        if notes:
+            info["notes"] = notes
+        return make_result(adv, images, success, queries, info)

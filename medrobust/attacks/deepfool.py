@@ -1,0 +1,142 @@
+"""DeepFool (Moosavi-Dezfooli et al., 2016), batched over images, L2 and L∞.
+
+All images of a batch step together: one forward per step on the samples not yet
+fooled, then the gradients of ``z_k - z_y`` for the candidate classes ``k`` (every
+class when K ≤ ``candidates``, else the ``candidates - 1`` classes with the highest
+clean logits, as in the original's ``num_classes=10``). Each sample leaves the batch as
+soon as it is fooled. As in the original, the accumulated step is applied with overshoot,
+``adv = clip(x + (1 + overshoot) · r_total)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from medrobust.attacks._utils import (
+    bview,
+    check_bool,
+    frozen_params,
+    make_result,
+    to_format,
+    use_channels_last,
+)
+from medrobust.attacks.base import Attack, AttackResult, register_attack
+from medrobust.validation import check_choice, check_float, check_int
+
+
+@register_attack("deepfool")
+class DeepFool(Attack):
+    """Minimal-perturbation DeepFool for any number of classes ≥ 2.
+
+    Samples that are misclassified from the start are returned unchanged with
+    ``success=True`` and zero norm. Samples not fooled within ``steps`` return their last
+    iterate with ``success=False``. ``queries`` counts forward passes per sample; each
+    step also spends ``min(K, candidates) - 1`` input-gradient backward passes.
+
+    Args:
+        model: Classifier returning logits.
+        bounds: Intensity interval; defaults to the model card's bounds.
+        seed: Unused (deterministic); recorded in results.
+        steps: Maximum DeepFool iterations.
+        overshoot: Overshoot factor applied to the accumulated perturbation.
+        norm: ``"l2"`` or ``"linf"`` (the L∞ variant uses the L1 dual norm of gradients).
+        candidates: Number of classes considered (true class included).
+        channels_last: Memory format for 4-D inputs; ``None`` picks ``channels_last``
+            for conv nets.
+    """
+
+    norm: ClassVar[str | None] = None  # minimal attack; the variant is in ``self.p``
+    minimal: ClassVar[bool] = True
+    fast_params: ClassVar[dict[str, Any]] = {"steps": 5}
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        bounds: Any = None,
+        seed: int = 0,
+        steps: int = 50,
+        overshoot: float = 0.02,
+        norm: str = "l2",
+        candidates: int = 10,
+        channels_last: bool | None = None,
+        **unused: Any,
+    ) -> None:
+        super().__init__(model, bounds=bounds, seed=seed, **unused)
+        owner = type(self).__name__
+        self.steps = check_int(steps, "steps", owner, low=1)
+        self.overshoot = check_float(overshoot, "overshoot", owner, low=0.0, high=None, low_inclusive=True)
+        self.p = check_choice(norm, "norm", ("l2", "linf"), owner)
+        self.candidates = check_int(candidates, "candidates", owner, low=2)
+        self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
+
+    def params(self) -> dict[str, Any]:
+        """Resolved parameters (``norm`` is the chosen variant)."""
+        out = super().params()
+        out["norm"] = self.p
+        return out
+
+    def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
+        low, high = self.bounds
+        cl = use_channels_last(self.model, images, self.channels_last)
+        x = to_format(images, cl)
+        n = x.shape[0]
+        dev = x.device
+        adv = x.clone()
+        r_tot = torch.zeros_like(x)
+        success = torch.zeros(n, dtype=torch.bool, device=dev)
+        queries = torch.zeros(n, dtype=torch.long, device=dev)
+        active = torch.arange(n, device=dev)
+        cand: torch.Tensor | None = None
+        l2 = self.p == "l2"
+
+        with frozen_params(self.model):
+            for step in range(self.steps + 1):
+                xa = adv[active].requires_grad_(True)
+                logits = self.model(xa).float()
+                ya = labels[active]
+                queries[active] += 1
+                if cand is None:  # first step: all samples, clean logits
+                    kk = min(self.candidates, logits.shape[1])
+                    others = logits.detach().scatter(1, labels[:, None], float("-inf"))
+                    top = others.topk(kk - 1, dim=1).indices
+                    cand = torch.cat([labels[:, None], top], dim=1)
+                fooled = logits.detach().argmax(dim=1) != ya
+                success[active[fooled]] = True
+                keep = ~fooled
+                if step == self.steps or not bool(keep.any()):
+                    break
+                zc = logits.gather(1, cand[active])
+                fdiff = zc[:, 1:] - zc[:, :1]  # (na, kk-1): z_k - z_y
+                kk1 = fdiff.shape[1]
+                grads = [
+                    torch.autograd.grad(fdiff[:, j].sum(), xa, retain_graph=j < kk1 - 1)[0]
+                    for j in range(kk1)
+                ]
+                with torch.no_grad():
+                    W = torch.stack(grads, dim=1)[keep]  # (nk, kk-1, ...)
+                    fd = fdiff.detach()[keep].abs()
+                    Wf = W.flatten(2)
+                    wn = Wf.norm(dim=2) if l2 else Wf.abs().sum(dim=2)
+                    dist = fd / (wn + 1e-8)
+                    best = dist.argmin(dim=1)
+                    rows = torch.arange(W.shape[0], device=dev)
+                    w_best = W[rows, best]
+                    step_len = dist[rows, best] + 1e-4
+                    if l2:
+                        r = bview(step_len / (wn[rows, best] + 1e-8), w_best) * w_best
+                    else:
+                        r = bview(step_len, w_best) * w_best.sign()
+                    idx = active[keep]
+                    r_tot[idx] += r
+                    adv[idx] = torch.clamp(x[idx] + (1.0 + self.overshoot) * r_tot[idx], low, high)
+                    active = idx
+        info = {
+            "channels_last": cl,
+            "norm": self.p,
+            "candidates": int(cand.shape[1]) if cand is not None else 0,
+        }
+        return make_result(adv, images, success, queries, info)

@@ -1,0 +1,132 @@
+"""PGD with an L∞ budget (Madry et al., 2018), torchattacks' algorithm inside card bounds.
+
+With ``bounds=(0, 1)``, ``restarts=1`` and ``channels_last=False`` the output equals
+``torchattacks.PGD(model, eps, alpha, steps, random_start)`` bit for bit when
+torchattacks runs after ``torch.manual_seed(seed)`` (on CPU, a ``torch.Generator``
+seeded with ``seed`` draws the same uniform stream as the global generator).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medrobust.attacks._utils import (
+    ce_loss,
+    check_bool,
+    frozen_params,
+    make_result,
+    to_format,
+    use_channels_last,
+)
+from medrobust.attacks.base import Attack, AttackResult, register_attack
+from medrobust.validation import check_float, check_int
+
+
+@register_attack("pgd", "pgd-linf")
+class PGD(Attack):
+    """Projected gradient descent on the cross-entropy loss, L∞ ball.
+
+    Each step costs exactly one forward and one input-gradient backward (model
+    parameters are frozen for the attack; no weight gradients are computed).
+
+    Args:
+        model: Classifier returning logits.
+        bounds: Intensity interval; defaults to the model card's bounds.
+        seed: Seed of the random start.
+        eps: L∞ budget in image units (e.g. ``8/255`` for [0, 1] images, HU for CT).
+        alpha: Step size; default ``2.5 * eps / steps`` (Madry et al.). torchattacks'
+            default is ``2/255`` whatever ``eps`` is.
+        steps: Gradient steps per restart.
+        random_start: Start uniformly inside the ball (clamped to the bounds).
+        restarts: Independent random starts; per sample the first successful restart is
+            kept, else the one with the highest final loss. Later restarts only run on
+            samples not yet fooled.
+        channels_last: Memory format for 4-D inputs; ``None`` uses ``channels_last`` for
+            models with 2-D convolutions (measured faster on CPU).
+    """
+
+    norm: ClassVar[str | None] = "linf"
+    fast_params: ClassVar[dict[str, Any]] = {"eps": 0.03, "steps": 3}
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        bounds: Any = None,
+        seed: int = 0,
+        eps: float = 8 / 255,
+        alpha: float | None = None,
+        steps: int = 10,
+        random_start: bool = True,
+        restarts: int = 1,
+        channels_last: bool | None = None,
+        **unused: Any,
+    ) -> None:
+        super().__init__(model, bounds=bounds, seed=seed, **unused)
+        owner = type(self).__name__
+        width = self.bounds[1] - self.bounds[0]
+        # An L∞ budget cannot exceed the intensity width; an L2 budget sums over pixels.
+        self.eps = check_float(eps, "eps", owner, low=0.0, high=width if self.norm == "linf" else None)
+        self.steps = check_int(steps, "steps", owner, low=1)
+        self.alpha = (
+            2.5 * self.eps / self.steps if alpha is None else check_float(alpha, "alpha", owner, low=0.0)
+        )
+        self.random_start = check_bool(random_start, "random_start", owner)
+        self.restarts = check_int(restarts, "restarts", owner, low=1)
+        self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
+
+    # -- the two pieces a variant changes -------------------------------------------------
+    def _start(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        low, high = self.bounds
+        noise = torch.empty(images.shape, dtype=images.dtype, device=images.device)
+        noise.uniform_(-self.eps, self.eps, generator=generator)
+        return torch.clamp(images + noise, min=low, max=high)
+
+    def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        low, high = self.bounds
+        adv = adv + self.alpha * grad.sign()
+        delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
+        return torch.clamp(images + delta, min=low, max=high)
+
+    # -------------------------------------------------------------------------------------
+    def _run(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One restart: returns the adversarial images (detached)."""
+        model = self.model
+        adv = self._start(images, generator) if self.random_start else images.clone()
+        for _ in range(self.steps):
+            adv.requires_grad_(True)
+            loss = F.cross_entropy(model(adv), labels)
+            (grad,) = torch.autograd.grad(loss, adv)
+            adv = self._step(adv.detach(), grad, images)
+        return adv.detach()
+
+    def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
+        cl = use_channels_last(self.model, images, self.channels_last)
+        x = to_format(images, cl)
+        n = x.shape[0]
+        best = x.clone()
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        best_loss = torch.full((n,), float("-inf"), device=x.device)
+        queries = torch.zeros(n, dtype=torch.long, device=x.device)
+        with frozen_params(self.model):
+            for r in range(self.restarts):
+                sel = torch.arange(n, device=x.device) if r == 0 else (~done).nonzero().squeeze(1)
+                if sel.numel() == 0:
+                    break
+                xs, ys = (x, labels) if r == 0 else (x[sel], labels[sel])
+                adv = self._run(xs, ys, generator)
+                with torch.no_grad():
+                    logits = self.logits(adv)
+                loss = ce_loss(logits, ys)
+                succ = logits.argmax(dim=1) != ys
+                queries[sel] += self.steps + 1
+                better = succ | (loss > best_loss[sel]) | torch.isinf(best_loss[sel])
+                upd = sel[better]
+                best[upd] = adv[better]
+                best_loss[upd] = loss[better]
+                done[upd] = succ[better]
+        return make_result(best, images, done, queries, {"channels_last": cl})
