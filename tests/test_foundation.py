@@ -52,10 +52,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 
 def test_import_is_light():
-    code = (
-        "import sys, medrobust; "
-        "print([m for m in ('torch', 'monai', 'pandas') if m in sys.modules])"
-    )
+    code = "import sys, medrobust; print([m for m in ('torch', 'monai', 'pandas') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

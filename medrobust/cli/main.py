@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         return 130
     except Exception as exc:  # click usage errors
-        import click
+        try:
+            import click
+        except ModuleNotFoundError:  # typer >= 0.20 vendors click
+            from typer import _click as click  # type: ignore[no-redef]
 
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()

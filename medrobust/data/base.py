@@ -103,9 +103,7 @@ def canonical_split(name: Any, where: object = "split") -> str:
     """
     key = str(name).strip().lower()
     if key not in SPLIT_ALIASES:
-        raise DataError(
-            where, f"unknown split name {name!r}; expected one of {sorted(set(SPLIT_ALIASES))}"
-        )
+        raise DataError(where, f"unknown split name {name!r}; expected one of {sorted(set(SPLIT_ALIASES))}")
     return SPLIT_ALIASES[key]
 
 
@@ -134,8 +132,10 @@ class Record:
 
 def _check_fractions(fractions: Any) -> tuple[float, float, float]:
     try:
-        values = tuple(check_float(f, "split_fractions", "open_source", low=0, high=1, low_inclusive=True)
-                       for f in fractions)
+        values = tuple(
+            check_float(f, "split_fractions", "open_source", low=0, high=1, low_inclusive=True)
+            for f in fractions
+        )
     except TypeError:
         raise ConfigError(
             f"The 'split_fractions' parameter of open_source must be three floats (train, val, test). "

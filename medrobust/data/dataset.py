@@ -195,9 +195,7 @@ def make_dataset(
     elif spatial_size is not None:
         from monai.transforms import Resized
 
-        transforms.append(
-            Resized(keys="image", spatial_size=spatial_size, mode="area")
-        )
+        transforms.append(Resized(keys="image", spatial_size=spatial_size, mode="area"))
     elif augment:
         raise ConfigError(
             "The 'augment' parameter of make_dataset needs a preset (augmentations are modality specific)."

@@ -91,8 +91,10 @@ def test_csv_manifest_names_ints_columns(tmp_path, write_image):
     assert src.kind == "csv" and src.class_names == ["benign", "malignant"]
     rec = next(r for r in src.records() if r.id == "imgs/3.png")
     assert rec.label == 0 and src.load(rec)["image"].max() == 30
-    (tmp_path / "ints.csv").write_text("path,label,split\n" + "".join(
-        f"imgs/{i}.png,{i % 3},{'train' if i < 4 else 'test'}\n" for i in range(6)))
+    (tmp_path / "ints.csv").write_text(
+        "path,label,split\n"
+        + "".join(f"imgs/{i}.png,{i % 3},{'train' if i < 4 else 'test'}\n" for i in range(6))
+    )
     src = open_source(tmp_path / "ints.csv")
     assert src.class_names == ["0", "1", "2"] and src.split_info["kind"] == "own"
     assert [r.label for r in src.records("test")] == [1, 2]

@@ -104,9 +104,7 @@ class CsvSource(FileSource):
             if has_split and str(row[self.split_column]).strip():
                 split = canonical_split(row[self.split_column], f"{self.csv_path} line {line}")
             group = str(row[self.patient_column]).strip() or None if has_patient else None
-            records.append(
-                Record(id=rel, label=label, split=split, path=path, group=group)
-            )
+            records.append(Record(id=rel, label=label, split=split, path=path, group=group))
         return self.expand(records), class_names
 
     @staticmethod

@@ -30,9 +30,7 @@ class ClassLayout:
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
-    )
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
 
 
 def _class_entries(folder: Path, split: str | None) -> list[tuple[Path, str, str | None]]:
@@ -89,7 +87,5 @@ class FolderSource(FileSource):
                 raise DataError(self.root, f"class folders {unknown} are not in the given class_names")
             names = self._given_class_names
         index = {n: i for i, n in enumerate(names)}
-        records = [
-            Record(id=self.relpath(p), label=index[c], split=s, path=p) for p, c, s in layout.entries
-        ]
+        records = [Record(id=self.relpath(p), label=index[c], split=s, path=p) for p, c, s in layout.entries]
         return self.expand(records), names
