@@ -1,0 +1,74 @@
+"""``medrobust train defense``: train a Siamese-DAE (or a baseline denoiser) for a classifier.
+
+Only typer is imported at module level; torch and friends load inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def defense(
+    classifier: Path | None = typer.Option(None, "--classifier", help="Classifier run folder."),
+    data: str | None = typer.Option(None, "--data", help="Data source (default: the classifier's)."),
+    kind: str | None = typer.Option(None, "--kind", help="siamese-dae (default), dae, magnet or hgd."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder."),
+    config: Path | None = typer.Option(None, "--config", help="YAML config (options override it)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    arch: str | None = typer.Option(None, "--arch", help="Denoiser architecture (default dae)."),
+    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most this many training images."),
+    ablate: list[str] | None = typer.Option(None, "--ablate", help="Term to switch off: rec|siam|cls."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder with a denoiser."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    """Train a denoising defense in front of a frozen classifier and write a checkpoint folder."""
+    import csv
+
+    from medrobust.defenses.training import TrainDefenseConfig, train_defense
+    from medrobust.errors import ConfigError
+
+    overrides = {
+        "classifier": None if classifier is None else str(classifier),
+        "data": data,
+        "kind": kind,
+        "out": None if out is None else str(out),
+        "epochs": epochs,
+        "arch": arch,
+        "device": device,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "limit": limit,
+        "ablate": ablate or None,
+        "overwrite": overwrite or None,
+        "progress": False if no_progress else None,
+    }
+    if config is not None:
+        cfg = TrainDefenseConfig.from_yaml(config, **overrides)
+    else:
+        if classifier is None:
+            raise ConfigError("train defense needs --classifier RUN (or --config YAML naming it).")
+        cfg = TrainDefenseConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    run = train_defense(cfg)
+    typer.echo(f"defense folder: {run}")
+    metrics = run / "metrics.csv"
+    if metrics.exists():
+        rows = list(csv.DictReader(metrics.read_text(encoding="utf-8").splitlines()))
+        if rows:
+            last = rows[-1]
+            typer.echo(
+                f"epoch {last['epoch']}: loss {float(last['loss']):.4g}, "
+                f"val clean accuracy {float(last['val_clean_acc']):.4f}, "
+                f"val adversarial accuracy {float(last['val_adv_acc']):.4f}"
+            )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``defense`` command to the ``medrobust train`` group."""
+    app.command("defense")(defense)

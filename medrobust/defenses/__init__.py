@@ -1,0 +1,56 @@
+"""Denoising defenses: denoiser registry, ``defend()``, checkpoints and defense training.
+
+>>> from medrobust.defenses import create_denoiser, defend
+>>> defended = defend(classifier, create_denoiser("median", in_channels=1))   # doctest: +SKIP
+
+Training (``TrainDefenseConfig``, ``train_defense``, ``fit_denoiser``, ``DEFENSE_KINDS``)
+is resolved lazily because it pulls in the model, attack and data packages.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from medrobust.defenses.checkpoint import load_denoiser, save_denoiser
+from medrobust.defenses.defended import DefendedClassifier, defend
+from medrobust.defenses.denoisers import (
+    DENOISERS,
+    Denoiser,
+    bpda,
+    create_denoiser,
+    list_denoisers,
+    register_denoiser,
+)
+
+_LAZY = {
+    "TrainDefenseConfig": "medrobust.defenses.training",
+    "train_defense": "medrobust.defenses.training",
+    "fit_denoiser": "medrobust.defenses.training",
+    "FitResult": "medrobust.defenses.training",
+    "DEFENSE_KINDS": "medrobust.defenses.objectives",
+    "list_defense_kinds": "medrobust.defenses.objectives",
+}
+
+__all__ = [
+    "DENOISERS",
+    "DefendedClassifier",
+    "Denoiser",
+    "bpda",
+    "create_denoiser",
+    "defend",
+    "list_denoisers",
+    "load_denoiser",
+    "register_denoiser",
+    "save_denoiser",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medrobust.defenses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,529 @@
+"""Training denoising defenses: ``TrainDefenseConfig`` + ``train_defense`` (Siamese-DAE and baselines).
+
+A defense is trained in front of a *frozen* classifier ``f`` (a medrobust run folder).
+Each batch pairs clean images ``x`` with adversarial twins ``x'`` crafted against ``f``
+by an attack mix at random budgets (on the fly, or once per epoch), and the objective
+of the chosen ``kind`` (``medrobust.defenses.objectives``) is minimised over the
+denoiser's weights only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from torch import nn
+
+from medrobust.defenses.adversarial import AttackMixItem, craft, default_mix
+from medrobust.errors import ConfigError
+from medrobust.utils.logging import get_logger
+from medrobust.validation import parse_number
+
+log = get_logger("defenses.training")
+
+ABLATABLE = ("rec", "siam", "cls")
+
+
+class TrainDefenseConfig(BaseModel):
+    """Everything ``medrobust train defense`` needs; loadable from YAML (``yaml.safe_load``).
+
+    Attributes:
+        classifier: Run folder of the frozen target classifier (``medrobust train classifier``).
+        data: Data source spec; default: the ``data`` of the classifier's ``config.yaml``.
+        source_kind: Force a source kind (npz, csv, folder, dicom, nifti); default: the classifier's.
+        modality: Preset name; default: the classifier's.
+        spatial_size: Image size; default: the classifier card's ``spatial_size``.
+        val_split: Held-out fraction when the source has no validation split; default: the
+            classifier's (same seed and fraction give the same split, so validation images
+            were not used to train the classifier).
+        limit: At most this many training images (None: all).
+        val_limit: At most this many validation images for the per-epoch accuracies.
+        kind: Objective: ``siamese-dae``, ``dae``, ``magnet`` or ``hgd``.
+        arch: Denoiser architecture (``list_denoisers()``), e.g. ``dae``, ``unet``, ``dncnn``.
+        arch_params: Constructor arguments of the denoiser (e.g. ``{"width": 16, "depth": 2}``).
+        epochs: Training epochs.
+        batch_size: Batch size (pairs per batch for the Siamese-DAE).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        seed: Seed of initialisation, shuffling, noise and the attack mix.
+        device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
+        attacks: The attack mix crafting ``x'`` (FGSM/PGD, budget ranges bounds-relative).
+        crafting: "on_the_fly" (fresh twins every batch) or "per_epoch" (all twins crafted at
+            the start of each epoch; same cost, less variance within an epoch).
+        val_attack: Attack for the per-epoch adversarial accuracy (crafted once on ``f``);
+            default: 10-step PGD at the largest budget of the mix.
+        w_rec: Weight of the reconstruction term (None: the kind's default).
+        w_siam: Weight of the Siamese agreement term (None: default).
+        w_cls: Weight of the classification term (None: default).
+        ablate: Terms switched off, e.g. ``["siam"]`` or ``["siam", "cls"]``.
+        siam_on: Agreement on "latent" codes, "output" images or "both" (latent needs a
+            denoiser with ``encode``; otherwise outputs are used).
+        siam_distance: Latent distance: "cosine" (1 - cosine similarity) or "l2".
+        siam_stop_grad: Treat the clean branch as a fixed target in the agreement term.
+        cls_target: "kl" (to the classifier's clean prediction) or "ce" (to the labels).
+        noise_sigma: Gaussian noise of the plain DAE, bounds-relative.
+        channels_last: ``channels_last`` memory format for 2D conv nets.
+        progress: Show a tqdm progress bar.
+        out: Output folder.
+        overwrite: Allow writing into a folder that already holds a denoiser.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    classifier: str
+    data: str | None = None
+    source_kind: str | None = None
+    modality: str | None = None
+    spatial_size: tuple[int, int] | None = None
+    val_split: float | None = Field(None, gt=0, lt=1)
+    limit: int | None = Field(None, ge=1)
+    val_limit: int = Field(256, ge=1)
+    kind: str = "siamese-dae"
+    arch: str = "dae"
+    arch_params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    attacks: list[AttackMixItem] = Field(default_factory=default_mix, min_length=1)
+    crafting: Literal["on_the_fly", "per_epoch"] = "on_the_fly"
+    val_attack: AttackMixItem | None = None
+    w_rec: float | None = Field(None, ge=0)
+    w_siam: float | None = Field(None, ge=0)
+    w_cls: float | None = Field(None, ge=0)
+    ablate: list[str] = Field(default_factory=list)
+    siam_on: Literal["latent", "output", "both"] = "both"
+    siam_distance: Literal["cosine", "l2"] = "cosine"
+    siam_stop_grad: bool = True
+    cls_target: Literal["kl", "ce"] = "kl"
+    noise_sigma: float = Field(0.1, gt=0, le=1)
+    channels_last: bool = True
+    progress: bool = True
+    out: str = "runs/defense"
+    overwrite: bool = False
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from medrobust.defenses.objectives import DEFENSE_KINDS
+
+        return DEFENSE_KINDS.get(v).name
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        from medrobust.defenses.denoisers import DENOISERS
+
+        return DENOISERS.get(v).name
+
+    @field_validator("noise_sigma", mode="before")
+    @classmethod
+    def _fraction(cls, v: Any) -> float:
+        return parse_number(v, "noise_sigma")
+
+    @field_validator("ablate")
+    @classmethod
+    def _known_terms(cls, v: list[str]) -> list[str]:
+        from medrobust.validation import check_choice
+
+        return [check_choice(t, "ablate", ABLATABLE) for t in v]
+
+    @model_validator(mode="after")
+    def _terms(self) -> TrainDefenseConfig:
+        from medrobust.defenses.objectives import DEFENSE_KINDS
+
+        objective = DEFENSE_KINDS.get(self.kind)
+        unknown = [t for t in self.ablate if t not in objective.terms]
+        if unknown:
+            raise ValueError(
+                f"kind {self.kind!r} has no term(s) {unknown} to ablate; "
+                f"its terms are {list(objective.terms)}."
+            )
+        self.resolved_weights()  # at least one active term
+        return self
+
+    def resolved_weights(self) -> dict[str, float]:
+        """Weight of each active term of ``kind`` (ablated and zero-weight terms left out)."""
+        from medrobust.defenses.objectives import DEFENSE_KINDS, WEIGHT_FIELDS
+
+        objective = DEFENSE_KINDS.get(self.kind)
+        weights: dict[str, float] = {}
+        for term in objective.terms:
+            value = getattr(self, WEIGHT_FIELDS[term])
+            value = objective.default_weights.get(term, 0.0) if value is None else float(value)
+            if term not in self.ablate and value > 0:
+                weights[term] = value
+        if not weights:
+            raise ValueError(f"kind {self.kind!r} has no active loss term (all ablated or weighted 0).")
+        return weights
+
+    def objective_options(self) -> dict[str, Any]:
+        """Options handed to the objective."""
+        return {
+            "siam_on": self.siam_on,
+            "siam_distance": self.siam_distance,
+            "siam_stop_grad": self.siam_stop_grad,
+            "cls_target": self.cls_target,
+            "noise_sigma": self.noise_sigma,
+        }
+
+    def validation_attack(self) -> AttackMixItem:
+        """The configured ``val_attack`` or 10-step PGD at the mix's largest budget."""
+        if self.val_attack is not None:
+            return self.val_attack
+        hi = max(item.eps[1] for item in self.attacks)
+        return AttackMixItem(name="pgd", eps=(hi, hi), steps=10)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainDefenseConfig:
+        """Validate a mapping, turning pydantic errors into one readable :class:`ConfigError`."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            lines = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("Invalid defense training config: " + "; ".join(lines)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainDefenseConfig:
+        """Load a YAML config (``yaml.safe_load``: plain values only) and apply non-None overrides."""
+        import yaml
+
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found.") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the config must be a mapping. Got {type(values).__name__}.")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    if images.shape[0] == 0:
+        return float("nan")
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch_size):
+            pred = model(images[i : i + batch_size]).argmax(dim=1)
+            correct += int((pred == labels[i : i + batch_size]).sum())
+    return correct / images.shape[0]
+
+
+def _craft_all(
+    classifier: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mix: list[AttackMixItem],
+    rng: np.random.Generator,
+    bounds: tuple[float, float],
+    batch_size: int,
+) -> torch.Tensor:
+    out = torch.empty_like(images)
+    for i in range(0, images.shape[0], batch_size):
+        out[i : i + batch_size] = craft(
+            classifier, images[i : i + batch_size], labels[i : i + batch_size], mix, rng, bounds
+        )
+    return out
+
+
+def _metrics_csv(rows: list[dict[str, Any]]) -> str:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    from medrobust.defenses.checkpoint import WEIGHTS
+
+    if (out / WEIGHTS).exists() and not overwrite:
+        raise ConfigError(f"{out}: already holds a denoiser ({WEIGHTS}); pass overwrite=True (--overwrite).")
+
+
+# --------------------------------------------------------------------------- core loop
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_denoiser` returns.
+
+    Attributes:
+        out: The checkpoint folder.
+        denoiser: The trained denoiser (CPU, eval mode), identical to ``load_denoiser(out)``.
+        metrics: One row per epoch (the content of ``metrics.csv``).
+        undefended: Validation clean/adversarial accuracy of the bare classifier.
+    """
+
+    out: Path
+    denoiser: Any
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    undefended: dict[str, float] = field(default_factory=dict)
+
+
+def fit_denoiser(
+    config: TrainDefenseConfig | dict[str, Any],
+    classifier: nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+) -> FitResult:
+    """Train a denoiser in front of an in-memory classifier on in-memory tensors.
+
+    This is the loop behind :func:`train_defense` (which loads the classifier and data
+    first); benchmarks and tests call it directly.
+
+    Args:
+        config: Training config (``classifier``/``data`` are only recorded here).
+        classifier: Frozen target classifier with a model card.
+        train_images: (N, C, H, W) images in the card's bounds.
+        train_labels: (N,) labels.
+        val_images: Validation images (may be empty).
+        val_labels: Validation labels.
+
+    Returns:
+        A :class:`FitResult`; its folder holds ``denoiser.safetensors``, ``denoiser.json``,
+        ``card.json``, ``config.yaml`` (resolved), ``metrics.csv``, ``environment.json``.
+    """
+    from tqdm.auto import tqdm
+
+    from medrobust.defenses.checkpoint import save_denoiser
+    from medrobust.defenses.denoisers import create_denoiser
+    from medrobust.defenses.objectives import DEFENSE_KINDS, Batch
+    from medrobust.models.checkpoint import environment_info
+    from medrobust.utils.device import resolve_device
+    from medrobust.utils.io import atomic_write_json, atomic_write_text
+    from medrobust.utils.seed import make_generator, numpy_rng, seed_everything
+
+    if not isinstance(config, TrainDefenseConfig):
+        config = TrainDefenseConfig.from_dict(dict(config))
+    card = getattr(classifier, "card", None)
+    if card is None:
+        raise ConfigError("fit_denoiser needs a classifier with a model card (medrobust load_model).")
+    out = Path(config.out)
+    _check_out(out, config.overwrite)
+    if train_images.ndim != 4 or train_images.shape[1] != card.in_channels:
+        raise ConfigError(
+            f"Defense training expects 2D images (N, {card.in_channels}, H, W). "
+            f"Got {tuple(train_images.shape)}."
+        )
+    if train_images.shape[0] != train_labels.shape[0] or val_images.shape[0] != val_labels.shape[0]:
+        raise ConfigError("Images and labels must have the same number of samples.")
+    bounds = (float(card.bounds[0]), float(card.bounds[1]))
+
+    seed_everything(config.seed)  # training entry point: model init uses the global generator
+    device = resolve_device(config.device)
+    gen = make_generator(config.seed)  # shuffling and noise (CPU, moved per batch)
+    rng = numpy_rng(config.seed)  # attack choice and budgets
+    cl = config.channels_last and device.type in ("cpu", "cuda")
+    fmt = torch.channels_last if cl else torch.contiguous_format
+
+    denoiser = create_denoiser(config.arch, in_channels=card.in_channels, bounds=bounds, **config.arch_params)
+    if not any(p.requires_grad for p in denoiser.parameters()):
+        raise ConfigError(f"Denoiser {config.arch!r} has no trainable parameters; pick a deep architecture.")
+    denoiser = denoiser.to(device, memory_format=fmt)
+    classifier = classifier.to(device, memory_format=fmt).eval()
+    trainable = [p for p in classifier.parameters() if p.requires_grad]
+    for p in trainable:  # frozen for the whole run, restored at the end
+        p.requires_grad_(False)
+
+    objective_cls = DEFENSE_KINDS.get(config.kind)
+    weights = config.resolved_weights()
+    objective = objective_cls(weights, {**config.objective_options(), "bounds": bounds})
+    opt = torch.optim.Adam(denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    x_train = train_images.float().to(device).contiguous(memory_format=fmt)
+    y_train = train_labels.long().to(device)
+    x_val = val_images[: config.val_limit].float().to(device).contiguous(memory_format=fmt)
+    y_val = val_labels[: config.val_limit].long().to(device)
+    val_item = config.validation_attack()
+    val_rng = numpy_rng(config.seed + 1)
+    x_val_adv = (
+        _craft_all(classifier, x_val, y_val, [val_item], val_rng, bounds, config.batch_size)
+        if len(x_val)
+        else x_val
+    )
+    undefended = {
+        "val_clean_acc": _accuracy(classifier, x_val, y_val, config.batch_size),
+        "val_adv_acc": _accuracy(classifier, x_val_adv, y_val, config.batch_size),
+    }
+    defended = nn.Sequential(denoiser, classifier)
+
+    resolved = config.model_copy(
+        update={
+            "w_rec": weights.get("rec", 0.0 if "rec" in objective_cls.terms else None),
+            "w_siam": weights.get("siam", 0.0 if "siam" in objective_cls.terms else None),
+            "w_cls": weights.get("cls", 0.0 if "cls" in objective_cls.terms else None),
+            "device": str(device),
+            "val_attack": val_item,
+            "spatial_size": tuple(int(s) for s in train_images.shape[-2:]),
+        }
+    )
+    n = x_train.shape[0]
+    rows: list[dict[str, Any]] = []
+    out.mkdir(parents=True, exist_ok=True)
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        adv_cache = None
+        if objective_cls.needs_adversarial and config.crafting == "per_epoch":
+            adv_cache = _craft_all(
+                classifier, x_train, y_train, config.attacks, rng, bounds, config.batch_size
+            )
+        perm = torch.randperm(n, generator=gen).to(device)
+        denoiser.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        batches = range(0, n, config.batch_size)
+        bar = tqdm(
+            batches,
+            desc=f"{config.kind} epoch {epoch}/{config.epochs}",
+            disable=not config.progress,
+            leave=False,
+        )
+        for i in bar:
+            idx = perm[i : i + config.batch_size]
+            x, y = x_train[idx], y_train[idx]
+            x_adv = None
+            if objective_cls.needs_adversarial:
+                x_adv = (
+                    adv_cache[idx]
+                    if adv_cache is not None
+                    else craft(classifier, x, y, config.attacks, rng, bounds)
+                )
+            terms = objective.losses(denoiser, classifier, Batch(x=x, y=y, x_adv=x_adv, generator=gen))
+            loss = objective.total(terms)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            k = x.shape[0]
+            seen += k
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * k
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) * k
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4g}")
+        denoiser.eval()
+        row: dict[str, Any] = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}}
+        row["val_clean_acc"] = _accuracy(defended, x_val, y_val, config.batch_size)
+        row["val_adv_acc"] = _accuracy(defended, x_val_adv, y_val, config.batch_size)
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        rows.append(row)
+        log.info("epoch %d: %s", epoch, row)
+        atomic_write_text(out / "metrics.csv", _metrics_csv(rows))
+
+    denoiser = denoiser.to("cpu", memory_format=torch.contiguous_format).eval()
+    save_denoiser(
+        denoiser,
+        out,
+        config=resolved,
+        card=card,
+        extra={
+            "training": {
+                "kind": config.kind,
+                "weights": weights,
+                "epochs": config.epochs,
+                "undefended": undefended,
+                "final": rows[-1] if rows else None,
+            }
+        },
+    )
+    atomic_write_json(out / "environment.json", environment_info(device, config.seed))
+    for p in trainable:
+        p.requires_grad_(True)
+    return FitResult(out=out, denoiser=denoiser, metrics=rows, undefended=undefended)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _classifier_config(run: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return values if isinstance(values, dict) else {}
+
+
+def _materialise(dataset: Any, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(count):
+        item = dataset[i]
+        img = item["image"]
+        as_tensor = getattr(img, "as_tensor", None)
+        images.append((as_tensor() if callable(as_tensor) else torch.as_tensor(img)).float())
+        labels.append(int(item["label"]))
+    if not images:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def train_defense(config: TrainDefenseConfig | dict[str, Any]) -> Path:
+    """Train a denoising defense for a classifier run folder; returns the output folder.
+
+    The data source, preset, size and validation split default to those in the
+    classifier's ``config.yaml``, so the defense sees the classifier's training
+    distribution and is validated on images the classifier did not train on.
+    """
+    from medrobust.models import load_model
+    from medrobust.models.training import TrainClassifierConfig, prepare_data
+
+    if not isinstance(config, TrainDefenseConfig):
+        config = TrainDefenseConfig.from_dict(dict(config))
+    _check_out(Path(config.out), config.overwrite)
+    run = Path(config.classifier)
+    classifier = load_model(run)
+    card = classifier.card
+    prior = _classifier_config(run)
+    data = config.data or prior.get("data")
+    modality = config.modality or prior.get("modality") or card.modality
+    if not data:
+        raise ConfigError(
+            f"The 'data' parameter of train defense is required: {run} has no config.yaml naming its data."
+        )
+    size = config.spatial_size or (
+        tuple(card.spatial_size) if card.spatial_size else prior.get("spatial_size")
+    )
+    cc = TrainClassifierConfig.from_dict(
+        {
+            "data": data,
+            "source_kind": config.source_kind or prior.get("source_kind"),
+            "source_options": prior.get("source_options") or {},
+            "modality": modality,
+            "spatial_size": size,
+            "val_split": config.val_split or prior.get("val_split", 0.2),
+            "seed": prior.get("seed", config.seed),
+            "augment": False,
+            "arch": card.arch or "small_cnn",
+        }
+    )
+    prepared = prepare_data(cc)
+    if prepared.in_channels != card.in_channels or tuple(prepared.bounds) != tuple(card.bounds):
+        raise ConfigError(
+            f"The data ({prepared.in_channels} channel(s), bounds {prepared.bounds}) does not match the "
+            f"classifier card ({card.in_channels} channel(s), bounds {tuple(card.bounds)})."
+        )
+    x_train, y_train = _materialise(prepared.train, config.limit)
+    x_val, y_val = _materialise(prepared.val, config.val_limit)
+    config = config.model_copy(update={"data": str(data), "modality": modality})
+    return fit_denoiser(config, classifier, x_train, y_train, x_val, y_val).out

@@ -1,0 +1,199 @@
+"""Defense training: a tiny Siamese-DAE on phantom chest X-rays, baselines, CLI, objectives."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import yaml
+
+from medrobust.defenses import load_denoiser
+from medrobust.defenses.denoisers import create_denoiser
+from medrobust.defenses.objectives import DEFENSE_KINDS, Batch
+from medrobust.defenses.objectives.base import forward_with_latent
+from medrobust.defenses.training import fit_denoiser, train_defense
+
+
+@pytest.fixture(scope="module")
+def phantom_run(tmp_path_factory):
+    """64 phantom chest X-rays (32x32, npz) and an (untrained) small_cnn run folder naming them."""
+    from medrobust.data import write_phantom
+    from medrobust.models import ModelCard, build_classifier, save_checkpoint
+
+    root = tmp_path_factory.mktemp("cxr")
+    data = write_phantom("chest_xray", 64, 32, "npz", root / "data", seed=0)
+    torch.manual_seed(0)
+    card = ModelCard(
+        in_channels=1, class_names=["normal", "pneumonia"], spatial_size=(32, 32), modality="chest_xray"
+    )
+    clf = build_classifier("small_cnn", card, width=4, depth=2)
+    cfg = {
+        "data": str(data),
+        "modality": "chest_xray",
+        "spatial_size": [32, 32],
+        "val_split": 0.25,
+        "seed": 0,
+    }
+    run = save_checkpoint(clf, root / "clf", config=cfg)
+    return run, data
+
+
+def _phantom_tensors(n=48, size=32):
+    from medrobust.data.phantoms import make_phantom
+
+    ps = make_phantom("chest_xray", n=n, size=size, seed=1)
+    return torch.from_numpy(ps.images).float() / 255.0, torch.from_numpy(ps.labels).long()
+
+
+def _rows(path):
+    return list(csv.DictReader((path / "metrics.csv").read_text().splitlines()))
+
+
+def test_siamese_dae_training_lowers_loss_and_round_trips(tmp_path, phantom_run) -> None:
+    from medrobust.models import load_model
+
+    run, _ = phantom_run
+    clf = load_model(run)
+    x, y = _phantom_tensors(64)
+    cfg = {
+        "classifier": str(run),
+        "kind": "siamese-dae",
+        "arch_params": {"width": 4, "depth": 2},
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "out": str(tmp_path / "sdae"),
+        "progress": False,
+        "attacks": [
+            {"name": "fgsm", "eps": ["2/255", "8/255"]},
+            {"name": "pgd", "eps": ["2/255", "8/255"], "steps": 2},
+        ],
+    }
+    res = fit_denoiser(cfg, clf, x[:48], y[:48], x[48:], y[48:])
+    rows = _rows(res.out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "rec", "siam", "cls", "val_clean_acc", "val_adv_acc"} <= set(rows[0])
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"])
+    # The trained denoiser reconstructs better than its own initialisation.
+    torch.manual_seed(0)
+    fresh = create_denoiser("dae", width=4, depth=2).eval()
+    with torch.no_grad():
+        assert (res.denoiser(x) - x).pow(2).mean() < (fresh(x) - x).pow(2).mean()
+    for name in ("denoiser.safetensors", "denoiser.json", "card.json", "config.yaml", "environment.json"):
+        assert (res.out / name).is_file(), name
+    resolved = yaml.safe_load((res.out / "config.yaml").read_text())
+    assert resolved["w_rec"] == 1.0 and resolved["attacks"][0]["eps"][0] == pytest.approx(2 / 255)
+    again = load_denoiser(res.out)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), res.denoiser(x), rtol=0, atol=0)
+
+
+def test_train_defense_reads_classifier_run_and_ablation(tmp_path, phantom_run) -> None:
+    run, _ = phantom_run
+    out = train_defense(
+        {
+            "classifier": str(run),
+            "kind": "siamese-dae",
+            "ablate": ["siam"],
+            "arch_params": {"width": 4, "depth": 1},
+            "epochs": 1,
+            "batch_size": 16,
+            "limit": 32,
+            "crafting": "per_epoch",
+            "attacks": [{"name": "fgsm", "eps": ["2/255", "4/255"]}],
+            "out": str(tmp_path / "abl"),
+            "progress": False,
+        }
+    )
+    rows = _rows(out)
+    assert "siam" not in rows[0] and "rec" in rows[0] and "cls" in rows[0]
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["w_siam"] == 0.0
+    assert resolved["data"].endswith(".npz") and resolved["spatial_size"] == [32, 32]
+
+
+def test_cli_train_defense(tmp_path, phantom_run) -> None:
+    from medrobust.cli.main import main
+
+    run, _ = phantom_run
+    cfg = tmp_path / "defense.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "arch_params": {"width": 4, "depth": 1},
+                "batch_size": 16,
+                "limit": 32,
+                "attacks": [{"name": "fgsm", "eps": ["2/255", "4/255"]}],
+                "progress": False,
+            }
+        )
+    )
+    out = tmp_path / "magnet"
+    rc = main(
+        ["train", "defense", "--classifier", str(run), "--kind", "magnet", "--out", str(out),
+         "--config", str(cfg), "--epochs", "1", "--seed", "3"]
+    )  # fmt: skip
+    assert rc == 0
+    assert load_denoiser(out).name == "dae"
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 3
+    # A second run into the same folder needs --overwrite.
+    assert main(["train", "defense", "--classifier", str(run), "--out", str(out), "--config", str(cfg)]) == 2
+
+
+@pytest.mark.parametrize("kind", ["dae", "magnet", "hgd"])
+def test_baselines_train(tmp_path, phantom_run, kind) -> None:
+    from medrobust.models import load_model
+
+    clf = load_model(phantom_run[0])
+    x, y = _phantom_tensors(24)
+    cfg = {
+        "classifier": "in-memory",
+        "kind": kind,
+        "arch_params": {"width": 4, "depth": 1},
+        "epochs": 1,
+        "batch_size": 12,
+        "attacks": [{"name": "fgsm", "eps": ["4/255", "4/255"]}],
+        "out": str(tmp_path / kind),
+        "progress": False,
+    }
+    res = fit_denoiser(cfg, clf, x[:16], y[:16], x[16:], y[16:])
+    row = res.metrics[0]
+    expected = {"dae": {"rec"}, "magnet": {"rec"}, "hgd": {"cls"}}[kind]
+    assert expected == {k for k in row if k in ("rec", "siam", "cls")}
+    assert row["loss"] > 0
+
+
+def test_forward_with_latent_matches_forward() -> None:
+    x = torch.rand(2, 1, 18, 20)
+    for name, params in [("dae", {"width": 4, "depth": 2}), ("autoencoder", {"channels": (4, 8)})]:
+        d = create_denoiser(name, **params).eval()
+        out, z = forward_with_latent(d, x)
+        assert z is not None
+        torch.testing.assert_close(out, d(x))
+    out, z = forward_with_latent(create_denoiser("dncnn", depth=3, width=4), x)
+    assert z is None and out.shape == x.shape
+
+
+def test_siamese_terms_vanish_for_identical_pairs() -> None:
+    from medrobust.models import ModelCard, build_classifier
+
+    torch.manual_seed(0)
+    clf = build_classifier(
+        "small_cnn", ModelCard(in_channels=1, class_names=["a", "b"]), width=4, depth=2
+    ).eval()
+    d = create_denoiser("dae", width=4, depth=1)
+    objective = DEFENSE_KINDS.get("siamese-dae")({"rec": 1.0, "siam": 1.0, "cls": 1.0}, {"siam_on": "both"})
+    x = torch.rand(4, 1, 16, 16)
+    terms = objective.losses(
+        d, clf, Batch(x=x, y=torch.zeros(4, dtype=torch.long), x_adv=x.clone(), generator=None)
+    )
+    assert terms["siam"].item() == pytest.approx(0.0, abs=1e-6)
+    assert terms["rec"].item() > 0 and terms["cls"].item() >= 0
+    x_adv = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    terms = objective.losses(
+        d, clf, Batch(x=x, y=torch.zeros(4, dtype=torch.long), x_adv=x_adv, generator=None)
+    )
+    assert terms["siam"].item() > 0
+    terms["siam"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
