@@ -1,0 +1,52 @@
+"""Loading typed (pydantic) configs from YAML with medrobust's one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from medrobust.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """Flatten a pydantic ``ValidationError`` into "field.path: message; ..."."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        msg = str(err.get("msg", "invalid value"))
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def validate_config(cls: type[M], data: Any, origin: str = "config") -> M:
+    """``cls.model_validate(data)`` raising :class:`ConfigError` with readable messages."""
+    if isinstance(data, cls):
+        return data
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: invalid {cls.__name__}: {validation_message(exc)}") from None
+
+
+def load_yaml_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None) -> M:
+    """Read YAML with ``yaml.safe_load`` (no code execution) and validate it as ``cls``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found.") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping. Got {type(data).__name__}.")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate_config(cls, data, str(path))
