@@ -1,0 +1,149 @@
+"""``medrobust audit``: run (or resume) a robustness audit from a YAML config and/or flags.
+
+Exit codes: 0 success (all gates pass), 1 a gate failed, 2 invalid config/gate/input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [s.strip() for s in v.split(",") if s.strip()]
+    return out
+
+
+def _defense_spec(value: str) -> dict:
+    """``PATH`` (a denoiser run folder), ``NAME=PATH``, or a registry denoiser ``median``."""
+    name, sep, rest = value.partition("=")
+    if sep:
+        return {"name": name, "path": rest}
+    path = Path(value)
+    if path.exists() or "/" in value:
+        return {"name": path.name or value, "path": value}
+    return {"name": value, "denoiser": value}
+
+
+def audit(
+    config: Path | None = typer.Option(None, "--config", "-c", help="Audit YAML (pipelines/*.yaml)."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Classifier run folder, ONNX or TorchScript file."
+    ),
+    card: Path | None = typer.Option(None, "--card", help="card.json for ONNX/TorchScript models."),
+    data: str | None = typer.Option(
+        None, "--data", help="Data source path, or 'phantom:MODALITY' for built-in phantom data."
+    ),
+    split: str | None = typer.Option(None, "--split", help="Split to audit (default: test)."),
+    modality: str | None = typer.Option(
+        None, "--modality", "--preset", help="Modality preset, e.g. chest_xray."
+    ),
+    attacks: list[str] | None = typer.Option(
+        None, "--attacks", help="Comma-separated attack names, e.g. fgsm,pgd,cw,deepfool,spsa,autoattack."
+    ),
+    eps: list[str] | None = typer.Option(
+        None, "--eps", help="L∞ budgets, comma-separated (e.g. 2/255,8/255)."
+    ),
+    eps_l2: list[str] | None = typer.Option(None, "--eps-l2", help="L2 budgets, comma-separated."),
+    defense: list[str] | None = typer.Option(
+        None, "--defense", help="Denoiser run folder, NAME=PATH, or a registry denoiser name (repeatable)."
+    ),
+    threat: list[str] | None = typer.Option(None, "--threat", help="graybox and/or adaptive (repeatable)."),
+    n: int | None = typer.Option(None, "--n", help="Number of samples."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Attack batch size."),
+    out: Path = typer.Option(Path("runs/audit"), "--out", "-o", help="Run folder (resumed when it exists)."),
+    gate: list[str] | None = typer.Option(
+        None, "--gate", help='Pass/fail gate, e.g. "pgd@2/255>=0.60" (repeatable; see docs/flags.md#gates).'
+    ),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Discard a previous run in --out (after a config change)."
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda[:N]."),
+    seed: int | None = typer.Option(None, "--seed", help="Run seed."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Audit a classifier (and its defenses) under attacks at several budgets; write a report."""
+    from medrobust.errors import ConfigError
+    from medrobust.evaluation.config import config_from_dict, load_config, merge_overrides
+
+    overrides: dict = {}
+    if model is not None or card is not None:
+        overrides["model"] = {k: str(v) for k, v in (("path", model), ("card", card)) if v is not None}
+    data_over: dict = {}
+    if data is not None:
+        if data.startswith("phantom:"):
+            data_over.update(phantom={"modality": data.split(":", 1)[1]}, source=None)
+        else:
+            data_over.update(source=data, phantom=None)
+    if split is not None:
+        data_over["split"] = split
+    if modality is not None:
+        data_over["preset"] = modality
+    if data_over:
+        overrides["data"] = data_over
+    if attacks:
+        overrides["attacks"] = _split(attacks)
+    budgets = {}
+    if eps:
+        budgets["linf"] = _split(eps)
+    if eps_l2:
+        budgets["l2"] = _split(eps_l2)
+    if budgets:
+        overrides["budgets"] = budgets
+    if defense:
+        overrides["defenses"] = [_defense_spec(d) for d in defense]
+    if threat:
+        overrides["threats"] = _split(threat)
+    for key, value in (("n_samples", n), ("batch_size", batch_size), ("device", device), ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+
+    if config is not None:
+        cfg = load_config(config)
+        base = cfg.resolved()
+        if data_over.get("source") is not None or data_over.get("phantom") is not None:
+            base["data"] = {k: v for k, v in base["data"].items() if k not in ("source", "phantom")}
+        merged = merge_overrides(base, overrides)
+        merged["gates"] = list(cfg.gates) + list(gate or [])
+        cfg = config_from_dict(merged, str(config))
+    else:
+        if "model" not in overrides or "data" not in overrides:
+            raise ConfigError("Give --config FILE, or at least --model and --data (and --attacks, --eps).")
+        overrides["gates"] = list(gate or [])
+        cfg = config_from_dict(overrides, "(command-line flags)")
+
+    from medrobust.evaluation.runner import run_audit
+
+    results = run_audit(cfg, out, fresh=fresh, progress=progress)
+    _print_summary(results, out)
+    failed = [g for g in results["gates"] if not g["passed"]]
+    for g in failed:
+        typer.echo(f"GATE FAILED: {g['gate']}", err=True)
+        for f in g["failures"]:
+            typer.echo(f"  {f['cell']}: {g['metric']} = {f['value']}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_summary(results: dict, out: Path) -> None:
+    from medrobust.reporting.tables import fmt
+
+    typer.echo(f"{'target':<14} {'threat':<9} {'attack':<12} {'eps':>8} {'clean':>6} {'robust':>6}")
+    for c in results["cells"]:
+        m = c["metrics"]
+        typer.echo(
+            f"{c['target']:<14} {c['threat']:<9} {c['attack']:<12} {c['eps_label']:>8} "
+            f"{fmt(m['clean_accuracy']):>6} {fmt(m['robust_accuracy']):>6}"
+        )
+    warnings = [f for f in results["flags"] if f["severity"] == "warning"]
+    if warnings:
+        typer.echo(f"{len(warnings)} sanity flag(s) raised; see the report and docs/flags.md.")
+    typer.echo(f"report: {Path(out) / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the top-level ``audit`` command to the ``medrobust`` app."""
+    app.command("audit")(audit)

@@ -1,0 +1,39 @@
+"""Robustness audits: config, planning, runner, per-cell metrics, sanity flags, gates, resume.
+
+>>> from medrobust.evaluation import load_config, run_audit
+>>> cfg = load_config("pipelines/chest_xray.yaml")       # doctest: +SKIP
+>>> results = run_audit(cfg, "runs/audit-cxr")            # doctest: +SKIP
+
+Submodules are imported on first use so ``import medrobust.evaluation`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "AuditConfig": "medrobust.evaluation.config",
+    "config_from_dict": "medrobust.evaluation.config",
+    "load_config": "medrobust.evaluation.config",
+    "plan_audit": "medrobust.evaluation.cells",
+    "derive_seed": "medrobust.evaluation.cells",
+    "parse_gate": "medrobust.evaluation.gate",
+    "evaluate_gates": "medrobust.evaluation.gate",
+    "run_audit": "medrobust.evaluation.runner",
+    "audit": "medrobust.evaluation.api",
+    "load_results": "medrobust.evaluation.api",
+    "AuditResults": "medrobust.evaluation.api",
+    "FLAG_CHECKS": "medrobust.evaluation.flags",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medrobust.evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

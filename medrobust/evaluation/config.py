@@ -1,0 +1,406 @@
+"""The audit configuration: a validated YAML file (or the same through CLI flags).
+
+Nothing in a config is executed: attack and denoiser names resolve only through
+their registries (unknown names get "did you mean"), budgets accept fractions
+such as ``"2/255"``, and paths must exist. Every error names the field.
+
+Example (``pipelines/chest_xray.yaml``)::
+
+    data: {phantom: {modality: chest_xray, n: 120, size: 64}, split: test, preset: chest_xray}
+    model: {path: runs/chest_small_cnn}
+    defenses:
+      - {name: siamese, path: runs/chest_siamese}
+      - {name: median, denoiser: median, params: {kernel_size: 3}}
+    attacks: [fgsm, {name: pgd, params: {steps: 20}}, cw]
+    budgets: {linf: [1/255, 2/255, 8/255], l2: [0.25, 0.5]}
+    threats: [graybox, adaptive]
+    n_samples: 64
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medrobust.errors import ConfigError
+from medrobust.validation import parse_number
+
+#: Threat models an audit can run for defended targets (the bare classifier is always "whitebox").
+THREATS = ("graybox", "adaptive")
+#: Attack parameters the audit sets itself (budgets and per-cell seeds).
+RESERVED_ATTACK_PARAMS = ("eps", "seed", "bounds")
+#: Name of the undefended target.
+BARE = "bare"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def eps_label(value: float) -> str:
+    """Human label of a budget: ``0.5``, ``2/255`` (long decimals that are multiples of 1/255), ``inf``."""
+    if math.isinf(value):
+        return "inf"
+    short = f"{value:g}"
+    k = value * 255.0
+    if len(short) > 5 and value > 0 and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return short
+
+
+def _check_path(value: Path | None, what: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ValueError(f"{what} not found: {str(path)!r}")
+    return path.resolve()
+
+
+class PhantomSpec(_Strict):
+    """Built-in synthetic data, generated once into a cache folder (no downloads)."""
+
+    modality: str = Field(description="Phantom modality, e.g. chest_xray.")
+    n: int = Field(200, ge=4, description="Images to generate (split into train/val/test).")
+    size: int = Field(64, ge=8, le=1024)
+    seed: int = Field(0, ge=0)
+    cache_dir: Path | None = Field(None, description="Folder for the generated files (default runs/cache).")
+
+    @field_validator("modality")
+    @classmethod
+    def _known_modality(cls, v: str) -> str:
+        try:
+            from medrobust.data import list_phantoms
+        except ImportError:  # data package not importable: checked again when loading
+            return v
+        names = list_phantoms()
+        if v not in names:
+            from medrobust.registry import did_you_mean
+
+            raise ValueError(f"unknown phantom modality {v!r}.{did_you_mean(v, names)} Valid: {names}")
+        return v
+
+
+class DataConfig(_Strict):
+    """Where the audit images come from."""
+
+    source: Path | None = Field(None, description="npz / CSV / class folders / DICOM / NIfTI path.")
+    phantom: PhantomSpec | None = None
+    kind: str | None = Field(None, description="Source kind when auto-detection is not wanted.")
+    split: str | None = Field("test", description="Split to audit (None: all records).")
+    preset: str | None = Field(None, description="Modality preset (default: the phantom modality).")
+    size: list[int] | None = Field(None, description="Spatial size (default: the model card's).")
+    on_error: Literal["raise", "skip"] = "raise"
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, v: Path | None) -> Path | None:
+        return _check_path(v, "data source")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_list(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return [v, v]
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            from medrobust.data import list_presets
+        except ImportError:
+            return v
+        names = list_presets()
+        if v not in names:
+            from medrobust.registry import did_you_mean
+
+            raise ValueError(f"unknown preset {v!r}.{did_you_mean(v, names)} Valid: {names}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.source is None) == (self.phantom is None):
+            raise ValueError("give exactly one of 'source' (a path) or 'phantom' (built-in data)")
+        if self.preset is None and self.phantom is not None:
+            self.preset = self.phantom.modality
+        return self
+
+
+class ModelConfig(_Strict):
+    """The audited classifier: a run folder, an ONNX file or a TorchScript file."""
+
+    path: Path
+    card: Path | None = Field(None, description="card.json for ONNX/TorchScript models.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, v: Path) -> Path:
+        return _check_path(v, "model")  # type: ignore[return-value]
+
+    @field_validator("card")
+    @classmethod
+    def _card_exists(cls, v: Path | None) -> Path | None:
+        return _check_path(v, "model card")
+
+
+class DefenseConfig(_Strict):
+    """A defended target: a trained denoiser run folder or a registry denoiser with params."""
+
+    name: str
+    path: Path | None = None
+    denoiser: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME_RE.match(v) or v == BARE:
+            raise ValueError(f"must match {_NAME_RE.pattern} and not be {BARE!r}. Got {v!r}")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, v: Path | None) -> Path | None:
+        return _check_path(v, "denoiser run folder")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DefenseConfig:
+        if (self.path is None) == (self.denoiser is None):
+            raise ValueError(f"defense {self.name!r}: give exactly one of 'path' or 'denoiser'")
+        if self.path is not None and self.params:
+            raise ValueError(f"defense {self.name!r}: 'params' only apply to registry denoisers")
+        if self.denoiser is not None:
+            from medrobust.defenses.denoisers import DENOISERS
+
+            DENOISERS.get(self.denoiser)  # ConfigError with "did you mean"
+        return self
+
+
+class AttackConfig(_Strict):
+    """One attack with its parameters (budgets come from ``budgets``)."""
+
+    name: str
+    label: str | None = Field(None, description="Display name (default: name); unique per audit.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> AttackConfig:
+        from medrobust.attacks import ATTACKS
+
+        cls = ATTACKS.get(self.name)  # ConfigError with "did you mean"
+        self.name = cls.name
+        if self.label is None:
+            self.label = cls.name
+        if not _NAME_RE.match(self.label):
+            raise ValueError(f"label must match {_NAME_RE.pattern}. Got {self.label!r}")
+        reserved = sorted(set(self.params) & set(RESERVED_ATTACK_PARAMS))
+        if reserved:
+            raise ValueError(
+                f"attack {self.name!r}: {reserved} are set by the audit (use 'budgets' for eps; "
+                "seeds derive from the run seed)"
+            )
+        valid = set(cls.param_names()) - set(RESERVED_ATTACK_PARAMS)
+        unknown = sorted(set(self.params) - valid)
+        if unknown:
+            raise ValueError(f"attack {self.name!r} has no parameter(s) {unknown}. Valid: {sorted(valid)}")
+        return self
+
+    @property
+    def attack_class(self) -> type:
+        """The registered attack class."""
+        from medrobust.attacks import ATTACKS
+
+        return ATTACKS.get(self.name)
+
+    @property
+    def minimal(self) -> bool:
+        """True for unbounded minimal-perturbation attacks (CW, DeepFool): run once, budgets derived.
+
+        A minimal attack that takes a budget (FAB reports success within ``eps``) runs per ε.
+        """
+        cls = self.attack_class
+        return bool(getattr(cls, "minimal", False)) and "eps" not in cls.param_names()
+
+    @property
+    def norm(self) -> str:
+        """The norm budgets are measured in ("linf" or "l2")."""
+        norm = self.params.get("norm", getattr(self.attack_class, "norm", None))
+        if norm is None and self.minimal:
+            norm = "l2"  # CW-L2 and other unbounded L2 attacks
+        if norm not in ("linf", "l2"):
+            raise ConfigError(f"attack {self.label!r}: cannot tell its norm (got {norm!r}).")
+        return norm
+
+
+class Budgets(_Strict):
+    """Perturbation budgets per norm, in image units (fractions like "2/255" accepted)."""
+
+    linf: list[float] = Field(default_factory=list)
+    l2: list[float] = Field(default_factory=list)
+
+    @field_validator("linf", "l2", mode="before")
+    @classmethod
+    def _parse(cls, v: Any, info: Any) -> list[float]:
+        if v is None:
+            return []
+        if isinstance(v, (str, int, float)):
+            v = [v]
+        out = []
+        for item in v:
+            eps = parse_number(item, f"budgets.{info.field_name}")
+            if not eps > 0:
+                raise ConfigError(f"The 'budgets.{info.field_name}' values must be > 0. Got {item!r}.")
+            out.append(eps)
+        return sorted(set(out))
+
+
+class AuditConfig(_Strict):
+    """A full audit: data, model, defenses, attacks, budgets, threats and run settings."""
+
+    name: str = Field("audit", description="Title of the report.")
+    data: DataConfig
+    model: ModelConfig
+    defenses: list[DefenseConfig] = Field(default_factory=list)
+    attacks: list[AttackConfig] = Field(min_length=1)
+    budgets: Budgets = Field(default_factory=Budgets)
+    threats: list[Literal["graybox", "adaptive"]] = Field(default_factory=lambda: list(THREATS))
+    n_samples: int | None = Field(100, ge=1, description="Samples audited (None: the whole split).")
+    batch_size: int = Field(32, ge=1)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    save_examples: int = Field(8, ge=0, description="Adversarial examples saved per cell (gallery).")
+    gates: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="Free text copied into the report.")
+
+    @field_validator("attacks", mode="before")
+    @classmethod
+    def _attack_strings(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s for s in v.split(",") if s.strip()]
+        if isinstance(v, list):
+            return [{"name": a.strip()} if isinstance(a, str) else a for a in v]
+        return v
+
+    @field_validator("threats", mode="before")
+    @classmethod
+    def _threat_strings(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v not in ("auto", "cpu") and not re.match(r"^cuda(:\d+)?$", v):
+            raise ValueError(f"must be 'auto', 'cpu' or 'cuda[:N]'. Got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> AuditConfig:
+        labels = [a.label for a in self.attacks]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"attack labels must be unique; repeated: {dup} (set 'label')")
+        names = [d.name for d in self.defenses]
+        dup = sorted({x for x in names if names.count(x) > 1})
+        if dup:
+            raise ValueError(f"defense names must be unique; repeated: {dup}")
+        self.threats = list(dict.fromkeys(self.threats))
+        for atk in self.attacks:
+            if not atk.minimal and not getattr(self.budgets, atk.norm):
+                raise ValueError(
+                    f"attack {atk.label!r} is a bounded {atk.norm} attack but budgets.{atk.norm} is empty"
+                )
+        from medrobust.evaluation.gate import parse_gate
+
+        for g in self.gates:
+            parse_gate(g)
+        return self
+
+    # -- helpers ---------------------------------------------------------------------------
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain JSON-able data (paths absolute, budgets as floats)."""
+        return json.loads(self.model_dump_json())
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that changes results (not gates, name or notes)."""
+        data = self.resolved()
+        for key in ("gates", "name", "notes"):
+            data.pop(key, None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see pipelines/*.yaml for the valid fields)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        got = err.get("input")
+        tail = "" if err["type"] in ("missing",) or isinstance(got, (dict, list)) else f" Got {got!r}."
+        lines.append(f"{loc}: {msg}.{tail}".replace("..", "."))
+    return f"invalid audit config {source}:\n  " + "\n  ".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "(dict)") -> AuditConfig:
+    """Validate a config mapping; errors name the field and what was expected.
+
+    Raises:
+        ConfigError: for any invalid field (unknown attack → "did you mean", bad ε, missing file).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid audit config {source}: expected a mapping at the top level.")
+    try:
+        return AuditConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AuditConfig:
+    """Read a YAML audit config (``yaml.safe_load``), apply ``overrides`` and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"audit config not found: {str(path)!r}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if overrides:
+        data = merge_overrides(data, overrides)
+    return config_from_dict(data, str(path))
+
+
+def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``overrides`` into ``data`` (dicts merge, other values replace)."""
+    out = dict(data)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_overrides(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dump_config(config: AuditConfig) -> str:
+    """The resolved config as YAML (what ``config.resolved.yaml`` holds)."""
+    return yaml.safe_dump(config.resolved(), sort_keys=False)

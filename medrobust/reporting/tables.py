@@ -1,0 +1,95 @@
+"""Flat tables from results.json: one row per cell, one row per (cell, sample)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Cell columns before the metrics, in CSV order.
+CELL_COLUMNS = (
+    "key",
+    "target",
+    "threat",
+    "attack",
+    "attack_name",
+    "norm",
+    "eps",
+    "eps_label",
+    "minimal",
+    "gradient_free",
+    "bpda",
+    "seed",
+    "craft",
+    "n_over_budget",
+    "seconds",
+)
+#: Metric columns, in CSV order.
+METRIC_COLUMNS = (
+    "n",
+    "n_clean_correct",
+    "n_attacked",
+    "n_fooled",
+    "clean_accuracy",
+    "robust_accuracy",
+    "clean_balanced_accuracy",
+    "balanced_accuracy",
+    "clean_auroc",
+    "auroc",
+    "clean_sensitivity",
+    "sensitivity",
+    "clean_specificity",
+    "specificity",
+    "success_rate",
+    "median_linf",
+    "median_l2",
+    "median_queries",
+)
+#: Per-sample columns (besides the cell key columns).
+SAMPLE_COLUMNS = (
+    "position",
+    "index",
+    "label",
+    "clean_pred",
+    "adv_pred",
+    "adv_raw_pred",
+    "success",
+    "used_adv",
+    "attacked",
+    "linf",
+    "l2",
+    "queries",
+)
+
+
+def cell_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One dict per cell: identification columns then metrics (``eps`` None = unbounded)."""
+    rows = []
+    for cell in results["cells"]:
+        row = {k: cell.get(k) for k in CELL_COLUMNS}
+        row.update({k: cell["metrics"].get(k) for k in METRIC_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def sample_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One dict per (cell, sample) with the cell's key columns."""
+    rows = []
+    for cell in results["cells"]:
+        s = cell["samples"]
+        head = {k: cell.get(k) for k in ("key", "target", "threat", "attack", "eps", "eps_label")}
+        for i in range(len(s["position"])):
+            row = dict(head)
+            row.update({k: s[k][i] for k in SAMPLE_COLUMNS if k in s})
+            rows.append(row)
+    return rows
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Format a metric for tables (``—`` for undefined)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
