@@ -221,7 +221,16 @@ def worker(workdir: Path, job: dict[str, Any], threads: int) -> dict[str, Any]:
     model.eval()
     data = torch.load(workdir / f"data{ch}.pt", weights_only=True)
     images, labels = data["images"], data["labels"]
-    run = make_runner(job, model, images, labels)
+    if job.get("n"):
+        images, labels = images[: job["n"]], labels[: job["n"]]
+    feed = images
+    if job.get("metatensor"):
+        # The batch exactly as a MONAI DataLoader yields it: a MetaTensor. torchattacks runs
+        # on it as given; medrobust strips it to a plain tensor once (inside the timing).
+        from monai.data import MetaTensor
+
+        feed = MetaTensor(images.clone())
+    run = make_runner(job, model, feed, labels)
     if run is None:
         return {"available": False}
     a = images[:8].clone().requires_grad_(True)  # warm-up
@@ -233,6 +242,7 @@ def worker(workdir: Path, job: dict[str, Any], threads: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             adv = run()
             times.append(time.perf_counter() - t0)
+    adv = adv.detach().as_subclass(torch.Tensor)  # torchattacks returns a MetaTensor for one
     with torch.no_grad():
         pred = model(adv).argmax(1)
         clean_ok = model(images).argmax(1) == labels
@@ -273,6 +283,8 @@ def jobs(quick: bool) -> list[dict[str, Any]]:
         "max_batch_size": 64,
     }
     fast = 1 if quick else 3
+    n_spsa = 16 if quick else 32  # images in the SPSA row (torchattacks: ~4 s per image here)
+    n_aa = 4 if quick else 8  # images in the AutoAttack row
     out: list[dict[str, Any]] = [
         {"row": "FGSM", "attack": "fgsm", "impl": "medrobust", "params": {"eps": EPS}, "repeats": fast},
         {"row": "FGSM", "attack": "fgsm", "impl": "torchattacks", "params": {"eps": EPS}, "repeats": fast},
@@ -295,8 +307,8 @@ def jobs(quick: bool) -> list[dict[str, Any]]:
     ]
     if not quick:
         out += [
-            {"row": "PGD-50", "attack": "pgd", "impl": "medrobust", "params": pgd50, "repeats": 2},
-            {"row": "PGD-50", "attack": "pgd", "impl": "torchattacks", "params": pgd50, "repeats": 2},
+            {"row": "PGD-50", "attack": "pgd", "impl": "medrobust", "params": pgd50, "repeats": 1},
+            {"row": "PGD-50", "attack": "pgd", "impl": "torchattacks", "params": pgd50, "repeats": 1},
             {
                 "row": "PGD-50",
                 "attack": "floor",
@@ -329,20 +341,41 @@ def jobs(quick: bool) -> list[dict[str, Any]]:
                 "channels": 3,
             },
         ]
+    # The same PGD-10 on the batch as MONAI's DataLoader yields it (a MetaTensor).
+    out += [
+        {
+            "row": "PGD-10 MONAI",
+            "attack": "pgd",
+            "impl": impl,
+            "params": pgd,
+            "repeats": fast,
+            "metatensor": True,
+        }
+        for impl in ("medrobust", "torchattacks")
+    ]
     out += [
         {"row": "CW-L2", "attack": "cw", "impl": "medrobust", "params": cw_mr},
         {"row": "CW-L2", "attack": "cw", "impl": "torchattacks", "params": cw_ta},
         {"row": "DeepFool", "attack": "deepfool", "impl": "medrobust", "params": df, "repeats": fast},
         {"row": "DeepFool", "attack": "deepfool", "impl": "torchattacks", "params": df},
-        {"row": "SPSA", "attack": "spsa", "impl": "medrobust", "params": spsa_mr},
-        {"row": "SPSA", "attack": "spsa", "impl": "torchattacks", "params": spsa_ta},
+        {"row": "SPSA", "attack": "spsa", "impl": "medrobust", "params": spsa_mr, "n": n_spsa},
+        {"row": "SPSA", "attack": "spsa", "impl": "torchattacks", "params": spsa_ta, "n": n_spsa},
+        # Both at the original strength ("standard"); torchattacks' version takes minutes per
+        # few images here (FAB-T and Square), so the row uses a subset to fit the time budget.
         {
             "row": "AutoAttack",
             "attack": "autoattack",
             "impl": "medrobust",
-            "params": {"eps": EPS, "norm": "linf", "version": "fast" if quick else "standard"},
+            "params": {"eps": EPS, "norm": "linf", "version": "standard"},
+            "n": n_aa,
         },
-        {"row": "AutoAttack", "attack": "autoattack", "impl": "torchattacks", "params": {"eps": EPS}},
+        {
+            "row": "AutoAttack",
+            "attack": "autoattack",
+            "impl": "torchattacks",
+            "params": {"eps": EPS},
+            "n": n_aa,
+        },
     ]
     return out
 
@@ -471,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             if ratio is None:
                 checks.append(("DeepFool targets", None, "not measured"))
             else:
-                eq = mr["robust_acc"] <= ta["robust_acc"]
-                l2_ok = not (mr["median_l2"] > ta["median_l2"])
+                eq = mr["robust_acc"] <= ta["robust_acc"] + 1e-9
+                l2_ok = not (mr["median_l2"] > ta["median_l2"] * (1 + 1e-4))  # float noise
                 checks.append(("DeepFool: >= 10x faster than torchattacks", ratio >= 10, f"{ratio:.1f}x"))
                 checks.append(
                     (

@@ -9,7 +9,7 @@ import typer
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Demo folder (data, models, audit)."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train a small CNN, a Siamese-DAE and a DAE on phantom chest X-rays, audit all three, write a report."""
