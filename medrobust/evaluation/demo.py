@@ -110,13 +110,13 @@ def demo_audit_config(out: Path, data_path: Path) -> dict[str, Any]:
         "n_samples": N_SAMPLES,
         "batch_size": N_SAMPLES,
         "seed": 0,
-        "device": "cpu",
+        "device": "auto",
         "save_examples": 4,
         "notes": NOTES,
     }
 
 
-def run_demo(out: str | Path = "runs/demo", *, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+def run_demo(out: str | Path = "runs/demo", *, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out``; returns the audit results dict."""
     from medrobust.data import write_phantom
     from medrobust.defenses.training import TrainDefenseConfig, train_defense
