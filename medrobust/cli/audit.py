@@ -1,5 +1,9 @@
 """``medrobust audit``: run (or resume) a robustness audit from a YAML config and/or flags.
 
+Sharded over processes with ``torchrun --nproc_per_node N -m medrobust audit --config X --out DIR``
+(gloo on CPU, NCCL on CUDA): batches are split over the ranks, results equal a single
+process's, and rank 0 alone writes the run folder and prints the summary.
+
 Exit codes: 0 success (all gates pass), 1 a gate failed, 2 invalid config/gate/input.
 """
 
@@ -115,12 +119,16 @@ def audit(
         overrides["gates"] = list(gate or [])
         cfg = config_from_dict(overrides, "(command-line flags)")
 
+    from medrobust.distributed import launch_rank
     from medrobust.evaluation.runner import run_audit
 
+    # Under torchrun every rank runs the audit (sharded); rank 0 alone writes and reports.
     results = run_audit(cfg, out, fresh=fresh, progress=progress)
-    _print_summary(results, out)
+    main_rank = launch_rank() == 0
+    if main_rank:
+        _print_summary(results, out)
     failed = [g for g in results["gates"] if not g["passed"]]
-    for g in failed:
+    for g in failed if main_rank else []:
         typer.echo(f"GATE FAILED: {g['gate']}", err=True)
         for f in g["failures"]:
             typer.echo(f"  {f['cell']}: {g['metric']} = {f['value']}", err=True)

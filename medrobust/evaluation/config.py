@@ -277,6 +277,9 @@ class AuditConfig(_Strict):
     threats: list[Literal["graybox", "adaptive"]] = Field(default_factory=lambda: list(THREATS))
     n_samples: int | None = Field(100, ge=1, description="Samples audited (None: the whole split).")
     batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(
+        0, ge=0, description="DataLoader worker processes reading samples (results do not depend on it)."
+    )
     seed: int = Field(0, ge=0)
     device: str = "auto"
     save_examples: int = Field(8, ge=0, description="Adversarial examples saved per cell (gallery).")
@@ -335,9 +338,9 @@ class AuditConfig(_Strict):
         return json.loads(self.model_dump_json())
 
     def fingerprint(self) -> str:
-        """SHA-256 of everything that changes results (not gates, name or notes)."""
+        """SHA-256 of everything that changes results (not gates, name, notes or num_workers)."""
         data = self.resolved()
-        for key in ("gates", "name", "notes"):
+        for key in ("gates", "name", "notes", "num_workers"):
             data.pop(key, None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -4,13 +4,22 @@ Flow of :func:`run_audit` (each step one call a reader can follow):
 
 1. :func:`~medrobust.evaluation.cells.plan_audit` lists crafts and cells (pure config).
 2. :class:`~medrobust.evaluation.state.AuditState` opens the resume state (refuses a changed config).
-3. Data, classifier and defended targets are loaded; clean predictions are computed once
-   per target; model sanity checks run on one batch per target.
-4. Each craft attacks, in fixed batches of global sample positions, only the samples
-   that some evaluated target classifies correctly (the others cannot become robust);
-   every batch has its own seed derived from the craft's seed. The craft's cells are
-   then evaluated and each is saved as it completes.
+3. The classifier and defended targets are loaded and the samples opened
+   (:func:`~medrobust.evaluation.targets.open_audit_data`): images are *streamed* in fixed
+   batches of global sample positions, never held all at once; only per-sample arrays
+   (labels, predictions, norms) stay in memory. Clean predictions are computed batch-wise
+   once per target; model sanity checks run on the first 8 samples.
+4. Each craft attacks, batch by batch, only the samples that some evaluated target
+   classifies correctly (the others cannot become robust); batch ``b`` has its own seed
+   ``derive_seed(craft.seed, f"batch{b}")``. Each finished (craft, batch) *piece* is
+   persisted (``state/shards``) and the craft's cells are assembled from the pieces and
+   saved as they complete.
 5. Results checks (flags), gates, ``results.json`` and the reports are written.
+
+Sharding: launched by ``torchrun --nproc_per_node N -m medrobust audit ...``, batch ``b``
+goes to rank ``b % N`` (:mod:`medrobust.evaluation.distributed`); pieces are gathered on
+rank 0, which alone writes state, results and reports. Since seeds depend on the craft
+and the batch only, a sharded run gives the same per-sample results as a single process.
 
 Per-sample results are first-class: every cell keeps, per sample position, the label,
 clean and effective adversarial predictions, success, norms and queries.
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,7 @@ from torch import nn
 from medrobust import __version__
 from medrobust.evaluation.cells import AuditPlan, Craft, derive_seed, plan_audit, safe_id
 from medrobust.evaluation.config import BARE, AttackConfig, AuditConfig, dump_config
+from medrobust.evaluation.distributed import ShardContext, open_shard_context
 from medrobust.evaluation.flags import run_model_checks, run_results_checks
 from medrobust.evaluation.gate import check_gates_match, evaluate_gates, parse_gate
 from medrobust.evaluation.metrics import (
@@ -38,13 +49,14 @@ from medrobust.evaluation.metrics import (
     prediction_metrics,
     within_budget,
 )
-from medrobust.evaluation.state import AuditState
+from medrobust.evaluation.state import AuditState, BatchPiece, PieceStore
 from medrobust.evaluation.targets import (
-    AuditData,
+    AuditSamples,
+    SampleBatch,
     build_targets,
     describe_target,
-    load_audit_data,
     load_classifier,
+    open_audit_data,
 )
 from medrobust.utils.io import atomic_path
 from medrobust.utils.logging import get_logger
@@ -86,10 +98,72 @@ def predict(
     return lg.argmax(axis=1).astype(np.int64), probs
 
 
+def attack_batch(
+    craft: Craft,
+    attack: AttackConfig,
+    model: nn.Module,
+    eval_models: dict[str, nn.Module],
+    batch: SampleBatch,
+    mask: np.ndarray,
+    device: torch.device,
+    keep_below: int = 0,
+) -> BatchPiece:
+    """Attack the ``mask``-ed samples of one batch on ``model`` and evaluate ``eval_models`` on them.
+
+    The attack seed is ``derive_seed(craft.seed, f"batch{batch.index}")``: it depends on the
+    craft and the batch number only, so results do not depend on which other batches run
+    in the same process (resume, sharding).
+
+    Args:
+        craft: The craft (its seed and ε).
+        attack: The attack's config.
+        model: The model the attack is crafted on.
+        eval_models: Targets whose predictions on the adversarial examples are recorded.
+        batch: The batch (positions, images, labels).
+        mask: ``(len(batch.positions),)`` bool, the samples to attack (at least one).
+        device: Where the attack runs.
+        keep_below: Adversarial images of positions below this are kept (saved examples).
+
+    Returns:
+        The batch's :class:`BatchPiece`.
+    """
+    from medrobust.attacks import create_attack
+
+    local = np.flatnonzero(mask)
+    sel = batch.positions[local]
+    t0 = time.perf_counter()
+    kwargs = dict(attack.params)
+    if craft.eps is not None:
+        kwargs["eps"] = craft.eps
+    atk = create_attack(attack.name, model, seed=derive_seed(craft.seed, f"batch{batch.index}"), **kwargs)
+    idx = torch.as_tensor(local)
+    res = atk(batch.images[idx].to(device), batch.labels[idx].to(device))
+    adv = res.adv.detach().to(batch.images.dtype).cpu()
+    keep = sel < keep_below
+    piece = BatchPiece(
+        craft=craft.key,
+        batch=batch.index,
+        positions=sel.astype(np.int64),
+        linf=res.linf.detach().double().cpu().numpy(),
+        l2=res.l2.detach().double().cpu().numpy(),
+        queries=res.queries.detach().long().cpu().numpy(),
+        adv_positions=sel[keep].astype(np.int64),
+        adv=adv[torch.as_tensor(np.flatnonzero(keep))].numpy().astype(np.float32),
+        params=_jsonable({k: v for k, v in atk.params().items() if k != "seed"}),
+        info={str(k): _jsonable(v) for k, v in (res.info or {}).items()},
+    )
+    piece.craft_seconds = time.perf_counter() - t0
+    for name, target in eval_models.items():
+        t1 = time.perf_counter()
+        piece.pred[name], piece.probs[name] = predict(target, adv, len(adv), device)
+        piece.eval_seconds[name] = time.perf_counter() - t1
+    return piece
+
+
 class _CraftOutput:
-    def __init__(self, images: torch.Tensor) -> None:
-        n = len(images)
-        self.adv = images.clone()
+    """A craft's per-sample results over all positions, assembled from its batch pieces."""
+
+    def __init__(self, pieces: list[BatchPiece], n: int, head: torch.Tensor) -> None:
         self.linf = np.zeros(n, dtype=np.float64)
         self.l2 = np.zeros(n, dtype=np.float64)
         self.queries = np.zeros(n, dtype=np.int64)
@@ -97,60 +171,45 @@ class _CraftOutput:
         self.params: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
         self.seconds = 0.0
+        self.eval_seconds: dict[str, float] = {}
+        self.pieces = sorted(pieces, key=lambda p: p.batch)
+        self.head_adv = head.clone()  # adversarial images of the first positions (examples)
+        for piece in self.pieces:
+            pos = piece.positions
+            self.linf[pos], self.l2[pos], self.queries[pos] = piece.linf, piece.l2, piece.queries
+            self.attacked[pos] = True
+            if not self.params:
+                self.params = dict(piece.params)
+            for key, value in piece.info.items():
+                self.info.setdefault(key, value)
+            self.seconds += piece.craft_seconds
+            for name, sec in piece.eval_seconds.items():
+                self.eval_seconds[name] = self.eval_seconds.get(name, 0.0) + sec
+            if len(piece.adv_positions):
+                self.head_adv[torch.as_tensor(piece.adv_positions)] = torch.from_numpy(piece.adv)
 
-
-def run_craft(
-    craft: Craft,
-    attack: AttackConfig,
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    subset: np.ndarray,
-    batch_size: int,
-    device: torch.device,
-) -> _CraftOutput:
-    """Attack the ``subset`` samples of ``images`` on ``model`` in fixed global batches.
-
-    Batch ``b`` covers positions ``[b*batch_size, (b+1)*batch_size)``; its attack seed is
-    ``derive_seed(craft.seed, "batch{b}")``, so results do not depend on which other
-    batches run in the same process (resume, sharding).
-    """
-    from medrobust.attacks import create_attack
-
-    out = _CraftOutput(images)
-    t0 = time.perf_counter()
-    for b, start in enumerate(range(0, len(images), batch_size)):
-        pos = np.arange(start, min(start + batch_size, len(images)))
-        sel = pos[subset[pos]]
-        if not len(sel):
-            continue
-        kwargs = dict(attack.params)
-        if craft.eps is not None:
-            kwargs["eps"] = craft.eps
-        atk = create_attack(attack.name, model, seed=derive_seed(craft.seed, f"batch{b}"), **kwargs)
-        idx = torch.as_tensor(sel)
-        res = atk(images[idx].to(device), labels[idx].to(device))
-        out.adv[idx] = res.adv.detach().to(out.adv.dtype).cpu()
-        out.linf[sel] = res.linf.detach().double().cpu().numpy()
-        out.l2[sel] = res.l2.detach().double().cpu().numpy()
-        out.queries[sel] = res.queries.detach().long().cpu().numpy()
-        out.attacked[sel] = True
-        if not out.params:
-            out.params = {k: v for k, v in atk.params().items() if k != "seed"}
-        for key, value in (res.info or {}).items():
-            out.info.setdefault(str(key), _jsonable(value))
-    out.seconds = time.perf_counter() - t0
-    return out
+    def raw_predictions(
+        self, target: str, clean_pred: np.ndarray, clean_probs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``target``'s predictions on the adversarial examples (clean ones where not attacked)."""
+        pred, probs = clean_pred.copy(), clean_probs.copy()
+        for piece in self.pieces:
+            pred[piece.positions], probs[piece.positions] = piece.pred[target], piece.probs[target]
+        return pred, probs
 
 
 def _save_examples(
-    path: Path, k: int, data: AuditData, craft_out: _CraftOutput, target: nn.Module, device: torch.device
+    path: Path,
+    head: torch.Tensor,
+    craft_out: _CraftOutput,
+    target: nn.Module,
+    device: torch.device,
 ) -> None:
-    k = min(k, len(data.labels))
+    k = len(head)
     arrays = {
         "positions": np.arange(k, dtype=np.int64),
-        "clean": data.images[:k].numpy().astype(np.float32),
-        "adv": craft_out.adv[:k].numpy().astype(np.float32),
+        "clean": head.numpy().astype(np.float32),
+        "adv": craft_out.head_adv[:k].numpy().astype(np.float32),
         "attacked": craft_out.attacked[:k],
     }
     den = getattr(target, "denoiser", None)
@@ -158,13 +217,13 @@ def _save_examples(
         from medrobust.attacks.base import eval_mode
 
         with torch.no_grad(), eval_mode(den):
-            arrays["denoised_adv"] = den(craft_out.adv[:k].to(device)).float().cpu().numpy()
-            arrays["denoised_clean"] = den(data.images[:k].to(device)).float().cpu().numpy()
+            arrays["denoised_adv"] = den(craft_out.head_adv[:k].to(device)).float().cpu().numpy()
+            arrays["denoised_clean"] = den(head.to(device)).float().cpu().numpy()
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
 
 
-def _environment(config: AuditConfig, device: torch.device) -> dict[str, Any]:
+def _environment(config: AuditConfig, device: torch.device, ctx: ShardContext) -> dict[str, Any]:
     import datetime
     import platform
     import sys
@@ -178,6 +237,9 @@ def _environment(config: AuditConfig, device: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
+        "world_size": ctx.world_size,
+        "backend": ctx.backend,
+        "num_workers": config.num_workers,
         "seed": config.seed,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -189,215 +251,409 @@ def _environment(config: AuditConfig, device: torch.device) -> dict[str, Any]:
     return env
 
 
+def _resolve_device(config: AuditConfig, ctx: ShardContext) -> torch.device:
+    """The configured device; in a sharded CUDA run an unnumbered ``cuda`` means this rank's GPU."""
+    from medrobust.utils.device import resolve_device
+
+    device = resolve_device(config.device)
+    if ctx.distributed and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ctx.local_rank)
+    return device
+
+
 def run_audit(
     config: AuditConfig, out: str | Path, *, fresh: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """Run (or resume) an audit into ``out`` and write results.json and the reports.
 
+    Launched by ``torchrun`` (``WORLD_SIZE > 1``), every rank calls this: the batches are
+    sharded over the ranks (batch ``b`` on rank ``b % world_size``), rank 0 gathers the
+    per-sample results and alone writes the state, results and reports. The per-sample
+    results equal a single-process run's.
+
     Args:
         config: A validated :class:`AuditConfig`.
-        out: Run folder (created). An existing run of the same config is resumed.
+        out: Run folder (created). An existing run of the same config is resumed; finished
+            (craft, batch) pieces are reused, also by a sharded run.
         fresh: Discard an existing run state instead of resuming (needed after a config change).
-        progress: Show a tqdm bar over cells.
+        progress: Show a tqdm bar over cells (rank 0 only).
 
     Returns:
-        The results dict written to ``out/results.json`` (schema ``medrobust.audit/1``).
+        The results dict written to ``out/results.json`` (schema ``medrobust.audit/1``); every
+        rank of a sharded run receives it.
 
     Raises:
         ConfigError: invalid gates, a gate matching no cell, or a changed config without ``fresh``.
+        DataError: a bad file, or images outside the model card's bounds (naming the source).
     """
+    ctx = open_shard_context()
+    try:
+        return _run_audit(config, Path(out), fresh, progress, ctx)
+    finally:
+        ctx.close()
+
+
+def _run_audit(
+    config: AuditConfig, out: Path, fresh: bool, progress: bool, ctx: ShardContext
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from medrobust.reporting import write_reports
-    from medrobust.utils.device import resolve_device
-    from medrobust.utils.io import atomic_write_json, atomic_write_text
-
-    out = Path(out)
     plan: AuditPlan = plan_audit(config)
     gates = [parse_gate(g) for g in config.gates]
     check_gates_match(gates, [c.as_dict() for c in plan.cells])
     resolved = config.resolved()
-    state = AuditState(out, config.fingerprint(), resolved, fresh=fresh)
     examples_dir = out / "examples"
-    examples_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        for stale in examples_dir.glob("*.npz"):
-            stale.unlink()
 
-    device = resolve_device(config.device)
-    classifier = load_classifier(config, device)
-    card = classifier.card
-    data = load_audit_data(config, card)
-    targets = build_targets(config, classifier, device)
+    def open_state() -> AuditState | None:
+        if not ctx.is_main:
+            return None
+        state = AuditState(out, config.fingerprint(), resolved, fresh=fresh)
+        examples_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            for stale in examples_dir.glob("*.npz"):
+                stale.unlink()
+        return state
+
+    # Rank 0 opens (or clears) the state before any rank writes a piece.
+    state = ctx.agree(open_state)
+    pending_crafts = set(
+        ctx.broadcast(
+            [k.key for k in plan.crafts if any(not state.has(c.id) for c in k.cells)] if state else None
+        )
+    )
+    store = state.pieces if state is not None else PieceStore(out)
+
+    device = _resolve_device(config, ctx)
+
+    def load() -> tuple[Any, AuditSamples, dict[str, nn.Module]]:
+        classifier = load_classifier(config, device)
+        samples = open_audit_data(config, classifier.card)
+        return classifier.card, samples, build_targets(config, classifier, device)
+
+    card, samples, targets = ctx.agree(load)
     specs = {d.name: d for d in config.defenses}
     positive = card.positive_index
     num_classes = card.num_classes
-    labels_np = data.labels.numpy()
+    n = len(samples)
+    n_check = min(8, n)
+    k_examples = min(config.save_examples, n)
 
-    clean: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    target_info = []
-    flags = []
-    n_check = min(8, len(data.labels))
-    for name, model in targets.items():
-        clean[name] = predict(model, data.images, config.batch_size, device)
-        info = describe_target(name, model, specs.get(name))
-        pred, probs = clean[name]
-        info["clean"] = {
-            **prediction_metrics(labels_np, pred, probs, num_classes, positive),
-            "pred": pred.tolist(),
-            "probs": probs.tolist(),
-        }
-        target_info.append(info)
-        flags += run_model_checks(
-            name, model, data.images[:n_check].to(device), data.labels[:n_check].to(device)
+    # Clean predictions, batch-wise on each rank's batches; model checks on rank 0.
+    def clean_pass() -> tuple[list[tuple[Any, ...]], torch.Tensor | None, list[Any] | None]:
+        rows = []
+        for batch in samples.batches(ctx.owned(samples.n_batches)):
+            preds = {
+                name: predict(model, batch.images, config.batch_size, device)
+                for name, model in targets.items()
+            }
+            rows.append((batch.index, batch.labels.numpy(), batch.ids, list(batch.images.shape[2:]), preds))
+        if not ctx.is_main:
+            return rows, None, None
+        head, head_labels = samples.read(range(max(n_check, k_examples)))
+        checks = []
+        for name, model in targets.items():
+            checks += run_model_checks(
+                name, model, head[:n_check].to(device), head_labels[:n_check].to(device)
+            )
+        return rows, head[:k_examples], checks
+
+    local_rows, head, flags = ctx.agree(clean_pass)
+    rows = sorted((r for part in ctx.all_gather(local_rows) for r in part), key=lambda r: r[0])
+    del local_rows
+    labels_np = np.concatenate([r[1] for r in rows]).astype(np.int64)
+    ids = [i for r in rows for i in r[2]]
+    clean: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        name: (
+            np.concatenate([r[4][name][0] for r in rows]),
+            np.concatenate([r[4][name][1] for r in rows]),
         )
+        for name in targets
+    }
+    spatial_size = rows[0][3]
+    del rows
 
-    attacks = {a.label: a for a in config.attacks}
-    bar = tqdm(total=len(plan.cells), desc="audit cells", unit="cell", disable=not progress, leave=False)
+    crafts = _CraftRunner(
+        config, ctx, samples, targets, store, state, clean, labels_np, head, device, examples_dir
+    )
+    crafts.bar = tqdm(
+        total=len(plan.cells),
+        desc="audit cells",
+        unit="cell",
+        disable=not (progress and ctx.is_main),
+        leave=False,
+    )
     for craft in plan.crafts:
-        pending = [c for c in craft.cells if not state.has(c.id)]
-        bar.update(len(craft.cells) - len(pending))
-        if not pending:
+        if craft.key not in pending_crafts:
+            crafts.bar.update(len(craft.cells))
             continue
-        atk_cfg = attacks[craft.attack]
-        eval_targets = list(dict.fromkeys(c.target for c in pending))
-        # Samples misclassified by every target this craft is evaluated on cannot become robust.
-        subset = np.zeros(len(labels_np), dtype=bool)
+        if state is not None:
+            crafts.bar.update(sum(state.has(c.id) for c in craft.cells))
+        crafts.bar.set_postfix_str(craft.key)
+        gathered = ctx.gather(ctx.agree(partial(crafts.run_batches, craft)))
+        ctx.agree(partial(crafts.finish, craft, gathered))
+    crafts.bar.close()
+
+    def finalize() -> dict[str, Any] | None:
+        if not ctx.is_main:
+            return None
+        assert state is not None
+        from medrobust.reporting import write_reports
+        from medrobust.utils.io import atomic_write_json, atomic_write_text
+
+        target_info = []
+        for name, model in targets.items():
+            info = describe_target(name, model, specs.get(name))
+            pred, probs = clean[name]
+            info["clean"] = {
+                **prediction_metrics(labels_np, pred, probs, num_classes, positive),
+                "pred": pred.tolist(),
+                "probs": probs.tolist(),
+            }
+            target_info.append(info)
+        cells = [state.load(c.id) for c in plan.cells]
+        all_flags = list(flags or []) + run_results_checks(cells, target_info)
+        gate_results = evaluate_gates(gates, cells)
+        results: dict[str, Any] = {
+            "schema": SCHEMA,
+            "medrobust_version": __version__,
+            "name": config.name,
+            "fingerprint": config.fingerprint(),
+            "seed": config.seed,
+            "config": resolved,
+            "data": {
+                **samples.describe,
+                "spatial_size": spatial_size,
+                "n": n,
+                "class_names": list(card.class_names),
+                "positive_class": card.positive_class,
+                "indices": list(samples.indices),
+                "ids": ids,
+                "labels": labels_np.tolist(),
+            },
+            "model": {"path": str(config.model.path), "card": card.model_dump(mode="json")},
+            "bounds": [float(b) for b in card.bounds],
+            "targets": target_info,
+            "threats": ["whitebox", *config.threats] if config.defenses else ["whitebox"],
+            "attacks": [
+                {
+                    "label": a.label,
+                    "name": a.name,
+                    "norm": a.norm,
+                    "minimal": a.minimal,
+                    "params": _jsonable(a.params),
+                }
+                for a in config.attacks
+            ],
+            "budgets": {"linf": config.budgets.linf, "l2": config.budgets.l2},
+            "cells": cells,
+            "flags": [f.to_dict() for f in all_flags],
+            "gates": [g.to_dict() for g in gate_results],
+            "notes": list(config.notes),
+        }
+        atomic_write_text(out / "config.resolved.yaml", dump_config(config))
+        atomic_write_json(out / "environment.json", _environment(config, device, ctx))
+        write_reports(results, out)
+        return results
+
+    return ctx.broadcast(ctx.agree(finalize))
+
+
+class _CraftRunner:
+    """Runs crafts batch by batch on this rank's batches and, on rank 0, assembles their cells."""
+
+    def __init__(
+        self,
+        config: AuditConfig,
+        ctx: ShardContext,
+        samples: AuditSamples,
+        targets: dict[str, nn.Module],
+        store: PieceStore,
+        state: AuditState | None,
+        clean: dict[str, tuple[np.ndarray, np.ndarray]],
+        labels: np.ndarray,
+        head: torch.Tensor | None,
+        device: torch.device,
+        examples_dir: Path,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.samples = samples
+        self.targets = targets
+        self.store = store
+        self.state = state
+        self.clean = clean
+        self.labels = labels
+        self.head = head
+        self.device = device
+        self.examples_dir = examples_dir
+        self.attacks = {a.label: a for a in config.attacks}
+        self.keep_below = min(config.save_examples, len(labels))
+        self.bar: Any = None
+        card = targets[BARE].card  # type: ignore[union-attr]
+        self.num_classes = card.num_classes
+        self.positive = card.positive_index
+
+    def subset(self, craft: Craft) -> np.ndarray:
+        """Samples some target the craft is evaluated on classifies correctly (the attacked ones)."""
+        subset = np.zeros(len(self.labels), dtype=bool)
         for t in craft.eval_targets:
-            subset |= clean[t][0] == labels_np
-        bar.set_postfix_str(craft.key)
-        craft_out = run_craft(
-            craft,
-            atk_cfg,
-            targets[craft.craft_on],
-            data.images,
-            data.labels,
-            subset,
-            config.batch_size,
-            device,
+            subset |= self.clean[t][0] == self.labels
+        return subset
+
+    def run_batches(self, craft: Craft) -> list[BatchPiece]:
+        """This rank's pieces of ``craft``: reused from ``state/shards`` or attacked and saved."""
+        ctx, samples, store = self.ctx, self.samples, self.store
+        craft_id = safe_id(craft.key)
+        subset = self.subset(craft)
+        eval_models = {t: self.targets[t] for t in craft.eval_targets}
+        pieces, todo = [], []
+        for b in ctx.owned(samples.n_batches):
+            if not subset[samples.positions(b)].any():
+                continue  # nothing to attack in this batch
+            piece = store.load(craft_id, craft.key, b, craft.eval_targets)
+            if piece is None:
+                todo.append(b)
+            else:
+                pieces.append(piece)
+        reused = len(pieces)
+        for batch in samples.batches(todo):
+            piece = attack_batch(
+                craft,
+                self.attacks[craft.attack],
+                self.targets[craft.craft_on],
+                eval_models,
+                batch,
+                subset[batch.positions],
+                self.device,
+                keep_below=self.keep_below,
+            )
+            store.save(craft_id, piece)
+            pieces.append(piece)
+        log.info(
+            "rank %d, craft %s: %d batch(es) attacked, %d reused from %s",
+            ctx.rank,
+            craft.key,
+            len(todo),
+            reused,
+            store.dir / craft_id,
         )
+        return pieces
+
+    def finish(self, craft: Craft, gathered: list[list[BatchPiece]] | None) -> None:
+        """Rank 0: assemble ``craft``'s pieces into its pending cells and save them (and examples)."""
+        if not self.ctx.is_main:
+            return
+        state, head, config = self.state, self.head, self.config
+        assert state is not None and gathered is not None and head is not None
+        atk_cfg = self.attacks[craft.attack]
+        craft_out = _CraftOutput([p for part in gathered for p in part], len(self.labels), head)
+        pending = [c for c in craft.cells if not state.has(c.id)]
         gradient_free = bool(getattr(atk_cfg.attack_class, "gradient_free", False))
-        bpda = craft.craft_on != BARE and bool(getattr(targets[craft.craft_on], "uses_bpda", False))
-        for tname in eval_targets:
+        bpda = craft.craft_on != BARE and bool(getattr(self.targets[craft.craft_on], "uses_bpda", False))
+        for tname in dict.fromkeys(c.target for c in pending):
             t0 = time.perf_counter()
-            cpred, cprobs = clean[tname]
-            raw_pred, raw_probs = cpred.copy(), cprobs.copy()
-            idx = np.flatnonzero(craft_out.attacked)
-            if len(idx):
-                p, pr = predict(
-                    targets[tname], craft_out.adv[torch.as_tensor(idx)], config.batch_size, device
-                )
-                raw_pred[idx], raw_probs[idx] = p, pr
+            cpred, cprobs = self.clean[tname]
+            raw = craft_out.raw_predictions(tname, cpred, cprobs)
             ex_name = f"{safe_id(craft.key + '|' + tname)}.npz"
             if config.save_examples:
-                _save_examples(
-                    examples_dir / ex_name, config.save_examples, data, craft_out, targets[tname], device
-                )
-            eval_seconds = time.perf_counter() - t0
+                _save_examples(self.examples_dir / ex_name, head, craft_out, self.targets[tname], self.device)
+            eval_seconds = craft_out.eval_seconds.get(tname, 0.0) + time.perf_counter() - t0
             for cell in (c for c in pending if c.target == tname):
-                norms = craft_out.linf if cell.norm == "linf" else craft_out.l2
-                adv_pred, adv_probs, used = effective_predictions(
-                    labels_np, cpred, cprobs, raw_pred, raw_probs, craft_out.attacked, norms, cell.eps
+                record = _cell_record(
+                    cell,
+                    craft,
+                    craft_out,
+                    self.labels,
+                    (cpred, cprobs),
+                    raw,
+                    self.samples.indices,
+                    self.num_classes,
+                    self.positive,
+                    gradient_free=gradient_free,
+                    bpda=bpda,
+                    eval_seconds=eval_seconds,
+                    examples=f"examples/{ex_name}" if config.save_examples else None,
                 )
-                over = int((craft_out.attacked & ~within_budget(norms, cell.eps)).sum())
-                metrics = cell_metrics(
-                    labels_np,
-                    cpred,
-                    cprobs,
-                    adv_pred,
-                    adv_probs,
-                    craft_out.linf,
-                    craft_out.l2,
-                    craft_out.queries,
-                    craft_out.attacked,
-                    num_classes,
-                    positive,
-                )
-                fooled = (cpred == labels_np) & (adv_pred != labels_np)
-                record = {
-                    "id": cell.id,
-                    "key": cell.key,
-                    "target": cell.target,
-                    "threat": cell.threat,
-                    "attack": cell.attack,
-                    "attack_name": cell.attack_name,
-                    "norm": cell.norm,
-                    "eps": None if math.isinf(cell.eps) else cell.eps,
-                    "eps_label": cell.eps_label,
-                    "minimal": cell.minimal,
-                    "gradient_free": gradient_free,
-                    "craft": craft.key,
-                    "craft_on": craft.craft_on,
-                    "seed": craft.seed,
-                    "bpda": bpda,
-                    "params": _jsonable(craft_out.params),
-                    "info": craft_out.info,
-                    "metrics": metrics,
-                    "n_over_budget": over if not cell.minimal else 0,
-                    "seconds": craft_out.seconds + eval_seconds,
-                    "craft_seconds": craft_out.seconds,
-                    "eval_seconds": eval_seconds,
-                    "examples": f"examples/{ex_name}" if config.save_examples else None,
-                    "samples": {
-                        "position": list(range(len(labels_np))),
-                        "index": list(data.indices),
-                        "label": labels_np.tolist(),
-                        "clean_pred": cpred.tolist(),
-                        "adv_pred": adv_pred.tolist(),
-                        "adv_raw_pred": raw_pred.tolist(),
-                        "success": fooled.tolist(),
-                        "used_adv": used.tolist(),
-                        "attacked": craft_out.attacked.tolist(),
-                        "linf": craft_out.linf.tolist(),
-                        "l2": craft_out.l2.tolist(),
-                        "queries": craft_out.queries.tolist(),
-                        "adv_probs": adv_probs.tolist(),
-                    },
-                }
                 state.save(cell.id, record)
-                bar.update(1)
-    bar.close()
+                if self.bar is not None:
+                    self.bar.update(1)
 
-    cells = [state.load(c.id) for c in plan.cells]
-    flags += run_results_checks(cells, target_info)
-    gate_results = evaluate_gates(gates, cells)
-    results: dict[str, Any] = {
-        "schema": SCHEMA,
-        "medrobust_version": __version__,
-        "name": config.name,
-        "fingerprint": config.fingerprint(),
-        "seed": config.seed,
-        "config": resolved,
-        "data": {
-            **data.describe,
-            "n": len(labels_np),
-            "class_names": list(card.class_names),
-            "positive_class": card.positive_class,
-            "indices": list(data.indices),
-            "ids": list(data.ids),
-            "labels": labels_np.tolist(),
+
+def _cell_record(
+    cell: Any,
+    craft: Craft,
+    craft_out: _CraftOutput,
+    labels_np: np.ndarray,
+    clean: tuple[np.ndarray, np.ndarray],
+    raw: tuple[np.ndarray, np.ndarray],
+    indices: list[int],
+    num_classes: int,
+    positive: int | None,
+    *,
+    gradient_free: bool,
+    bpda: bool,
+    eval_seconds: float,
+    examples: str | None,
+) -> dict[str, Any]:
+    """One cell's results.json record (metrics and per-sample lists)."""
+    cpred, cprobs = clean
+    raw_pred, raw_probs = raw
+    norms = craft_out.linf if cell.norm == "linf" else craft_out.l2
+    adv_pred, adv_probs, used = effective_predictions(
+        labels_np, cpred, cprobs, raw_pred, raw_probs, craft_out.attacked, norms, cell.eps
+    )
+    over = int((craft_out.attacked & ~within_budget(norms, cell.eps)).sum())
+    metrics = cell_metrics(
+        labels_np,
+        cpred,
+        cprobs,
+        adv_pred,
+        adv_probs,
+        craft_out.linf,
+        craft_out.l2,
+        craft_out.queries,
+        craft_out.attacked,
+        num_classes,
+        positive,
+    )
+    fooled = (cpred == labels_np) & (adv_pred != labels_np)
+    return {
+        "id": cell.id,
+        "key": cell.key,
+        "target": cell.target,
+        "threat": cell.threat,
+        "attack": cell.attack,
+        "attack_name": cell.attack_name,
+        "norm": cell.norm,
+        "eps": None if math.isinf(cell.eps) else cell.eps,
+        "eps_label": cell.eps_label,
+        "minimal": cell.minimal,
+        "gradient_free": gradient_free,
+        "craft": craft.key,
+        "craft_on": craft.craft_on,
+        "seed": craft.seed,
+        "bpda": bpda,
+        "params": _jsonable(craft_out.params),
+        "info": craft_out.info,
+        "metrics": metrics,
+        "n_over_budget": over if not cell.minimal else 0,
+        "seconds": craft_out.seconds + eval_seconds,
+        "craft_seconds": craft_out.seconds,
+        "eval_seconds": eval_seconds,
+        "examples": examples,
+        "samples": {
+            "position": list(range(len(labels_np))),
+            "index": list(indices),
+            "label": labels_np.tolist(),
+            "clean_pred": cpred.tolist(),
+            "adv_pred": adv_pred.tolist(),
+            "adv_raw_pred": raw_pred.tolist(),
+            "success": fooled.tolist(),
+            "used_adv": used.tolist(),
+            "attacked": craft_out.attacked.tolist(),
+            "linf": craft_out.linf.tolist(),
+            "l2": craft_out.l2.tolist(),
+            "queries": craft_out.queries.tolist(),
+            "adv_probs": adv_probs.tolist(),
         },
-        "model": {"path": str(config.model.path), "card": card.model_dump(mode="json")},
-        "bounds": [float(b) for b in card.bounds],
-        "targets": target_info,
-        "threats": ["whitebox", *config.threats] if config.defenses else ["whitebox"],
-        "attacks": [
-            {
-                "label": a.label,
-                "name": a.name,
-                "norm": a.norm,
-                "minimal": a.minimal,
-                "params": _jsonable(a.params),
-            }
-            for a in config.attacks
-        ],
-        "budgets": {"linf": config.budgets.linf, "l2": config.budgets.l2},
-        "cells": cells,
-        "flags": [f.to_dict() for f in flags],
-        "gates": [g.to_dict() for g in gate_results],
-        "notes": list(config.notes),
     }
-    atomic_write_text(out / "config.resolved.yaml", dump_config(config))
-    atomic_write_json(out / "environment.json", _environment(config, device))
-    write_reports(results, out)
-    return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from medrobust.evaluation.config import BARE, AuditConfig, DataConfig, DefenseCo
 
 @dataclass
 class AuditData:
-    """The audited samples, in deterministic order.
+    """The audited samples materialised in memory (small audits, notebooks; the runner streams).
 
     Attributes:
         images: ``(N, C, *spatial)`` float32 inside the model card's bounds.
@@ -32,6 +33,25 @@ class AuditData:
     indices: list[int]
     ids: list[str]
     describe: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SampleBatch:
+    """One batch of audited samples, read from the source.
+
+    Attributes:
+        index: Batch number ``b`` (positions ``[b*batch_size, (b+1)*batch_size)``).
+        positions: ``(B,)`` audit positions of the samples (0 .. N-1).
+        images: ``(B, C, *spatial)`` float32 plain tensor, checked against the card.
+        labels: ``(B,)`` int64.
+        ids: Record ids.
+    """
+
+    index: int
+    positions: np.ndarray
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
 
 
 def _phantom_source(spec: DataConfig) -> Path:
@@ -56,13 +76,145 @@ def select_indices(total: int, n_samples: int | None, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(total, size=n_samples, replace=False))
 
 
-def load_audit_data(config: AuditConfig, card: Any) -> AuditData:
-    """Open the configured source, apply the preset and load the selected samples.
+def _record_id(meta: Any, fallback: int) -> str:
+    meta = meta or {}
+    return str(meta.get("id", meta.get("path", fallback)))
+
+
+class _Collate:
+    """DataLoader collate: plain float32 images (MetaTensor stripped), int64 labels, record ids.
+
+    A module-level class (not a closure) so worker processes can pickle it.
+    """
+
+    def __call__(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        from medrobust.attacks.base import plain_tensor
+
+        images = torch.stack([plain_tensor(it["image"]).float() for it in items])
+        labels = torch.tensor([int(it["label"]) for it in items], dtype=torch.int64)
+        return images, labels, [it.get("meta") for it in items]
+
+
+class AuditSamples:
+    """The audited samples of a config, read lazily in fixed batches (never all at once).
+
+    Sample ``p`` (its *position*, ``0 .. n-1``) is item ``indices[p]`` of the split's MONAI
+    dataset; batch ``b`` holds positions ``[b*batch_size, (b+1)*batch_size)``. Only the
+    batches asked for are read, through a ``DataLoader`` over a ``Subset`` of the dataset
+    (``num_workers`` worker processes), and each is checked against the model card.
+
+    Args:
+        dataset: The split's dataset (:func:`medrobust.data.make_dataset`).
+        indices: Dataset items audited, in audit order.
+        batch_size: Samples per batch.
+        card: The model card (bounds and channels every batch is checked against).
+        path: The source (named in :class:`DataError` messages).
+        preset: The preset name (named in messages).
+        num_workers: DataLoader worker processes.
+        describe: Where the data came from (recorded in results).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        indices: list[int],
+        batch_size: int,
+        card: Any,
+        path: Path,
+        preset: str | None = None,
+        num_workers: int = 0,
+        describe: dict[str, Any] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.batch_size = int(batch_size)
+        self.card = card
+        self.path = Path(path)
+        self.preset = preset
+        self.num_workers = int(num_workers)
+        self.describe = dict(describe or {})
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def n_batches(self) -> int:
+        """Number of batches (the last one may be short)."""
+        return -(-len(self.indices) // self.batch_size)
+
+    def positions(self, b: int) -> np.ndarray:
+        """Audit positions of batch ``b``."""
+        start = b * self.batch_size
+        return np.arange(start, min(start + self.batch_size, len(self.indices)), dtype=np.int64)
+
+    def check(self, images: torch.Tensor, ids: list[str]) -> None:
+        """Refuse images outside the card's bounds or with the wrong channel count.
+
+        Raises:
+            DataError: naming the source (and the first offending record).
+        """
+        low, high = self.card.bounds
+        lo, hi = float(images.min()), float(images.max())
+        if lo < low - 1e-6 or hi > high + 1e-6:
+            flat = images.flatten(1)
+            bad = ((flat < low - 1e-6) | (flat > high + 1e-6)).any(1).nonzero()
+            first = ids[int(bad[0])] if len(bad) else "?"
+            raise DataError(
+                self.path,
+                f"preset {self.preset!r} produced values in [{lo:g}, {hi:g}] outside the model "
+                f"card's bounds [{low:g}, {high:g}] (first such sample: {first})",
+            )
+        if images.shape[1] != self.card.in_channels:
+            raise DataError(
+                self.path,
+                f"images have {images.shape[1]} channel(s); the model card expects {self.card.in_channels}",
+            )
+
+    def batches(self, batch_indices: list[int] | None = None) -> Iterator[SampleBatch]:
+        """Read the given batches (all by default), in the given order, one at a time.
+
+        Raises:
+            DataError: for a bad file or a batch outside the card's bounds/channels.
+        """
+        from torch.utils.data import DataLoader, Subset
+
+        wanted = list(range(self.n_batches)) if batch_indices is None else [int(b) for b in batch_indices]
+        if not wanted:
+            return
+        pos = [self.positions(b).tolist() for b in wanted]
+        loader = DataLoader(
+            Subset(self.dataset, self.indices),
+            batch_sampler=pos,
+            num_workers=self.num_workers,
+            collate_fn=_Collate(),
+        )
+        for b, p, (images, labels, metas) in zip(wanted, pos, loader, strict=True):
+            ids = [_record_id(m, self.indices[q]) for m, q in zip(metas, p, strict=True)]
+            self.check(images, ids)
+            yield SampleBatch(b, np.asarray(p, dtype=np.int64), images, labels, ids)
+
+    def read(self, positions: list[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of a few positions (model checks, saved examples), checked."""
+        from medrobust.attacks.base import plain_tensor
+
+        items = [self.dataset[self.indices[int(p)]] for p in positions]
+        if not items:
+            return torch.empty(0), torch.empty(0, dtype=torch.int64)
+        images = torch.stack([plain_tensor(it["image"]).float() for it in items])
+        labels = torch.tensor([int(it["label"]) for it in items], dtype=torch.int64)
+        ids = [
+            _record_id(it.get("meta"), self.indices[int(p)]) for it, p in zip(items, positions, strict=True)
+        ]
+        self.check(images, ids)
+        return images, labels
+
+
+def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
+    """Open the configured source, apply the preset and select the samples (reads no image).
 
     Raises:
-        DataError: when the split is empty or images fall outside the card's bounds.
+        DataError: when the split is empty or the source's classes differ from the card's.
     """
-    from medrobust.attacks.base import plain_tensor
     from medrobust.data import make_dataset, open_source
 
     spec = config.data
@@ -80,40 +232,39 @@ def load_audit_data(config: AuditConfig, card: Any) -> AuditData:
     total = len(dataset)
     if total == 0:
         raise DataError(path, f"no samples in split {spec.split!r}")
-    indices = select_indices(total, config.n_samples, config.seed)
-    images, labels, ids = [], [], []
-    for i in indices:
-        item = dataset[i]
-        images.append(plain_tensor(item["image"]).float())
-        labels.append(int(item["label"]))
-        meta = item.get("meta") or {}
-        ids.append(str(meta.get("id", meta.get("path", i))))
-    x = torch.stack(images)
-    y = torch.tensor(labels, dtype=torch.int64)
-    low, high = card.bounds
-    if x.min() < low - 1e-6 or x.max() > high + 1e-6:
-        raise DataError(
-            path,
-            f"preset {spec.preset!r} produced values in [{float(x.min()):g}, {float(x.max()):g}] outside "
-            f"the model card's bounds [{low:g}, {high:g}]",
-        )
-    if x.shape[1] != card.in_channels:
-        raise DataError(
-            path, f"images have {x.shape[1]} channel(s); the model card expects {card.in_channels}"
-        )
     names = list(getattr(source, "class_names", []) or [])
     if names and list(card.class_names) != names:
         raise DataError(
             path, f"source classes {names} differ from the model card's classes {list(card.class_names)}"
         )
+    indices = select_indices(total, config.n_samples, config.seed)
     describe = {
         "source": str(path),
         "split": spec.split,
         "preset": spec.preset,
-        "spatial_size": list(x.shape[2:]),
+        "spatial_size": None,  # filled from the first batch read
         "n_available": total,
     }
-    return AuditData(x, y, indices, ids, describe)
+    return AuditSamples(
+        dataset, indices, config.batch_size, card, Path(str(path)), spec.preset, config.num_workers, describe
+    )
+
+
+def load_audit_data(config: AuditConfig, card: Any) -> AuditData:
+    """All selected samples in memory (for small audits and notebooks; the runner streams).
+
+    Raises:
+        DataError: when the split is empty or images fall outside the card's bounds.
+    """
+    samples = open_audit_data(config, card)
+    images, labels, ids = [], [], []
+    for batch in samples.batches():
+        images.append(batch.images)
+        labels.append(batch.labels)
+        ids += batch.ids
+    x = torch.cat(images)
+    describe = {**samples.describe, "spatial_size": list(x.shape[2:])}
+    return AuditData(x, torch.cat(labels), samples.indices, ids, describe)
 
 
 def load_classifier(config: AuditConfig, device: torch.device) -> nn.Module:
