@@ -4,7 +4,8 @@ Column names are configurable. Labels may be class names (sorted to form
 ``class_names`` unless given) or integers (``class_names`` default to "0".."K-1").
 With a patient column, a generated split keeps each patient in one split, and a
 given split is checked for patients shared across splits. Patient values are used
-for grouping only and never printed.
+for grouping only and never printed. Listing checks that each file exists (one
+``stat`` per row) but opens none of them.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class CsvSource(FileSource):
         for row_i, row in enumerate(df.to_dict("records")):
             line = row_i + 2  # header is line 1
             rel = str(row[self.path_column]).strip()
-            path = (self.base_dir / rel) if not Path(rel).is_absolute() else Path(rel)
+            path = Path(rel) if os.path.isabs(rel) else self.base_dir / rel
             if not path.is_file():
                 self._skip_or_raise(path, f"listed in {self.csv_path.name} line {line} but does not exist")
                 continue
@@ -105,7 +106,9 @@ class CsvSource(FileSource):
                 split = canonical_split(row[self.split_column], f"{self.csv_path} line {line}")
             group = str(row[self.patient_column]).strip() or None if has_patient else None
             records.append(Record(id=rel, label=label, split=split, path=path, group=group))
-        return self.expand(records), class_names
+        if "all" in (self.frame_choice, self.slice_choice):  # only then does a file become many records
+            records = self.expand(records)
+        return records, class_names
 
     @staticmethod
     def _label_index(text: str, index: dict[str, int], n_classes: int) -> int | None:

@@ -3,15 +3,27 @@
 Images are uint8 (N, H, W) greyscale or (N, H, W, 3) RGB at any size (28, 64, 128,
 224); MedMNIST 3D files (N, D, H, W) are read as (1, D, H, W) volumes. Labels are
 (N,) or (N, 1); multi-label files (N, K), such as ChestMNIST, need ``label_column``
-to pick one binary task. The file is opened with ``allow_pickle=False``: object
-arrays are refused. Each split's arrays are loaded on first use and kept (a split of
-MedMNIST-224 is a few hundred MB; memory-mapping an uncompressed copy is the route
-for larger data, since members of an ``.npz`` cannot be memory-mapped).
+to pick one binary task. Nothing is unpickled: each member's ``.npy`` header is read
+first and arrays of Python objects (or any non-numeric dtype) are refused.
+
+Memory: an array is read on first use and kept. With ``mmap="auto"`` (the default) a
+member larger than :data:`MMAP_AUTO_BYTES` (256 MiB uncompressed, e.g. the images of
+a MedMNIST-224 split) is memory-mapped read-only instead of loaded, so only the rows
+actually read occupy RAM; smaller members (labels, 28/64-pixel images) are loaded.
+``mmap=True`` maps every member, ``mmap=False`` never maps. Mapping an uncompressed
+member (``np.savez``) needs no copy; a compressed one (``np.savez_compressed``, as
+MedMNIST ships) is streamed once into an uncompressed ``.npy`` cache, under
+``cache_dir`` or ``$MEDROBUST_CACHE/npz`` (default ``~/.cache/medrobust/npz``), keyed
+by a fingerprint of the file; see :mod:`medrobust.data.cache`. The cache costs disk
+space equal to the uncompressed arrays and may be deleted at any time. With
+``mmap="auto"``, a cache that cannot be written falls back to loading in memory with
+a warning; with ``mmap=True`` it raises :class:`~medrobust.errors.DataError`.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,8 +31,12 @@ from typing import Any
 import numpy as np
 
 from medrobust.data.base import SPLIT_NAMES, Record, Source, file_suffix, register_source
-from medrobust.errors import DataError
+from medrobust.data.cache import CacheWriteError, member_header, open_npz_member
+from medrobust.errors import ConfigError, DataError
 from medrobust.validation import check_int
+
+#: With ``mmap="auto"``, members with more uncompressed bytes than this are memory-mapped.
+MMAP_AUTO_BYTES = 256 * 2**20
 
 
 @register_source("npz", "medmnist")
@@ -30,11 +46,21 @@ class NpzSource(Source):
     Args:
         root: The ``.npz`` file, or a folder holding exactly one.
         label_column: For multi-label files, the column used as a binary label.
+        mmap: ``"auto"`` (map members above :data:`MMAP_AUTO_BYTES`), ``True`` (map all)
+            or ``False`` (load all in memory).
+        cache_dir: Folder for the uncompressed copies of compressed members (default
+            ``$MEDROBUST_CACHE/npz`` or ``~/.cache/medrobust/npz``).
         **kwargs: See :class:`Source`.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], *, label_column: int | None = None, **kwargs: Any
+        self,
+        root: str | os.PathLike[str],
+        *,
+        label_column: int | None = None,
+        mmap: bool | str = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
     ) -> None:
         root = Path(root)
         if root.is_dir():
@@ -44,49 +70,63 @@ class NpzSource(Source):
             root = found[0]
         if label_column is not None:
             label_column = check_int(label_column, "label_column", "NpzSource", low=0)
+        if not (isinstance(mmap, bool) or mmap == "auto"):
+            raise ConfigError(
+                f"The 'mmap' parameter of NpzSource must be True, False or 'auto'. Got {mmap!r}."
+            )
         self.label_column = label_column
+        self.mmap = mmap
+        self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
         self._cache: dict[str, np.ndarray] = {}
         super().__init__(root, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle (e.g. to DataLoader workers) without the mapped arrays: they are re-mapped lazily."""
+        state = self.__dict__.copy()
+        state["_cache"] = {k: v for k, v in self._cache.items() if not isinstance(v, np.memmap)}
+        return state
 
     # -- lazy member access ---------------------------------------------------------------------
     def _member(self, key: str) -> np.ndarray:
         if key not in self._cache:
-            try:
-                with np.load(self.root, allow_pickle=False) as npz:
-                    if key not in npz.files:
-                        raise DataError(self.root, f"has no {key!r} array; arrays are {sorted(npz.files)}")
-                    arr = npz[key]
-            except DataError:
-                raise
-            except ValueError as exc:
-                if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-                    raise DataError(
-                        self.root, f"array {key!r} holds Python objects; refused (allow_pickle=False)"
-                    ) from None
-                raise DataError(self.root, f"unreadable .npz ({exc})") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise DataError(self.root, f"unreadable .npz ({type(exc).__name__}: {exc})") from None
+            _, info = member_header(self.root, key)  # refuses object arrays before any data is read
+            mapped = self.mmap is True or (self.mmap == "auto" and info.file_size > MMAP_AUTO_BYTES)
+            arr = None
+            if mapped:
+                try:
+                    arr = open_npz_member(self.root, key, self.cache_dir)
+                except CacheWriteError as exc:
+                    if self.mmap is True:
+                        raise
+                    warnings.warn(
+                        f"{exc}; loading {self.root.name}[{key}] into memory instead",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+            if arr is None:
+                arr = self._load_in_memory(key)
             if arr.dtype == object or arr.dtype.kind not in "biuf":
                 raise DataError(self.root, f"array {key!r} has dtype {arr.dtype}; expected numbers")
             self._cache[key] = arr
         return self._cache[key]
 
+    def _load_in_memory(self, key: str) -> np.ndarray:
+        try:
+            with np.load(self.root, allow_pickle=False) as npz:
+                return npz[key]
+        except ValueError as exc:
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                raise DataError(
+                    self.root, f"array {key!r} holds Python objects; refused (allow_pickle=False)"
+                ) from None
+            raise DataError(self.root, f"unreadable .npz ({exc})") from None
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise DataError(self.root, f"unreadable .npz ({type(exc).__name__}: {exc})") from None
+
     def _header(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype of a member, read from its ``.npy`` header without loading the data."""
-        try:
-            with zipfile.ZipFile(self.root) as zf, zf.open(f"{key}.npy") as fh:
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-                else:
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise DataError(self.root, f"unreadable array {key!r} ({type(exc).__name__}: {exc})") from None
-        if dtype.hasobject or dtype.kind not in "biuf":
-            raise DataError(
-                self.root, f"array {key!r} has dtype {dtype} (Python objects are refused: allow_pickle=False)"
-            )
-        return tuple(int(s) for s in shape), dtype
+        header, _ = member_header(self.root, key)
+        return header.shape, header.dtype
 
     def _keys(self) -> list[str]:
         try:
