@@ -42,10 +42,10 @@ def attack(name, model, x, y, eps, steps):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=800, help="phantom images")
+    ap.add_argument("--n", type=int, default=2000, help="phantom images")
     ap.add_argument("--size", type=int, default=32, help="image size")
     ap.add_argument("--clf-epochs", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=8, help="defense training epochs")
+    ap.add_argument("--epochs", type=int, default=40, help="defense training epochs")
     ap.add_argument("--pgd-steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/defenses"))

@@ -30,7 +30,7 @@ DATA = {"modality": "chest_xray", "n": 480, "size": 64, "seed": 0}
 CLASSIFIER = {
     "arch": "small_cnn",
     "arch_kwargs": {"width": 8, "depth": 3},
-    "epochs": 6,
+    "epochs": 12,
     "batch_size": 32,
     "lr": 3e-3,
     "augment": False,
@@ -41,7 +41,7 @@ CLASSIFIER = {
 DEFENSE = {
     "arch": "dae",
     "arch_params": {"width": 16, "depth": 2},
-    "epochs": 6,
+    "epochs": 20,
     "batch_size": 16,
     "lr": 3e-3,
     "seed": 0,
