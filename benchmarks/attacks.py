@@ -158,11 +158,12 @@ def make_runner(job: dict[str, Any], model, images, labels):
 
     impl, attack, p = job["impl"], job["attack"], job["params"]
     if attack == "floor":
-        from medrobust.attacks._utils import frozen_params, to_format
+        from medrobust.attacks._utils import conv_weights_channels_last, frozen_params, to_format
 
         def floor():
             x = to_format(images, p["channels_last"])
-            with torch.enable_grad(), frozen_params(model):
+            cl = conv_weights_channels_last(model, p["channels_last"])  # the layout medrobust uses
+            with torch.enable_grad(), frozen_params(model), cl:
                 for _ in range(p["steps"]):
                     a = x.detach().requires_grad_(True)
                     loss = torch.nn.functional.cross_entropy(model(a), labels)

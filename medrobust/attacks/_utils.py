@@ -14,6 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medrobust.attacks._layout import (  # noqa: F401  (re-exported for the attacks)
+    conv_weights_channels_last,
+    has_conv2d,
+    use_channels_last,
+)
 from medrobust.attacks.base import AttackResult, perturbation_norms
 
 
@@ -37,21 +42,6 @@ def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def has_conv2d(model: nn.Module) -> bool:
-    """True when ``model`` contains a 2-D convolution (where ``channels_last`` can help)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def use_channels_last(model: nn.Module, images: torch.Tensor, option: bool | None) -> bool:
-    """Resolve a ``channels_last`` option: ``None`` means "on for 4-D inputs to conv nets".
-
-    ``channels_last`` measured 1.2-1.4x faster for conv nets on CPU (benchmarks/README.md).
-    """
-    if images.ndim != 4:
-        return False
-    return has_conv2d(model) if option is None else bool(option)
 
 
 def to_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

