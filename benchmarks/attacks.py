@@ -96,10 +96,10 @@ def prepare(workdir: Path, channels: int, n_eval: int, threads: int) -> dict[str
 
     torch.set_num_threads(threads)
     classes = 4
-    model, desc = build_model(channels, classes)
     x, y = stripe_data(960, channels, classes, 64, seed=1)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(0)  # seeds the initial weights too: the same model in every run
+        model, desc = build_model(channels, classes)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         model.train()
         for _ in range(40):

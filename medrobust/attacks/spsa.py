@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from medrobust.attacks._apgd import final_check
+from medrobust.attacks._fuse import inference_copy
+from medrobust.attacks._layout import conv_weights_channels_last
 from medrobust.attacks._utils import bview, make_result, margin, to_format, use_channels_last
 from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.errors import ConfigError
@@ -16,10 +18,23 @@ from medrobust.validation import check_float, check_int
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
+_BITS = tuple(1 << i for i in range(8))
+
+
 def rademacher(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Independent ±1 entries (one direction per leading index), drawn from ``generator``."""
-    out = torch.empty(shape, dtype=like.dtype, device=like.device)
-    return out.bernoulli_(0.5, generator=generator).mul_(2.0).sub_(1.0)
+    """Independent ±1 entries (one direction per leading index), drawn from ``generator``.
+
+    Eight signs come from each random byte (``randint`` over ``uint8``, bits unpacked):
+    4-5x cheaper than ``bernoulli_`` per entry, which mattered at 128 directions per
+    sample and iteration.
+    """
+    n = 1
+    for d in shape:
+        n *= int(d)
+    raw = torch.randint(0, 256, ((n + 7) // 8,), generator=generator, dtype=torch.uint8, device=like.device)
+    bits = torch.tensor(_BITS, dtype=torch.uint8, device=like.device)
+    signs = (raw.unsqueeze(1) & bits).ne_(0).view(-1)[:n]
+    return signs.to(like.dtype).mul_(2.0).sub_(1.0).view(shape)
 
 
 @register_attack("spsa")
@@ -51,6 +66,9 @@ class SPSA(Attack):
         random_start: Start uniformly in the ``eps``-ball (True).
         early_stop: Stop attacking a sample once misclassified (True).
         channels_last: Use ``channels_last`` for 4-D inputs (None: on for conv nets).
+        fuse_bn: Query a copy of the model with BatchNorm folded into the preceding
+            convolutions (checked to give the same logits; see
+            :mod:`medrobust.attacks._fuse`); success is re-checked on the model itself.
         bounds, seed: See :class:`~medrobust.attacks.base.Attack`.
     """
 
@@ -71,6 +89,7 @@ class SPSA(Attack):
         random_start: bool = True,
         early_stop: bool = True,
         channels_last: bool | None = None,
+        fuse_bn: bool = True,
         bounds: Any = None,
         seed: int = 0,
         **unused: Any,
@@ -84,7 +103,7 @@ class SPSA(Attack):
         self.delta = check_float(delta, "delta", owner, low=0.0, high=high - low)
         self.lr = check_float(lr, "lr", owner, low=0.0)
         self.chunk = check_int(chunk, "chunk", owner, low=2)
-        for name, value in (("random_start", random_start), ("early_stop", early_stop)):
+        for name, value in (("random_start", random_start), ("early_stop", early_stop), ("fuse_bn", fuse_bn)):
             if not isinstance(value, bool):
                 raise ConfigError(f"The {name!r} parameter of {owner} must be a bool. Got {value!r}.")
         if channels_last is not None and not isinstance(channels_last, bool):
@@ -92,6 +111,7 @@ class SPSA(Attack):
         self.random_start = random_start
         self.early_stop = early_stop
         self.channels_last = channels_last
+        self.fuse_bn = fuse_bn
 
     def _estimate_grad(
         self, forward: Any, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, buf: torch.Tensor
@@ -118,9 +138,23 @@ class SPSA(Attack):
     @torch.no_grad()
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
         cl = use_channels_last(self.model, images, self.channels_last)
+        query_model, query_desc = self.model, "model as given (fuse_bn=False)"
+        if self.fuse_bn:
+            query_model, query_desc = inference_copy(self.model, to_format(images[:8], cl))
+        with conv_weights_channels_last(query_model, cl and query_model is not self.model):
+            return self._run(images, labels, generator, cl, query_model, query_desc)
 
+    def _run(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        cl: bool,
+        query_model: nn.Module,
+        query_desc: str,
+    ) -> AttackResult:
         def forward(z: torch.Tensor) -> torch.Tensor:
-            return self.logits(to_format(z, cl))
+            return query_model(to_format(z, cl)).float()
 
         low, high = self.bounds
         n = images.shape[0]
@@ -171,5 +205,6 @@ class SPSA(Attack):
             "loss": "margin",
             "fooled_at_iteration": fooled_at.tolist(),
             "directions": "independent Rademacher per sample",
+            "query_model": query_desc,
         }
         return make_result(adv, images, success, queries, info)

@@ -37,6 +37,16 @@ def test_rademacher_rows_are_independent() -> None:
     assert len({tuple(row.flatten().tolist()) for row in v}) == 64
 
 
+def test_rademacher_is_balanced_at_every_bit_position() -> None:
+    """Signs unpacked from random bytes: each of the 8 bit positions is a fair coin."""
+    v = rademacher((4000, 1, 10, 10), torch.Generator().manual_seed(1), torch.zeros(1))
+    flat = v.flatten()
+    assert v.shape == (4000, 1, 10, 10) and v.dtype == torch.float32
+    for k in range(8):  # 50 000 draws per position: |mean| < 0.02 is > 4 standard errors
+        assert abs(flat[k::8].mean().item()) < 0.02, k
+    assert abs((flat[1:] * flat[:-1]).mean().item()) < 0.01  # neighbours uncorrelated
+
+
 def test_directions_are_per_sample(make_model, make_images) -> None:
     model = make_model(1, 3, (0.0, 1.0))
     images, labels = make_images(model, n=1, size=16)
