@@ -71,7 +71,7 @@ def audit(
 ) -> None:
     """Audit a classifier (and its defenses) under attacks at several budgets; write a report."""
     from medrobust.errors import ConfigError
-    from medrobust.evaluation.config import config_from_dict, load_config, merge_overrides
+    from medrobust.evaluation.config import config_from_dict, merge_overrides, read_config_data
 
     overrides: dict = {}
     if model is not None or card is not None:
@@ -106,12 +106,16 @@ def audit(
             overrides[key] = value
 
     if config is not None:
-        cfg = load_config(config)
-        base = cfg.resolved()
-        if data_over.get("source") is not None or data_over.get("phantom") is not None:
+        # Merge the flags into the YAML mapping first and validate once, so paths the
+        # flags replace (--model, --data, --defense) need not exist.
+        base = read_config_data(config)
+        replaces_source = data_over.get("source") is not None or data_over.get("phantom") is not None
+        if replaces_source and isinstance(base.get("data"), dict):
             base["data"] = {k: v for k, v in base["data"].items() if k not in ("source", "phantom")}
+        if "model" in overrides and "path" in overrides["model"] and isinstance(base.get("model"), dict):
+            base["model"] = {k: v for k, v in base["model"].items() if k != "card" or card is not None}
         merged = merge_overrides(base, overrides)
-        merged["gates"] = list(cfg.gates) + list(gate or [])
+        merged["gates"] = list(base.get("gates") or []) + list(gate or [])
         cfg = config_from_dict(merged, str(config))
     else:
         if "model" not in overrides or "data" not in overrides:

@@ -61,7 +61,8 @@ def _check_path(value: Path | None, what: str) -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.exists():
-        raise ValueError(f"{what} not found: {str(path)!r}")
+        where = "" if path.is_absolute() else f" (relative to the working folder: {str(path.absolute())!r})"
+        raise ValueError(f"{what} not found: {str(path)!r}{where}")
     return path.resolve()
 
 
@@ -358,7 +359,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             msg = "required field is missing"
         got = err.get("input")
-        tail = "" if err["type"] in ("missing",) or isinstance(got, (dict, list)) else f" Got {got!r}."
+        skip = err["type"] == "missing" or isinstance(got, (dict, list)) or repr(str(got)) in msg
+        tail = "" if skip else f" Got {got!r}."
         lines.append(f"{loc}: {msg}.{tail}".replace("..", "."))
     return f"invalid audit config {source}:\n  " + "\n  ".join(lines)
 
@@ -377,8 +379,12 @@ def config_from_dict(data: dict[str, Any], source: str = "(dict)") -> AuditConfi
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AuditConfig:
-    """Read a YAML audit config (``yaml.safe_load``), apply ``overrides`` and validate it."""
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """Read a YAML audit config (``yaml.safe_load``) as a plain mapping, not yet validated.
+
+    Command-line overrides are merged into this mapping before validation, so a config
+    whose model path does not exist here can still be used with ``--model``.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -388,6 +394,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Au
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid audit config {path}: expected a mapping at the top level.")
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AuditConfig:
+    """Read a YAML audit config (``yaml.safe_load``), apply ``overrides`` and validate it."""
+    data = read_config_data(path)
     if overrides:
         data = merge_overrides(data, overrides)
     return config_from_dict(data, str(path))

@@ -14,6 +14,7 @@ from torch import nn
 from medrobust.errors import ConfigError, DataError
 from medrobust.evaluation.cells import derive_seed
 from medrobust.evaluation.config import BARE, AuditConfig, DataConfig, DefenseConfig
+from medrobust.utils.logging import get_logger
 
 
 @dataclass
@@ -222,6 +223,14 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
     kwargs: dict[str, Any] = {} if spec.kind is None else {"kind": spec.kind}
     source = open_source(str(path), **kwargs)
     size = spec.size or (list(card.spatial_size) if card.spatial_size else None)
+    card_size = getattr(card, "spatial_size", None)
+    if spec.size and card_size and tuple(spec.size) != tuple(card_size):
+        get_logger("evaluation").warning(
+            "data.size %s differs from the model card's spatial_size %s: the model is audited at "
+            "a size it was not trained for (drop data.size to use the card's)",
+            list(spec.size),
+            list(card_size),
+        )
     dataset = make_dataset(
         source,
         split=spec.split,

@@ -145,3 +145,48 @@ def test_audit_through_flags_only(easy_npz, tiny_model, tmp_path, capsys):
     ]
     assert results["data"]["n"] == 8 and results["seed"] == 5
     assert (out / "report.html").exists() and (out / "config.resolved.yaml").exists()
+
+
+def test_flags_replace_config_paths_that_do_not_exist(easy_npz, tiny_model, tmp_path, audit_dict, capsys):
+    """--model/--data/--defense replace the YAML's entries before validation, so a shipped
+    config whose paths point elsewhere works with the user's own run folders."""
+    import yaml
+
+    cfg = audit_dict(tmp_path / "nowhere.npz", tmp_path / "no-model", n_samples=4)
+    cfg["defenses"] = [{"name": "dae", "path": str(tmp_path / "no-defense")}]
+    cfg["attacks"] = ["fgsm"]
+    cfg["budgets"] = {"linf": ["8/255"]}
+    path = tmp_path / "shipped.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    # without the flags, every missing path is named, once, with where it was looked for
+    assert main(["audit", "--config", str(path), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert f"model.path: model not found: '{tmp_path / 'no-model'}'" in err
+    assert "Got '" not in err  # the path is not repeated
+    assert "defenses.0.path: denoiser run folder not found" in err
+
+    out = tmp_path / "b"
+    argv = ["audit", "--config", str(path), "--model", str(tiny_model), "--data", str(easy_npz)]
+    argv += ["--defense", "median", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["model"]["path"] == str(tiny_model.resolve())
+    assert [d["name"] for d in results["config"]["defenses"]] == ["median"]
+    assert results["config"]["data"]["source"] == str(easy_npz.resolve())
+
+
+def test_data_size_other_than_the_cards_is_warned(easy_npz, tiny_model, audit_dict, caplog):
+    from medrobust.evaluation.config import config_from_dict
+    from medrobust.evaluation.targets import open_audit_data
+    from medrobust.models import load_model
+
+    card = load_model(tiny_model).card
+    size = list(card.spatial_size)
+    for data_size, warned in ((size, False), (None, False), ([s * 2 for s in size], True)):
+        cfg = audit_dict(easy_npz, tiny_model)
+        cfg["data"]["size"] = data_size
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="medrobust"):
+            open_audit_data(config_from_dict(cfg), card)
+        assert any("differs from the model card" in r.getMessage() for r in caplog.records) == warned
