@@ -167,3 +167,50 @@ def test_batches_split_round_robin_and_resumed(runs):
     cells = [c for c in runs["sharded"]["cells"] if c["craft"] == resumed_craft]
     assert cells and all(c["craft_seconds"] > MARK_SECONDS for c in cells)
     assert all(c["craft_seconds"] < MARK_SECONDS for c in runs["sharded"]["cells"] if c not in cells)
+
+
+_AGREE_WORKER = r"""
+import json, sys
+import torch.distributed as dist
+from medrobust.errors import DataError
+from medrobust.evaluation.distributed import ShardContext
+
+rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+ctx = ShardContext(rank=rank, world_size=2, backend="gloo")
+
+def work():
+    if rank == 1:
+        raise DataError("/data/bad.dcm", "truncated pixel data")
+    return 42
+
+try:
+    got = {"value": ctx.agree(work)}
+except Exception as exc:
+    got = {"error": type(exc).__name__, "message": str(exc)}
+after = ctx.all_gather(rank)  # both ranks are still in step: no one hangs in a collective
+got["after"] = after
+open(out, "w").write(json.dumps(got))
+dist.destroy_process_group()
+"""
+
+
+def test_a_failing_rank_stops_every_rank_with_its_error(tmp_path):
+    """Rank 1 raises inside agree(): rank 0 gets the same DataError (naming the file)
+    instead of waiting forever in the next collective; both ranks stay in step."""
+    script = tmp_path / "agree_worker.py"
+    script.write_text(_AGREE_WORKER)
+    store = tmp_path / "store"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(r), str(store), str(tmp_path / f"r{r}.json")], env=env
+        )
+        for r in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    r0, r1 = (json.loads((tmp_path / f"r{r}.json").read_text()) for r in (0, 1))
+    assert r1["error"] == "DataError" and "/data/bad.dcm" in r1["message"]
+    assert r0["error"] == "DataError" and "/data/bad.dcm" in r0["message"]
+    assert "truncated pixel data" in r0["message"]
+    assert r0["after"] == r1["after"] == [0, 1]
