@@ -100,6 +100,11 @@ class DataConfig(_Strict):
     preset: str | None = Field(None, description="Modality preset (default: the phantom modality).")
     size: list[int] | None = Field(None, description="Spatial size (default: the model card's).")
     on_error: Literal["raise", "skip"] = "raise"
+    cache_dir: Path | None = Field(
+        None,
+        description="Folder caching preprocessed images as .npy (skips decoding on later runs; "
+        "results do not depend on it).",
+    )
 
     @field_validator("source")
     @classmethod
@@ -339,10 +344,12 @@ class AuditConfig(_Strict):
         return json.loads(self.model_dump_json())
 
     def fingerprint(self) -> str:
-        """SHA-256 of everything that changes results (not gates, name, notes or num_workers)."""
+        """SHA-256 of what changes results (not gates, name, notes, num_workers, data.cache_dir)."""
         data = self.resolved()
         for key in ("gates", "name", "notes", "num_workers"):
             data.pop(key, None)
+        if isinstance(data.get("data"), dict):
+            data["data"].pop("cache_dir", None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

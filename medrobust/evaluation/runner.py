@@ -287,10 +287,13 @@ def run_audit(
         DataError: a bad file, or images outside the model card's bounds (naming the source).
     """
     ctx = open_shard_context()
+    finished = False
     try:
-        return _run_audit(config, Path(out), fresh, progress, ctx)
+        results = _run_audit(config, Path(out), fresh, progress, ctx)
+        finished = True
+        return results
     finally:
-        ctx.close()
+        ctx.close(sync=finished)
 
 
 def _run_audit(

@@ -241,6 +241,11 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
     total = len(dataset)
     if total == 0:
         raise DataError(path, f"no samples in split {spec.split!r}")
+    if spec.cache_dir is not None:
+        from medrobust.data.item_cache import CachedImages
+
+        settings = {"preset": spec.preset, "size": list(size) if size else None, "on_error": spec.on_error}
+        dataset = CachedImages(dataset, spec.cache_dir, settings)
     names = list(getattr(source, "class_names", []) or [])
     if names and list(card.class_names) != names:
         raise DataError(

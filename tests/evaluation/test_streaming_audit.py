@@ -158,3 +158,26 @@ def test_batches_are_plain_and_checked_one_by_one(tmp_path):
     three = AuditSamples(_Items(), [0], 1, SimpleNamespace(bounds=(0.0, 1.0), in_channels=3), tmp_path / "x")
     with pytest.raises(DataError, match=r"images have 1 channel\(s\); the model card expects 3"):
         list(three.batches())
+
+
+def test_image_cache_changes_nothing_but_decoding(tiny_run, audit_dict, easy_npz, tiny_model, tmp_path):
+    """data.cache_dir: same fingerprint and identical cells; the second run reads from the cache."""
+    config, results, _, _ = tiny_run
+    cfg = audit_dict(easy_npz, tiny_model)
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    cached_config = config_from_dict(cfg)
+    assert cached_config.fingerprint() == config.fingerprint()
+    first = run_audit(cached_config, tmp_path / "run1", progress=False)
+    files = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(files) == results["data"]["n"]
+
+    def cells(res):
+        return [{k: v for k, v in c.items() if not k.endswith("seconds")} for c in res["cells"]]
+
+    for a, b in zip(cells(first), cells(results), strict=True):
+        diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        assert not diff, (a["key"], diff)
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    second = run_audit(cached_config, tmp_path / "run2", progress=False)
+    assert cells(second) == cells(results)
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes  # read, never rewritten
