@@ -40,6 +40,28 @@ def easy_npz(tmp_path_factory) -> Path:
     return path
 
 
+def _easy_card(source):
+    """The model card of classifiers trained on ``easy_npz`` (1 channel, SIZE x SIZE, [0, 1])."""
+    from medrobust.models import ModelCard
+
+    return ModelCard(
+        in_channels=1,
+        class_names=list(source.class_names),
+        positive_class=source.class_names[1],
+        spatial_size=(SIZE, SIZE),
+        modality="chest_xray",
+        bounds=(0.0, 1.0),
+        mean=[0.3],
+        std=[0.15],
+    )
+
+
+@pytest.fixture(scope="session")
+def easy_card():
+    """``easy_card(source)`` builds the model card for classifiers trained on ``easy_npz``."""
+    return _easy_card
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, easy_npz) -> Path:
     """A small_cnn trained for a few epochs on ``easy_npz``, saved as a run folder."""
@@ -47,7 +69,7 @@ def tiny_model(tmp_path_factory, easy_npz) -> Path:
     import torch.nn.functional as F
 
     from medrobust.data import load_arrays, make_dataset, open_source
-    from medrobust.models import ModelCard, build_classifier, save_checkpoint
+    from medrobust.models import build_classifier, save_checkpoint
 
     source = open_source(str(easy_npz))
     train = make_dataset(source, split="train", preset="chest_xray", spatial_size=(SIZE, SIZE))
@@ -58,16 +80,7 @@ def tiny_model(tmp_path_factory, easy_npz) -> Path:
     with torch.no_grad():
         x = torch.cat([x, create_denoiser("median", in_channels=1, bounds=(0, 1), kernel_size=3)(x)])
     y = torch.cat([y, y])
-    card = ModelCard(
-        in_channels=1,
-        class_names=list(source.class_names),
-        positive_class=source.class_names[1],
-        spatial_size=(SIZE, SIZE),
-        modality="chest_xray",
-        bounds=(0.0, 1.0),
-        mean=[0.3],
-        std=[0.15],
-    )
+    card = _easy_card(source)
     torch.manual_seed(0)
     model = build_classifier("small_cnn", card, width=6, depth=2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -49,26 +49,17 @@ def _config(data, model, **over):
 
 
 @pytest.fixture(scope="module")
-def weak_model(tmp_path_factory, easy_npz):
+def weak_model(tmp_path_factory, easy_npz, easy_card):
     """A second classifier: same architecture, one epoch on the raw images only (other predictions)."""
     import torch
     import torch.nn.functional as F
 
     from medrobust.data import load_arrays, make_dataset, open_source
-    from medrobust.models import ModelCard, build_classifier, save_checkpoint
+    from medrobust.models import build_classifier, save_checkpoint
 
     source = open_source(str(easy_npz))
     x, y = load_arrays(make_dataset(source, split="train", preset="chest_xray", spatial_size=(32, 32)))
-    card = ModelCard(
-        in_channels=1,
-        class_names=list(source.class_names),
-        positive_class=source.class_names[1],
-        spatial_size=(32, 32),
-        modality="chest_xray",
-        bounds=(0.0, 1.0),
-        mean=[0.3],
-        std=[0.15],
-    )
+    card = easy_card(source)
     torch.manual_seed(1)
     model = build_classifier("small_cnn", card, width=6, depth=2)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
