@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -9,8 +10,14 @@ from torch import nn
 
 from medrobust.attacks._apgd import final_check
 from medrobust.attacks._fuse import inference_copy
-from medrobust.attacks._layout import conv_weights_channels_last
-from medrobust.attacks._utils import bview, make_result, margin, to_format, use_channels_last
+from medrobust.attacks._utils import (
+    bview,
+    conv_weights_channels_last,
+    make_result,
+    margin,
+    to_format,
+    use_channels_last,
+)
 from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.errors import ConfigError
 from medrobust.validation import check_float, check_int
@@ -28,9 +35,7 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator, like: torch.T
     4-5x cheaper than ``bernoulli_`` per entry, which mattered at 128 directions per
     sample and iteration.
     """
-    n = 1
-    for d in shape:
-        n *= int(d)
+    n = math.prod(int(d) for d in shape)
     raw = torch.randint(0, 256, ((n + 7) // 8,), generator=generator, dtype=torch.uint8, device=like.device)
     bits = torch.tensor(_BITS, dtype=torch.uint8, device=like.device)
     signs = (raw.unsqueeze(1) & bits).ne_(0).view(-1)[:n]

@@ -112,8 +112,8 @@ def audit(
         replaces_source = data_over.get("source") is not None or data_over.get("phantom") is not None
         if replaces_source and isinstance(base.get("data"), dict):
             base["data"] = {k: v for k, v in base["data"].items() if k not in ("source", "phantom")}
-        if "model" in overrides and "path" in overrides["model"] and isinstance(base.get("model"), dict):
-            base["model"] = {k: v for k, v in base["model"].items() if k != "card" or card is not None}
+        if model is not None and isinstance(base.get("model"), dict):
+            base["model"] = {k: v for k, v in base["model"].items() if k != "card"}  # --card re-adds it
         merged = merge_overrides(base, overrides)
         merged["gates"] = list(base.get("gates") or []) + list(gate or [])
         cfg = config_from_dict(merged, str(config))

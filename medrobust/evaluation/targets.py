@@ -222,8 +222,8 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
     path = _phantom_source(spec) if spec.phantom is not None else spec.source
     kwargs: dict[str, Any] = {} if spec.kind is None else {"kind": spec.kind}
     source = open_source(str(path), **kwargs)
-    size = spec.size or (list(card.spatial_size) if card.spatial_size else None)
     card_size = getattr(card, "spatial_size", None)
+    size = spec.size or (list(card_size) if card_size else None)
     if spec.size and card_size and tuple(spec.size) != tuple(card_size):
         get_logger("evaluation").warning(
             "data.size %s differs from the model card's spatial_size %s: the model is audited at "
