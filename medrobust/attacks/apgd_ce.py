@@ -12,6 +12,7 @@ from medrobust.attacks._budget import BudgetAttack
 from medrobust.attacks._losses import ce_loss
 from medrobust.attacks._utils import frozen_params, make_result
 from medrobust.attacks.base import AttackResult, register_attack
+from medrobust.limits import MAX_ATTACK_RESTARTS, MAX_ATTACK_STEPS
 from medrobust.validation import check_float, check_int
 
 
@@ -49,8 +50,8 @@ class APGDCE(BudgetAttack):
     ) -> None:
         super().__init__(model, **kwargs)
         owner = type(self).__name__
-        self.steps = check_int(steps, "steps", owner, low=1)
-        self.restarts = check_int(restarts, "restarts", owner, low=1)
+        self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
+        self.restarts = check_int(restarts, "restarts", owner, low=1, high=MAX_ATTACK_RESTARTS)
         self.rho = check_float(rho, "rho", owner, low=0.0, high=1.0)
 
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:

@@ -15,6 +15,7 @@ from medrobust.attacks.apgd_t import APGDT
 from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.attacks.fab import FAB
 from medrobust.attacks.square import Square
+from medrobust.limits import MAX_ATTACK_QUERIES, MAX_ATTACK_STEPS, MAX_CLASSES
 from medrobust.validation import check_choice, check_int
 
 #: Sub-attack settings per version: (label, class, params). ``standard`` is the original's.
@@ -73,12 +74,14 @@ class AutoAttack(BudgetAttack):
         super().__init__(model, **kwargs)
         owner = type(self).__name__
         self.version = check_choice(version, "version", tuple(VERSIONS), owner)
-        self.steps = None if steps is None else check_int(steps, "steps", owner, low=1)
-        self.queries = None if queries is None else check_int(queries, "queries", owner, low=1)
+        self.steps = None if steps is None else check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
+        self.queries = (
+            None if queries is None else check_int(queries, "queries", owner, low=1, high=MAX_ATTACK_QUERIES)
+        )
         self.n_target_classes = (
             None
             if n_target_classes is None
-            else check_int(n_target_classes, "n_target_classes", owner, low=1)
+            else check_int(n_target_classes, "n_target_classes", owner, low=1, high=MAX_CLASSES)
         )
         self.components = [
             (label, cls(model, **self._sub_params(cls, params)))

@@ -126,7 +126,16 @@ class Attack(ABC):
             raise ConfigError(f"The 'model' parameter of {type(self).__name__} must be a torch.nn.Module.")
         self.model = model
         self.bounds = resolve_bounds(model, bounds, type(self).__name__)
-        self.seed = check_int(seed, "seed", type(self).__name__, low=0)
+        self.seed = check_int(seed, "seed", type(self).__name__, low=0, high=2**63 - 1)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], bounds: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Validate ``params`` as the constructor would, without a model (configs call this early).
+
+        Raises:
+            ConfigError: naming the first invalid parameter, as the constructor does.
+        """
+        cls(nn.Identity(), bounds=bounds, **params)
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -173,10 +182,17 @@ class Attack(ABC):
                 f"{type(self).__name__}: images must lie inside bounds [{low:g}, {high:g}]. "
                 f"Got values in [{images.min().item():g}, {images.max().item():g}]."
             )
-        with eval_mode(self.model), conv_weights_channels_last(self.model, self._feeds_channels_last(images)):
-            out = self._attack(images, labels, self.generator(images.device))
+        with eval_mode(self.model):
+            with conv_weights_channels_last(self.model, self._feeds_channels_last(images)):
+                out = self._attack(images, labels, self.generator(images.device))
             if isinstance(out, AttackResult):
                 result = out
+                if self.minimal:
+                    # Minimal-perturbation attacks stop on the decision boundary, where the
+                    # memory layout used while attacking can flip the argmax (seen with HU
+                    # bounds): success is what the model as given predicts on the output.
+                    with torch.no_grad():
+                        result.success = self.logits(result.adv).argmax(dim=1) != labels
             else:
                 adv = out.detach().clamp(low, high).to(images.dtype)
                 with torch.no_grad():

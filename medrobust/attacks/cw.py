@@ -24,6 +24,7 @@ from medrobust.attacks._utils import (
     use_channels_last,
 )
 from medrobust.attacks.base import Attack, AttackResult, register_attack
+from medrobust.limits import MAX_ATTACK_STEPS
 from medrobust.validation import check_float, check_int
 
 
@@ -77,8 +78,8 @@ class CW(Attack):
         owner = type(self).__name__
         self.c = check_float(c, "c", owner, low=0.0, high=None)
         self.kappa = check_float(kappa, "kappa", owner, low=0.0, high=None, low_inclusive=True)
-        self.steps = check_int(steps, "steps", owner, low=1)
-        self.binary_steps = check_int(binary_steps, "binary_steps", owner, low=1)
+        self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
+        self.binary_steps = check_int(binary_steps, "binary_steps", owner, low=1, high=MAX_ATTACK_STEPS)
         self.lr = check_float(lr, "lr", owner, low=0.0, high=None)
         self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
 

@@ -24,6 +24,7 @@ from medrobust.attacks._utils import (
     use_channels_last,
 )
 from medrobust.attacks.base import Attack, AttackResult, register_attack
+from medrobust.limits import MAX_ATTACK_STEPS, MAX_CLASSES
 from medrobust.validation import check_choice, check_float, check_int
 
 
@@ -67,10 +68,10 @@ class DeepFool(Attack):
     ) -> None:
         super().__init__(model, bounds=bounds, seed=seed, **unused)
         owner = type(self).__name__
-        self.steps = check_int(steps, "steps", owner, low=1)
+        self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
         self.overshoot = check_float(overshoot, "overshoot", owner, low=0.0, high=None, low_inclusive=True)
         self.p = check_choice(norm, "norm", ("l2", "linf"), owner)
-        self.candidates = check_int(candidates, "candidates", owner, low=2)
+        self.candidates = check_int(candidates, "candidates", owner, low=2, high=MAX_CLASSES)
         self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
 
     def params(self) -> dict[str, Any]:

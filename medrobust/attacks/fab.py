@@ -14,6 +14,7 @@ from medrobust.attacks._budget import BudgetAttack
 from medrobust.attacks._losses import margin_targeted
 from medrobust.attacks._utils import bview, flat_norm, frozen_params, make_result
 from medrobust.attacks.base import AttackResult, register_attack
+from medrobust.limits import MAX_ATTACK_RESTARTS, MAX_ATTACK_STEPS, MAX_CLASSES
 from medrobust.validation import check_float, check_int
 
 
@@ -165,9 +166,11 @@ class FAB(BudgetAttack):
     ) -> None:
         super().__init__(model, **kwargs)
         owner = type(self).__name__
-        self.steps = check_int(steps, "steps", owner, low=1)
-        self.restarts = check_int(restarts, "restarts", owner, low=1)
-        self.n_target_classes = check_int(n_target_classes, "n_target_classes", owner, low=1)
+        self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
+        self.restarts = check_int(restarts, "restarts", owner, low=1, high=MAX_ATTACK_RESTARTS)
+        self.n_target_classes = check_int(
+            n_target_classes, "n_target_classes", owner, low=1, high=MAX_CLASSES
+        )
         self.alpha_max = check_float(alpha_max, "alpha_max", owner, low=0.0, high=1.0, low_inclusive=True)
         self.eta = check_float(eta, "eta", owner, low=0.0)
         self.beta = check_float(beta, "beta", owner, low=0.0, high=1.0)

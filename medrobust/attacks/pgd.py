@@ -23,6 +23,7 @@ from medrobust.attacks._utils import (
     use_channels_last,
 )
 from medrobust.attacks.base import Attack, AttackResult, register_attack
+from medrobust.limits import MAX_ATTACK_RESTARTS, MAX_ATTACK_STEPS
 from medrobust.validation import check_float, check_int
 
 
@@ -71,12 +72,12 @@ class PGD(Attack):
         width = self.bounds[1] - self.bounds[0]
         # An L∞ budget cannot exceed the intensity width; an L2 budget sums over pixels.
         self.eps = check_float(eps, "eps", owner, low=0.0, high=width if self.norm == "linf" else None)
-        self.steps = check_int(steps, "steps", owner, low=1)
+        self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
         self.alpha = (
             2.5 * self.eps / self.steps if alpha is None else check_float(alpha, "alpha", owner, low=0.0)
         )
         self.random_start = check_bool(random_start, "random_start", owner)
-        self.restarts = check_int(restarts, "restarts", owner, low=1)
+        self.restarts = check_int(restarts, "restarts", owner, low=1, high=MAX_ATTACK_RESTARTS)
         self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
 
     # -- the two pieces a variant changes -------------------------------------------------

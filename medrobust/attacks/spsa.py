@@ -20,6 +20,7 @@ from medrobust.attacks._utils import (
 )
 from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.errors import ConfigError
+from medrobust.limits import MAX_ATTACK_QUERIES, MAX_ATTACK_STEPS
 from medrobust.validation import check_float, check_int
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -103,8 +104,8 @@ class SPSA(Attack):
         owner = type(self).__name__
         low, high = self.bounds
         self.eps = check_float(eps, "eps", owner, low=0.0, high=high - low)
-        self.steps = check_int(steps, "steps", owner, low=1)
-        self.samples = check_int(samples, "samples", owner, low=1)
+        self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
+        self.samples = check_int(samples, "samples", owner, low=1, high=MAX_ATTACK_QUERIES)
         self.delta = check_float(delta, "delta", owner, low=0.0, high=high - low)
         self.lr = check_float(lr, "lr", owner, low=0.0)
         self.chunk = check_int(chunk, "chunk", owner, low=2)

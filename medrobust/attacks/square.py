@@ -13,6 +13,7 @@ from medrobust.attacks._apgd import final_check
 from medrobust.attacks._budget import BudgetAttack
 from medrobust.attacks._utils import bview, flat_norm, make_result, margin
 from medrobust.attacks.base import AttackResult, register_attack
+from medrobust.limits import MAX_ATTACK_QUERIES, MAX_ATTACK_RESTARTS
 from medrobust.validation import check_float, check_int
 
 #: (iteration upper bound, divisor of p_init) of the paper's piecewise-constant schedule.
@@ -223,9 +224,9 @@ class Square(BudgetAttack):
     ) -> None:
         super().__init__(model, **kwargs)
         owner = type(self).__name__
-        self.queries = check_int(queries, "queries", owner, low=1)
+        self.queries = check_int(queries, "queries", owner, low=1, high=MAX_ATTACK_QUERIES)
         self.p_init = check_float(p_init, "p_init", owner, low=0.0, high=1.0)
-        self.restarts = check_int(restarts, "restarts", owner, low=1)
+        self.restarts = check_int(restarts, "restarts", owner, low=1, high=MAX_ATTACK_RESTARTS)
         if not isinstance(rescale_schedule, bool):
             from medrobust.errors import ConfigError
 

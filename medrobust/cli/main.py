@@ -28,6 +28,7 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show version."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -61,36 +62,67 @@ def _register_groups() -> None:
 _register_groups()
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception medrobust did not raise on purpose (names the file when known)."""
+    if isinstance(exc, OSError) and (exc.filename or exc.strerror):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _one_line(f"{where}{exc.strerror or exc}")
+    if isinstance(exc, MemoryError):
+        return "out of memory: the input asks for more memory than this machine has."
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply to read (recursion limit reached)."
+    return _one_line(f"unexpected {type(exc).__name__}: {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; medrobust's own errors print as one line (no traceback) and exit 2."""
+    """Run the CLI and return its exit code.
+
+    Exit codes: 0 success; 1 an audit gate failed (and nothing else); 2 anything else that
+    stopped the command: bad input, usage errors, unexpected errors. Every error is printed as
+    one ``error:`` line, without a traceback unless ``--debug`` is given (or ``MEDROBUST_DEBUG=1``).
+    """
+    import os
+    import traceback
+
     from medrobust.errors import MedrobustError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MEDROBUST_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]  # accepted anywhere on the line
     try:
-        rv = app(args=argv, standalone_mode=False)
-    except MedrobustError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 1
+        rv = app(args=args, prog_name="medrobust", standalone_mode=False)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as exc:  # click usage errors
-        try:
-            import click
-        except ModuleNotFoundError:  # typer >= 0.20 vendors click
-            from typer import _click as click  # type: ignore[no-redef]
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
-    return rv if isinstance(rv, int) else 0
+    except SystemExit as exc:  # typer.Exit / click's Exit carry their own code
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BaseException as exc:
+        code = getattr(exc, "exit_code", None)
+        if type(exc).__name__ == "Exit" and isinstance(code, int):  # click.exceptions.Exit
+            return code
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, MedrobustError):
+            message = _one_line(str(exc))
+        elif hasattr(exc, "format_message") and isinstance(code, int):  # click usage errors
+            message = _one_line(exc.format_message())
+            if getattr(exc, "ctx", None) is not None:
+                message += f" (see '{exc.ctx.command_path} --help')"
+        elif type(exc).__name__ == "Abort":
+            message = "aborted"
+        else:
+            message = _describe(exc)
+            if not debug:
+                message += " (run with --debug for the traceback)"
+        typer.echo(f"error: {message}", err=True)
+        return 2
+    if isinstance(rv, int) and rv in (0, 1):
+        return rv
+    return 0 if rv is None or not isinstance(rv, int) else 2
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ import typer
 
 def _params(items: list[str] | None) -> dict:
     """``["depth=6", "channels=[16,32]"]`` -> ``{"depth": 6, "channels": [16, 32]}`` (YAML scalars)."""
-    import yaml
-
     from medrobust.errors import ConfigError
+    from medrobust.utils.yaml_io import parse_yaml
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"The '--param' option must look like key=value. Got {item!r}.")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_yaml(value, f"--param {key.strip()}")
     return out
 
 
@@ -57,20 +56,11 @@ def denoiser(
     """Train a denoiser on y = x + n (MSE to x) and write a checkpoint folder."""
     import json
 
-    import yaml
-
     from medrobust.denoising.config_io import validate_config
     from medrobust.denoising.training import TrainDenoiserConfig, train_denoiser
-    from medrobust.errors import ConfigError
+    from medrobust.utils.yaml_io import read_yaml_mapping
 
-    base: dict = {}
-    if config is not None:
-        try:
-            base = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{config}: cannot read the config: {exc}") from None
-        if not isinstance(base, dict):
-            raise ConfigError(f"{config}: the config must be a mapping.")
+    base: dict = read_yaml_mapping(config, "denoiser training config") if config is not None else {}
     data_cfg = dict(base.get("data") or {})
     if data is not None:
         if data.startswith("phantom:"):

@@ -195,17 +195,9 @@ class TrainDefenseConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainDefenseConfig:
         """Load a YAML config (``yaml.safe_load``: plain values only) and apply non-None overrides."""
-        import yaml
+        from medrobust.utils.yaml_io import read_yaml_mapping
 
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found.") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: the config must be a mapping. Got {type(values).__name__}.")
+        values = read_yaml_mapping(path, "defense training config")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values)
 
@@ -455,13 +447,10 @@ def fit_denoiser(
 
 
 def _classifier_config(run: Path) -> dict[str, Any]:
-    import yaml
+    from medrobust.utils.yaml_io import read_yaml_mapping
 
     path = run / "config.yaml"
-    if not path.is_file():
-        return {}
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return values if isinstance(values, dict) else {}
+    return read_yaml_mapping(path, "classifier run config") if path.is_file() else {}
 
 
 def _materialise(dataset: Any, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,18 +35,8 @@ def validate_config(cls: type[M], data: Any, origin: str = "config") -> M:
 
 def load_yaml_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None) -> M:
     """Read YAML with ``yaml.safe_load`` (no code execution) and validate it as ``cls``."""
-    import yaml
+    from medrobust.utils.yaml_io import read_yaml_mapping
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found.") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the config: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a mapping. Got {type(data).__name__}.")
+    data = read_yaml_mapping(path, f"{cls.__name__} config")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return validate_config(cls, data, str(path))

@@ -49,14 +49,14 @@ class ConvDAE(DeepDenoiser):
     ) -> None:
         super().__init__(in_channels=in_channels, bounds=bounds)
         owner = type(self).__name__
-        self.width = check_int(width, "width", owner, low=1)
+        self.width = check_int(width, "width", owner, low=1, high=2048)
         self.depth = check_int(depth, "depth", owner, low=1, high=6)
         self.upsample = check_choice(upsample, "upsample", ["transpose", "nearest", "bilinear"], owner)
         chans = [min(self.width * 2**i, 8 * self.width) for i in range(self.depth + 1)]
         self.latent_channels = (
             chans[-1]
             if latent_channels is None
-            else check_int(latent_channels, "latent_channels", owner, low=1)
+            else check_int(latent_channels, "latent_channels", owner, low=1, high=4096)
         )
         enc: list[nn.Module] = [nn.Conv2d(self.in_channels, chans[0], 3, padding=1), nn.ReLU(inplace=True)]
         for i in range(self.depth):

@@ -41,8 +41,8 @@ class DnCNN(DeepDenoiser):
     ) -> None:
         super().__init__(in_channels=in_channels, bounds=bounds)
         owner = type(self).__name__
-        self.depth = check_int(depth, "depth", owner, low=2)
-        self.width = check_int(width, "width", owner, low=1)
+        self.depth = check_int(depth, "depth", owner, low=2, high=256)
+        self.width = check_int(width, "width", owner, low=1, high=2048)
         self.batch_norm = bool(batch_norm)
         layers: list[nn.Module] = [
             nn.Conv2d(self.in_channels, self.width, 3, padding=1),

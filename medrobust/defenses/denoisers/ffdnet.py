@@ -54,8 +54,8 @@ class FFDNet(Denoiser):
     ) -> None:
         super().__init__(in_channels=in_channels, bounds=bounds)
         self.sigma = check_float(sigma, "sigma", "FFDNet", low=0.0, high=1.0, low_inclusive=True)
-        self.depth = check_int(depth, "depth", "FFDNet", low=3)
-        self.width = check_int(width, "width", "FFDNet", low=1)
+        self.depth = check_int(depth, "depth", "FFDNet", low=3, high=256)
+        self.width = check_int(width, "width", "FFDNet", low=1, high=2048)
         sub = 4 * self.in_channels
         layers: list[nn.Module] = [nn.Conv2d(sub + 1, self.width, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(self.depth - 2):

@@ -35,7 +35,7 @@ class TVDenoiser(ClassicalDenoiser):
         super().__init__(in_channels=in_channels, bounds=bounds, gradient=gradient)
         owner = type(self).__name__
         self.weight = check_float(weight, "weight", owner, low=0.0, high=10.0)
-        self.max_num_iter = check_int(max_num_iter, "max_num_iter", owner, low=1)
+        self.max_num_iter = check_int(max_num_iter, "max_num_iter", owner, low=1, high=100_000)
 
     def _denoise_unit(self, u: torch.Tensor) -> torch.Tensor:
         from skimage.restoration import denoise_tv_chambolle

@@ -19,7 +19,7 @@ def check_channels(channels: Any, strides: Any, owner: str, offset: int = 1) -> 
         raise ConfigError(
             f"The 'channels' parameter of {owner} must be a list of >= 2 ints. Got {channels!r}."
         )
-    chans = [check_int(c, "channels", owner, low=1) for c in channels]
+    chans = [check_int(c, "channels", owner, low=1, high=4096) for c in channels]
     if strides is None:
         strides = [2] * (len(chans) - offset)
     if not isinstance(strides, Sequence) or len(strides) != len(chans) - offset:

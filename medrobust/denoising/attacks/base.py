@@ -119,7 +119,7 @@ class DenoiserAttack(ABC):
                 raise ConfigError(f"{owner} needs bounds=(low, high) for a denoiser without .bounds.")
         self.bounds = check_bounds(bounds, "bounds", owner)
         self.clip_range = None if clip_range is None else check_bounds(clip_range, "clip_range", owner)
-        self.seed = check_int(seed, "seed", owner, low=0)
+        self.seed = check_int(seed, "seed", owner, low=0, high=2**63 - 1)
 
     @property
     def scale(self) -> float:

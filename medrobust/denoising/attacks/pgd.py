@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from medrobust.denoising.attacks.base import DenoiserAttack, register_denoiser_attack
+from medrobust.limits import MAX_ATTACK_STEPS
 from medrobust.validation import check_float, check_int
 
 
@@ -44,7 +45,7 @@ class DenoisePGD(DenoiserAttack):
     ) -> None:
         super().__init__(denoiser, **kw)
         self.eps = check_float(eps, "eps", "DenoisePGD", low=0.0, high=1.0)
-        self.steps = check_int(steps, "steps", "DenoisePGD", low=1)
+        self.steps = check_int(steps, "steps", "DenoisePGD", low=1, high=MAX_ATTACK_STEPS)
         self.alpha = (
             2.5 * self.eps / self.steps
             if alpha is None

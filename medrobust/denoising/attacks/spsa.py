@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from medrobust.denoising.attacks.base import DenoiserAttack, register_denoiser_attack
+from medrobust.limits import MAX_ATTACK_QUERIES, MAX_ATTACK_STEPS
 from medrobust.validation import check_float, check_int
 
 
@@ -47,8 +48,8 @@ class DenoiseSPSA(DenoiserAttack):
     ) -> None:
         super().__init__(denoiser, **kw)
         self.eps = check_float(eps, "eps", "DenoiseSPSA", low=0.0, high=1.0)
-        self.steps = check_int(steps, "steps", "DenoiseSPSA", low=1)
-        self.samples = check_int(samples, "samples", "DenoiseSPSA", low=1)
+        self.steps = check_int(steps, "steps", "DenoiseSPSA", low=1, high=MAX_ATTACK_STEPS)
+        self.samples = check_int(samples, "samples", "DenoiseSPSA", low=1, high=MAX_ATTACK_QUERIES)
         self.delta_fd = (
             self.eps / 2
             if delta_fd is None
