@@ -15,6 +15,7 @@ intensity units (HU for CT, raw values for MR, 0..255 for 8-bit PNG/JPEG) and a
 from __future__ import annotations
 
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medrobust.errors import ConfigError, DataError
+from medrobust.limits import MAX_CLASSES
 from medrobust.registry import Registry
 from medrobust.validation import check_choice, check_float, check_int
 
@@ -105,6 +107,55 @@ def canonical_split(name: Any, where: object = "split") -> str:
     if key not in SPLIT_ALIASES:
         raise DataError(where, f"unknown split name {name!r}; expected one of {sorted(set(SPLIT_ALIASES))}")
     return SPLIT_ALIASES[key]
+
+
+def check_label(value: Any, where: object, what: str = "label") -> int:
+    """Validate one integer class label: a whole number in ``[0, MAX_CLASSES)``.
+
+    Accepts ints, integral floats and their text (``"3"``, ``"3.0"``); ``"1e9"`` is read as
+    a number and refused for its size, before anything sized by it is built.
+
+    Args:
+        value: The label as read from the file.
+        where: What the error names (the file, with a line or array when known).
+        what: How the value is called in the message.
+
+    Raises:
+        DataError: naming ``where`` and the value for a negative, non-integer, non-finite
+            or too large label.
+    """
+    text = str(value).strip() if isinstance(value, str) else value
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        raise DataError(where, f"{what} {value!r} is not an integer class index") from None
+    if not np.isfinite(number) or not float(number).is_integer():
+        raise DataError(where, f"{what} {value!r} is not an integer class index (0, 1, 2, ...)")
+    if number < 0:
+        raise DataError(where, f"{what} {value!r} is negative; class indices start at 0")
+    if number >= MAX_CLASSES:
+        raise DataError(
+            where, f"{what} {value!r} is too large: class indices must be below MAX_CLASSES={MAX_CLASSES}"
+        )
+    return int(number)
+
+
+def check_class_count(names: Sequence[str], where: object, minimum: int = 2) -> None:
+    """Refuse fewer than ``minimum`` or more than ``MAX_CLASSES`` classes, naming ``where``.
+
+    Raises:
+        DataError: "found 1 class (NAME), need >= 2" and the like.
+    """
+    n = len(names)
+    if n > MAX_CLASSES:
+        raise DataError(where, f"found {n} classes, more than MAX_CLASSES={MAX_CLASSES}")
+    if n < minimum:
+        shown = ", ".join(str(c) for c in names) or "none"
+        noun = "class" if n == 1 else "classes"
+        raise DataError(
+            where,
+            f"found {n} {noun} ({shown}), need \u2265 {minimum}: a classifier needs at least two labels",
+        )
 
 
 @dataclass(frozen=True)
@@ -192,6 +243,15 @@ class Source(ABC):
         self._build()
 
     # -- subclass hooks -------------------------------------------------------------------------
+    @property
+    def labelled(self) -> bool:
+        """True when the data carries class labels (then at least two classes are required).
+
+        Unlabelled kinds (DICOM, NIfTI without a labels CSV) have the single class
+        ``"unlabelled"`` and return ``False``.
+        """
+        return True
+
     @abstractmethod
     def _index(self) -> tuple[list[Record], list[str]]:
         """Return the records (``split`` may be ``None``) and the class names in label order."""
@@ -216,6 +276,7 @@ class Source(ABC):
                     f"{len(self._given_class_names)} names, but {self.root} has {len(class_names)} classes."
                 )
             class_names = self._given_class_names
+        check_class_count(class_names, self.root, minimum=0)  # too many: refused before any use
         self.class_names = list(class_names)
         for r in records:
             if not 0 <= r.label < len(self.class_names):
@@ -241,6 +302,7 @@ class Source(ABC):
             self.split_info = info
         if any(r.group is not None for r in records):
             _check_no_group_leak(records, self.root)
+        check_class_count(self.class_names, self.root, minimum=2 if self.labelled else 1)
         self._records = records
 
     # -- public API -----------------------------------------------------------------------------
@@ -264,10 +326,13 @@ class Source(ABC):
         if path is None:
             return ""
         base = self.root if self.root.is_dir() else self.root.parent
-        try:
-            return Path(path).resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            return Path(path).name
+        # Lexical first (a symlink loop cannot make it fail), then with links resolved.
+        for norm in (os.path.abspath, os.path.realpath):
+            try:
+                return Path(norm(path)).relative_to(norm(base)).as_posix()
+            except ValueError:
+                continue
+        return Path(path).name
 
     def load(self, record: Record) -> dict[str, Any]:
         """Load one record as ``{"image": float32 (C, ...), "label": int, "meta": dict}``.
@@ -405,8 +470,7 @@ def open_source(spec: str | os.PathLike[str] | Source, kind: str | None = None, 
         return spec
     _ensure_registered()
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(path, "no such file or directory")
+    check_file_or_folder(path)
     name = kind if kind is not None else detect_kind(path)
     cls = SOURCES.get(name)
     try:
@@ -415,6 +479,32 @@ def open_source(spec: str | os.PathLike[str] | Source, kind: str | None = None, 
         if "unexpected keyword argument" in str(exc):
             raise ConfigError(f"{cls.__name__} does not accept that option: {exc}") from None
         raise
+
+
+def check_file_or_folder(path: Path) -> None:
+    """Refuse a path that is missing, a symlink loop, or neither a regular file nor a folder.
+
+    Raises:
+        DataError: naming ``path`` ("is a character device, not a data file or folder", ...).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise DataError(path, "is a broken symbolic link (its target does not exist)") from None
+        raise DataError(path, "no such file or directory") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot be opened ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    what = next((name for test, name in kinds if test(mode)), "not a regular file")
+    raise DataError(path, f"is {what}, not a data file or folder; pass an image file, manifest or folder")
 
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -465,6 +555,7 @@ def detect_kind(path: Path) -> str:
     layout = find_class_layout(path)
     if layout is not None and len(layout.class_names) >= 2:
         return "folder"
+    one_class = layout is not None and len(layout.class_names) == 1
     npzs = [p for p in top if p.is_file() and file_suffix(p) == ".npz"]
     if len(npzs) == 1 and not csvs:
         return "npz"
@@ -473,6 +564,9 @@ def detect_kind(path: Path) -> str:
         return "dicom"
     if any(file_suffix(p) in NIFTI_SUFFIXES for p in files):
         return "nifti"
+    if one_class:
+        assert layout is not None
+        check_class_count([f"folder {layout.class_names[0]!r}"], path)
     raise DataError(
         path,
         "cannot tell the source kind of this folder (no class folders with images, no single CSV "

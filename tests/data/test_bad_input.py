@@ -109,7 +109,7 @@ def test_nan_inf_pixels(tmp_path, nifti_file, bad_value):
     arr = np.zeros((3, 8, 8), np.float32)
     arr[1, 0, 0] = bad_value
     npz = tmp_path / "nan.npz"
-    np.savez(npz, train_images=arr, train_labels=np.zeros((3, 1), np.uint8))
+    np.savez(npz, train_images=arr, train_labels=np.array([[0], [1], [0]], np.uint8))
     src = open_source(npz)
     with pytest.raises(DataError) as info:
         src.load(src.records("train")[1])

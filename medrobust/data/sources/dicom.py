@@ -36,6 +36,11 @@ class DicomSource(FileSource):
         self.series = check_choice(series, "series", ("files", "volume"), "DicomSource")
         super().__init__(root, **kwargs)
 
+    @property
+    def labelled(self) -> bool:
+        """DICOM files carry no class labels: one class, ``"unlabelled"``."""
+        return False
+
     def _files(self) -> list[Path]:
         if self.root.is_file():
             return [self.root]

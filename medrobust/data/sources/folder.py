@@ -18,6 +18,7 @@ opened only by :meth:`~medrobust.data.base.Source.load` (and, for DICOM/NIfTI wi
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,11 +42,19 @@ class ClassLayout:
     class_dirs: list[tuple[Path, str, str | None]]
     _entries: list[tuple[Path, str, str | None]] | None = field(default=None, repr=False)
 
+    problems: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
     @property
     def entries(self) -> list[tuple[Path, str, str | None]]:
-        """``(file, class name, split)`` for every image file, in split, class and path order."""
+        """``(file, class name, split)`` for every image file, in split, class and path order.
+
+        Entries with image names that are not usable files are listed in :attr:`problems`.
+        """
         if self._entries is None:
-            self._entries = [(f, c, s) for d, c, s in self.class_dirs for f in scan_image_files(d)]
+            self.problems.clear()
+            self._entries = [
+                (f, c, s) for d, c, s in self.class_dirs for f in scan_image_files(d, problems=self.problems)
+            ]
         return self._entries
 
 
@@ -53,8 +62,15 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
 
 
-def _iter_image_files(folder: Path, ends: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
-    """Yield ``(path components below folder, path)`` of matching files, in no particular order."""
+def _iter_image_files(
+    folder: Path, ends: tuple[str, ...], problems: list[tuple[str, str]] | None = None
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Yield ``(path components below folder, path)`` of matching files, in no particular order.
+
+    A matching name that cannot be used as a file (a symbolic link to itself or in a loop,
+    a broken link, a device) is not yielded; it is appended to ``problems`` as
+    ``(path, reason)`` when a list is given.
+    """
     stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
     while stack:
         parts, directory = stack.pop()
@@ -69,25 +85,57 @@ def _iter_image_files(folder: Path, ends: tuple[str, ...]) -> Iterator[tuple[tup
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(((*parts, name), entry.path))
-                elif name.lower().endswith(ends) and entry.is_file():
+                    continue
+                if not name.lower().endswith(ends):
+                    continue
+                reason = _file_problem(entry)
+                if reason is None:
                     yield (*parts, name), entry.path
+                elif problems is not None:
+                    problems.append((entry.path, reason))
 
 
-def scan_image_files(folder: Path, suffixes: tuple[str, ...] = ALL_IMAGE_SUFFIXES) -> list[Path]:
+def _file_problem(entry: os.DirEntry[str]) -> str | None:
+    """Why a directory entry with an image name is not a readable regular file (``None``: it is)."""
+    try:
+        if entry.is_file():
+            return None
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            return "is a broken symbolic link (its target does not exist)"
+        if entry.is_dir():
+            return "is a symbolic link to a folder, not an image file"
+        return "is not a regular file (a device, pipe or socket)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link that points to itself or into a loop of links"
+        return f"cannot be opened ({exc.strerror or type(exc).__name__})"
+
+
+def scan_image_files(
+    folder: Path,
+    suffixes: tuple[str, ...] = ALL_IMAGE_SUFFIXES,
+    problems: list[tuple[str, str]] | None = None,
+) -> list[Path]:
     """Files under ``folder`` whose names end with one of ``suffixes`` (any case), without opening them.
 
     Hidden files and folders are skipped and symlinked folders are not followed
     (symlinked files are kept). The result is sorted as ``sorted(folder.rglob("*"))``
     would sort it (by path components), so record order, and thus seeded splits, do
-    not depend on the file system's listing order.
+    not depend on the file system's listing order. Entries with an image name that are
+    not usable files (a self-referencing symlink, a broken link) are left out and, when
+    ``problems`` is a list, appended to it as ``(path, reason)``.
     """
-    found = sorted(_iter_image_files(folder, tuple(s.lower() for s in suffixes)), key=lambda item: item[0])
+    found = sorted(
+        _iter_image_files(folder, tuple(s.lower() for s in suffixes), problems), key=lambda item: item[0]
+    )
     return [Path(path) for _, path in found]
 
 
 def _has_image_file(folder: Path) -> bool:
+    """True when ``folder`` holds a file with an image name (usable or not: problems are listed later)."""
     ends = tuple(s.lower() for s in ALL_IMAGE_SUFFIXES)
-    return next(_iter_image_files(folder, ends), None) is not None
+    problems: list[tuple[str, str]] = []
+    return next(_iter_image_files(folder, ends, problems), None) is not None or bool(problems)
 
 
 def _class_dirs(folder: Path, split: str | None) -> list[tuple[Path, str, str | None]]:
@@ -141,6 +189,8 @@ class FolderSource(FileSource):
             names = self._given_class_names
         index = {n: i for i, n in enumerate(names)}
         records = [Record(id=self._relid(p), label=index[c], split=s, path=p) for p, c, s in layout.entries]
+        for path, reason in layout.problems:
+            self._skip_or_raise(path, reason)
         if "all" in (self.frame_choice, self.slice_choice):  # only then does a file become many records
             records = self.expand(records)
         return records, names

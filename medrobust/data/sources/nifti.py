@@ -38,6 +38,11 @@ class NiftiSource(CsvSource):
         self.nifti_root = Path(root)
         super().__init__(root, **kwargs)
 
+    @property
+    def labelled(self) -> bool:
+        """Labelled only through a labels CSV; NIfTI files alone have the class ``"unlabelled"``."""
+        return self.csv_path is not None
+
     def _resolve_csv(self, root: Path) -> Path | None:
         if self.labels_csv is not None:
             return self.labels_csv
