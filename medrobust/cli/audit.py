@@ -32,6 +32,20 @@ def _defense_spec(value: str) -> dict:
     return {"name": value, "denoiser": value}
 
 
+def _defense_specs(values: list[str]) -> list[dict]:
+    """The ``--defense`` values as defense specs; ``none`` alone means no defense at all."""
+    from medrobust.errors import ConfigError
+
+    if any(v.strip().lower() == "none" for v in values):
+        if len(values) > 1:
+            raise ConfigError(
+                f"The '--defense' option 'none' removes every defense and cannot be combined with "
+                f"other defenses. Got {values}."
+            )
+        return []
+    return [_defense_spec(d) for d in values]
+
+
 def audit(
     config: Path | None = typer.Option(None, "--config", "-c", help="Audit YAML (pipelines/*.yaml)."),
     model: Path | None = typer.Option(
@@ -53,7 +67,10 @@ def audit(
     ),
     eps_l2: list[str] | None = typer.Option(None, "--eps-l2", help="L2 budgets, comma-separated."),
     defense: list[str] | None = typer.Option(
-        None, "--defense", help="Denoiser run folder, NAME=PATH, or a registry denoiser name (repeatable)."
+        None,
+        "--defense",
+        help="Denoiser run folder, NAME=PATH, or a registry denoiser name (repeatable); "
+        "'none' removes the config's defenses (a folder named none: ./none).",
     ),
     threat: list[str] | None = typer.Option(None, "--threat", help="graybox and/or adaptive (repeatable)."),
     n: int | None = typer.Option(None, "--n", help="Number of samples."),
@@ -63,7 +80,10 @@ def audit(
         None, "--gate", help='Pass/fail gate, e.g. "pgd@2/255>=0.60" (repeatable; see docs/flags.md#gates).'
     ),
     fresh: bool = typer.Option(
-        False, "--fresh", help="Discard a previous run in --out (after a config change)."
+        False,
+        "--fresh",
+        help="Discard a previous run in --out (needed after a change of data, model, defenses, seed, "
+        "sample count or the files behind them; attacks, budgets and threats may change without it).",
     ),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda[:N]."),
     seed: int | None = typer.Option(None, "--seed", help="Run seed."),
@@ -98,7 +118,7 @@ def audit(
     if budgets:
         overrides["budgets"] = budgets
     if defense:
-        overrides["defenses"] = [_defense_spec(d) for d in defense]
+        overrides["defenses"] = _defense_specs(defense)
     if threat:
         overrides["threats"] = _split(threat)
     for key, value in (("n_samples", n), ("batch_size", batch_size), ("device", device), ("seed", seed)):

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medrobust.errors import ConfigError
+from medrobust.limits import MAX_PHANTOM_IMAGES
 from medrobust.validation import parse_number
 
 #: Threat models an audit can run for defended targets (the bare classifier is always "whitebox").
@@ -70,7 +71,12 @@ class PhantomSpec(_Strict):
     """Built-in synthetic data, generated once into a cache folder (no downloads)."""
 
     modality: str = Field(description="Phantom modality, e.g. chest_xray.")
-    n: int = Field(200, ge=4, description="Images to generate (split into train/val/test).")
+    n: int = Field(
+        200,
+        ge=4,
+        le=MAX_PHANTOM_IMAGES,
+        description="Images to generate (train/val/test); at most medrobust.limits.MAX_PHANTOM_IMAGES.",
+    )
     size: int = Field(64, ge=8, le=1024)
     seed: int = Field(0, ge=0)
     cache_dir: Path | None = Field(None, description="Folder for the generated files (default runs/cache).")
@@ -220,7 +226,35 @@ class AttackConfig(_Strict):
         unknown = sorted(set(self.params) - valid)
         if unknown:
             raise ValueError(f"attack {self.name!r} has no parameter(s) {unknown}. Valid: {sorted(valid)}")
+        cls.check_params(self.params)  # ranges and caps now, not after the data are read
         return self
+
+    def full_params(self) -> dict[str, Any]:
+        """Every parameter the attack runs with: its constructor defaults updated with ``params``.
+
+        The audit's own parameters (``eps``, ``seed``, ``bounds``) are left out. Two configs
+        with equal ``full_params`` run the same attack even where one spells out a default.
+        """
+        import inspect
+
+        out: dict[str, Any] = {}
+        for klass in self.attack_class.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name in ("self", "model") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                if p.default is not p.empty:
+                    out.setdefault(p.name, p.default)
+        out.update(self.params)
+        for key in RESERVED_ATTACK_PARAMS:
+            out.pop(key, None)
+        return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this attack's results: its registered name, norm and full parameters."""
+        return {"name": self.name, "norm": self.norm, "minimal": self.minimal, "params": self.full_params()}
 
     @property
     def attack_class(self) -> type:
@@ -344,7 +378,12 @@ class AuditConfig(_Strict):
         return json.loads(self.model_dump_json())
 
     def fingerprint(self) -> str:
-        """SHA-256 of what changes results (not gates, name, notes, num_workers, data.cache_dir)."""
+        """SHA-256 of the settings that change results (not gates, name, notes, num_workers, data.cache_dir).
+
+        It covers the config text only (paths, not the files behind them). Resuming compares
+        :meth:`run_inputs` plus the content hashes of the model, defenses and data, and each
+        cell's own key (see :mod:`medrobust.evaluation.state`).
+        """
         data = self.resolved()
         for key in ("gates", "name", "notes", "num_workers"):
             data.pop(key, None)
@@ -352,6 +391,32 @@ class AuditConfig(_Strict):
             data["data"].pop("cache_dir", None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def run_inputs(self) -> dict[str, Any]:
+        """The settings that change every cell: data, model, defenses, samples, batching, seed, device.
+
+        Attacks, budgets and threats are *not* here: they only add or remove cells, each of
+        which carries its own key, so changing them keeps every unchanged finished cell.
+        Cache folders and worker counts are left out (they do not change results).
+        """
+        data = self.resolved()
+        keep = ("data", "model", "defenses", "n_samples", "batch_size", "seed", "device", "save_examples")
+        out = {k: data[k] for k in keep}
+        out["data"].pop("cache_dir", None)
+        if isinstance(out["data"].get("phantom"), dict):
+            out["data"]["phantom"].pop("cache_dir", None)
+        return out
+
+    def attack(self, label: str) -> AttackConfig:
+        """The attack with this label.
+
+        Raises:
+            ConfigError: when no attack has that label.
+        """
+        for atk in self.attacks:
+            if atk.label == label:
+                return atk
+        raise ConfigError(f"no attack labelled {label!r}; labels are {[a.label for a in self.attacks]}")
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -387,23 +452,14 @@ def config_from_dict(data: dict[str, Any], source: str = "(dict)") -> AuditConfi
 
 
 def read_config_data(path: str | Path) -> dict[str, Any]:
-    """Read a YAML audit config (``yaml.safe_load``) as a plain mapping, not yet validated.
+    """Read a YAML audit config as a plain mapping, not yet validated.
 
     Command-line overrides are merged into this mapping before validation, so a config
     whose model path does not exist here can still be used with ``--model``.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"audit config not found: {str(path)!r}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid audit config {path}: expected a mapping at the top level.")
-    return data
+    from medrobust.utils.yaml_io import read_yaml_mapping
+
+    return read_yaml_mapping(path, "audit config")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AuditConfig:

@@ -3,12 +3,18 @@
 Flow of :func:`run_audit` (each step one call a reader can follow):
 
 1. :func:`~medrobust.evaluation.cells.plan_audit` lists crafts and cells (pure config).
-2. :class:`~medrobust.evaluation.state.AuditState` opens the resume state (refuses a changed config).
+2. Rank 0 claims the run folder: ``--out`` must be (or become) a writable folder, and a
+   lock file (:class:`~medrobust.utils.lock.RunLock`) keeps a second audit out of it; a
+   resume whose run-level settings changed is refused here already.
 3. The classifier and defended targets are loaded and the samples opened
    (:func:`~medrobust.evaluation.targets.open_audit_data`): images are *streamed* in fixed
    batches of global sample positions, never held all at once; only per-sample arrays
    (labels, predictions, norms) stay in memory. Clean predictions are computed batch-wise
-   once per target; model sanity checks run on the first 8 samples.
+   once per target; model sanity checks run on the first 8 samples. Rank 0 hashes every
+   input (model weights and card, defenses, the data files read) and opens the resume state
+   (:class:`~medrobust.evaluation.state.AuditState`), which refuses changed inputs; each
+   cell's key covers its attack's full parameters, so a changed attack list only adds,
+   keeps or recomputes the cells concerned.
 4. Each craft attacks, batch by batch, only the samples that some evaluated target
    classifies correctly (the others cannot become robust); batch ``b`` has its own seed
    ``derive_seed(craft.seed, f"batch{b}")``. Each finished (craft, batch) *piece* is
@@ -27,6 +33,7 @@ clean and effective adversarial predictions, success, norms and queries.
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 from functools import partial
@@ -38,7 +45,8 @@ import torch
 from torch import nn
 
 from medrobust import __version__
-from medrobust.evaluation.cells import AuditPlan, Craft, derive_seed, plan_audit, safe_id
+from medrobust.errors import ConfigError
+from medrobust.evaluation.cells import AuditPlan, CellSpec, Craft, derive_seed, plan_audit, safe_id
 from medrobust.evaluation.config import BARE, AttackConfig, AuditConfig, dump_config
 from medrobust.evaluation.distributed import ShardContext, open_shard_context
 from medrobust.evaluation.flags import run_model_checks, run_results_checks
@@ -49,7 +57,13 @@ from medrobust.evaluation.metrics import (
     prediction_metrics,
     within_budget,
 )
-from medrobust.evaluation.state import AuditState, BatchPiece, PieceStore
+from medrobust.evaluation.state import (
+    AuditState,
+    BatchPiece,
+    PieceStore,
+    audit_provenance,
+    run_fingerprint,
+)
 from medrobust.evaluation.targets import (
     AuditSamples,
     SampleBatch,
@@ -58,10 +72,21 @@ from medrobust.evaluation.targets import (
     load_classifier,
     open_audit_data,
 )
+from medrobust.utils.hashing import sha256_json
 from medrobust.utils.io import atomic_path
+from medrobust.utils.lock import RunLock
 from medrobust.utils.logging import get_logger
 
 SCHEMA = "medrobust.audit/1"
+#: Files of a finished audit that ``fresh=True`` removes with the state (besides examples and plots).
+OUTPUT_FILES = (
+    "results.json",
+    "results.csv",
+    "report.md",
+    "report.html",
+    "config.resolved.yaml",
+    "environment.json",
+)
 log = get_logger("evaluation")
 
 
@@ -261,6 +286,67 @@ def _resolve_device(config: AuditConfig, ctx: ShardContext) -> torch.device:
     return device
 
 
+def craft_hash(run_fp: str, craft: Craft, attack: AttackConfig) -> str:
+    """Hash of what a craft's pieces depend on: run fingerprint, craft, attack's full parameters.
+
+    A stored piece is reused only under the same hash.
+    """
+    return sha256_json(
+        {
+            "run": run_fp,
+            "craft": craft.key,
+            "craft_on": craft.craft_on,
+            "seed": craft.seed,
+            "eps": craft.eps,
+            "attack": attack.identity(),
+        }
+    )
+
+
+def cell_fingerprint(craft_fp: str, cell: CellSpec) -> str:
+    """A cell's key: its craft's hash plus target, threat and budget (stored in the cell record)."""
+    return sha256_json(
+        {
+            "craft": craft_fp,
+            "cell": cell.key,
+            "target": cell.target,
+            "threat": cell.threat,
+            "eps": cell.eps_label,
+        }
+    )
+
+
+def _claim_out(out: Path, locks: list[RunLock]) -> None:
+    """Make ``out`` a writable folder and lock it for this audit (rank 0 only).
+
+    Raises:
+        ConfigError: ``out`` is a file, lies under a file, cannot be created or written, or
+            is locked by another live audit (naming the folder and the owner).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"The --out path {out} is a file; expected a folder for the audit's run (created when missing)."
+        )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"The --out folder {out} cannot be created: {parent} is a file, not a folder."
+                )
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"The --out folder {out} cannot be created ({exc.strerror or exc}).") from None
+    lock = RunLock(out, "audit")
+    try:
+        lock.acquire()
+    except OSError as exc:
+        why = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        raise ConfigError(f"The --out folder {out} is not writable ({why}); choose another --out.") from None
+    locks.append(lock)
+
+
 def run_audit(
     config: AuditConfig, out: str | Path, *, fresh: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -271,61 +357,80 @@ def run_audit(
     per-sample results and alone writes the state, results and reports. The per-sample
     results equal a single-process run's.
 
+    While it runs, ``out`` is locked (``out/medrobust.lock``, taken by rank 0 before anything
+    is read or wiped, released on return and on error): a second audit on the same folder
+    is refused; a lock left by a dead process on this host is taken over.
+
     Args:
         config: A validated :class:`AuditConfig`.
-        out: Run folder (created). An existing run of the same config is resumed; finished
-            (craft, batch) pieces are reused, also by a sharded run.
-        fresh: Discard an existing run state instead of resuming (needed after a config change).
+        out: Run folder (created). An existing run of the same run-level settings and input
+            files is resumed: finished cells whose key is unchanged are kept (attacks, budgets
+            and threats may be added or removed), finished (craft, batch) pieces are reused,
+            also by a sharded run.
+        fresh: Discard an existing run (state, results, reports, examples) instead of resuming
+            (needed after a change of data, model, defenses, seed or sample count, or of the
+            files behind them).
         progress: Show a tqdm bar over cells (rank 0 only).
 
     Returns:
         The results dict written to ``out/results.json`` (schema ``medrobust.audit/1``); every
-        rank of a sharded run receives it.
+        rank of a sharded run receives it. Its ``provenance`` holds the SHA-256 and size of
+        every input file.
 
     Raises:
-        ConfigError: invalid gates, a gate matching no cell, or a changed config without ``fresh``.
+        ConfigError: invalid gates, a gate matching no cell, an unusable or locked ``out``, a
+            corrupt ``state.json``, or changed run settings or input files without ``fresh``
+            (the one-line message names what changed).
         DataError: a bad file, or images outside the model card's bounds (naming the source).
     """
+    plan: AuditPlan = plan_audit(config)
+    gates = [parse_gate(g) for g in config.gates]
+    check_gates_match(gates, [c.as_dict() for c in plan.cells])  # before anything is written
     ctx = open_shard_context()
+    out = Path(out)
+    locks: list[RunLock] = []
     finished = False
+
+    def claim() -> None:
+        # Only rank 0 writes the folder, so it alone takes the lock; the other ranks trust it.
+        if ctx.is_main:
+            _claim_out(out, locks)
+            if not fresh:  # a corrupt state.json or changed settings: refused before any loading
+                AuditState.precheck(out, config.run_inputs())
+
     try:
-        results = _run_audit(config, Path(out), fresh, progress, ctx)
+        ctx.agree(claim)
+        results = _run_audit(config, plan, gates, out, fresh, progress, ctx)
         finished = True
         return results
     finally:
+        for lock in locks:
+            lock.release()
         ctx.close(sync=finished)
 
 
+def _wipe_outputs(out: Path) -> None:
+    """Remove a previous run's results, reports, plots and examples (``fresh=True``)."""
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for folder, pattern in (("examples", "*.npz"), ("plots", "*.png")):
+        for stale in (out / folder).glob(pattern):
+            stale.unlink()
+
+
 def _run_audit(
-    config: AuditConfig, out: Path, fresh: bool, progress: bool, ctx: ShardContext
+    config: AuditConfig,
+    plan: AuditPlan,
+    gates: list[Any],
+    out: Path,
+    fresh: bool,
+    progress: bool,
+    ctx: ShardContext,
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    plan: AuditPlan = plan_audit(config)
-    gates = [parse_gate(g) for g in config.gates]
-    check_gates_match(gates, [c.as_dict() for c in plan.cells])
     resolved = config.resolved()
     examples_dir = out / "examples"
-
-    def open_state() -> AuditState | None:
-        if not ctx.is_main:
-            return None
-        state = AuditState(out, config.fingerprint(), resolved, fresh=fresh)
-        examples_dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            for stale in examples_dir.glob("*.npz"):
-                stale.unlink()
-        return state
-
-    # Rank 0 opens (or clears) the state before any rank writes a piece.
-    state = ctx.agree(open_state)
-    pending_crafts = set(
-        ctx.broadcast(
-            [k.key for k in plan.crafts if any(not state.has(c.id) for c in k.cells)] if state else None
-        )
-    )
-    store = state.pieces if state is not None else PieceStore(out)
-
     device = _resolve_device(config, ctx)
 
     def load() -> tuple[Any, AuditSamples, dict[str, nn.Module]]:
@@ -334,6 +439,34 @@ def _run_audit(
         return classifier.card, samples, build_targets(config, classifier, device)
 
     card, samples, targets = ctx.agree(load)
+
+    def open_state() -> AuditState | None:
+        if not ctx.is_main:
+            return None
+        provenance = audit_provenance(config, samples)
+        run_inputs = config.run_inputs()
+        state = AuditState(
+            out, run_fingerprint(run_inputs, provenance), run_inputs, provenance, resolved, fresh=fresh
+        )
+        if fresh:
+            _wipe_outputs(out)
+        examples_dir.mkdir(parents=True, exist_ok=True)
+        return state
+
+    # Rank 0 checks the inputs and opens (or clears) the state before any rank writes a piece.
+    state = ctx.agree(open_state)
+    run_fp = ctx.broadcast(state.fingerprint if state is not None else None)
+    attacks = {a.label: a for a in config.attacks}
+    craft_hashes = {k.key: craft_hash(run_fp, k, attacks[k.attack]) for k in plan.crafts}
+    cell_keys = {c.id: cell_fingerprint(craft_hashes[k.key], c) for k in plan.crafts for c in k.cells}
+    if state is not None:
+        state.expect(cell_keys)
+    pending_crafts = set(
+        ctx.broadcast(
+            [k.key for k in plan.crafts if any(not state.has(c.id) for c in k.cells)] if state else None
+        )
+    )
+    store = state.pieces if state is not None else PieceStore(out)
     specs = {d.name: d for d in config.defenses}
     positive = card.positive_index
     num_classes = card.num_classes
@@ -378,6 +511,7 @@ def _run_audit(
     crafts = _CraftRunner(
         config, ctx, samples, targets, store, state, clean, labels_np, head, device, examples_dir
     )
+    crafts.craft_hashes, crafts.cell_keys = craft_hashes, cell_keys
     crafts.bar = tqdm(
         total=len(plan.cells),
         desc="audit cells",
@@ -421,6 +555,7 @@ def _run_audit(
             "medrobust_version": __version__,
             "name": config.name,
             "fingerprint": config.fingerprint(),
+            "provenance": {"run_fingerprint": state.fingerprint, **state.provenance},
             "seed": config.seed,
             "config": resolved,
             "data": {
@@ -492,6 +627,8 @@ class _CraftRunner:
         self.attacks = {a.label: a for a in config.attacks}
         self.keep_below = min(config.save_examples, len(labels))
         self.bar: Any = None
+        self.craft_hashes: dict[str, str] = {}
+        self.cell_keys: dict[str, str] = {}
         card = targets[BARE].card  # type: ignore[union-attr]
         self.num_classes = card.num_classes
         self.positive = card.positive_index
@@ -513,7 +650,7 @@ class _CraftRunner:
         for b in ctx.owned(samples.n_batches):
             if not subset[samples.positions(b)].any():
                 continue  # nothing to attack in this batch
-            piece = store.load(craft_id, craft.key, b, craft.eval_targets)
+            piece = store.load(craft_id, craft.key, b, craft.eval_targets, self.craft_hashes.get(craft.key))
             if piece is None:
                 todo.append(b)
             else:
@@ -530,6 +667,7 @@ class _CraftRunner:
                 self.device,
                 keep_below=self.keep_below,
             )
+            piece.craft_hash = self.craft_hashes.get(craft.key, "")
             store.save(craft_id, piece)
             pieces.append(piece)
         log.info(
@@ -577,6 +715,7 @@ class _CraftRunner:
                     eval_seconds=eval_seconds,
                     examples=f"examples/{ex_name}" if config.save_examples else None,
                 )
+                record["cell_fingerprint"] = self.cell_keys.get(cell.id)
                 state.save(cell.id, record)
                 if self.bar is not None:
                     self.bar.update(1)

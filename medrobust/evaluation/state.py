@@ -1,20 +1,31 @@
 """Resume state of an audit (AutoAttack ``state.py`` style), kept in ``RUN/state/``.
 
-* ``state.json``: schema, the config fingerprint and the resolved config.
-* ``cells/<cell-id>.json``: one finished cell each, written atomically as it completes.
+* ``state.json``: schema, the *run fingerprint*, the run-level settings
+  (:meth:`AuditConfig.run_inputs`), the provenance of every input (content SHA-256 of the
+  model weights and card, each defense's weights/spec/card, and a manifest of the data
+  files the audit reads) and the latest resolved config.
+* ``cells/<cell-id>.json``: one finished cell each, written atomically as it completes; it
+  carries its own ``cell_fingerprint`` (the run fingerprint, the attack's full parameters,
+  the budget, target and threat).
 * ``computed.log``: one line per cell actually computed by a process (an audit trail:
   a resumed run appends only the cells it had to compute).
 * ``shards/<craft-id>/b<batch>.npz``: one finished (craft, batch) piece each (per-sample
-  attack results of that batch, :class:`BatchPiece`), written atomically by whichever
-  rank computed it; a resumed run (sharded or not) reuses them instead of attacking
-  the batch again, and cells are assembled from the pieces.
+  attack results of that batch, :class:`BatchPiece`) with its ``craft_hash``, written
+  atomically by whichever rank computed it; a resumed run (sharded or not) reuses a piece
+  only when its hash matches, and cells are assembled from the pieces.
 
-Rerunning with the same config skips finished cells (their original timings are
-kept); a different config is refused unless ``fresh=True``, which clears the state.
+Resuming: a run whose run-level inputs changed (settings *or* file contents: new weights in
+the same folder, an edited card, other images) is refused with a one-line
+:class:`~medrobust.errors.ConfigError` naming what changed, unless ``fresh=True``, which clears
+the state. Attacks, budgets and threats may change freely: a finished cell is reused only
+when its stored key equals the new one, so unchanged cells are kept, new cells computed and
+cells whose attack parameters changed recomputed. A corrupt cell file is recomputed (one
+warning naming it); a corrupt ``state.json`` is refused (naming it; ``--fresh`` starts over).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -26,11 +37,14 @@ from typing import Any
 import numpy as np
 
 from medrobust.errors import ConfigError
+from medrobust.utils.hashing import FileHasher, manifest_sha256, sha256_json, short
 from medrobust.utils.io import atomic_path, atomic_write_json
 from medrobust.utils.logging import get_logger
 
-STATE_SCHEMA = "medrobust.audit-state/1"
-PIECE_SCHEMA = "medrobust.audit-piece/1"
+STATE_SCHEMA = "medrobust.audit-state/2"
+PIECE_SCHEMA = "medrobust.audit-piece/2"
+#: Fields every finished cell record has (a record without them is treated as unfinished).
+CELL_FIELDS = ("id", "key", "target", "threat", "attack", "metrics", "samples", "cell_fingerprint")
 log = get_logger("evaluation.state")
 
 
@@ -43,58 +57,347 @@ def _diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+# -- provenance ------------------------------------------------------------------------------------
+def _file_entry(hasher: FileHasher, path: Path | None) -> dict[str, Any] | None:
+    """``{"path", "sha256", "size"}`` of a file, ``None`` when ``path`` is None or absent."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return hasher.file(path).to_dict()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it to record its hash ({exc.strerror or exc}).") from None
+
+
+def model_provenance(config: Any, hasher: FileHasher) -> dict[str, Any]:
+    """Hashes of the audited model's weights file and its card."""
+    from medrobust.models.checkpoint import CARD_NAME, WEIGHTS_NAME
+
+    path = Path(config.model.path)
+    weights = path / WEIGHTS_NAME if path.is_dir() else path
+    card = config.model.card
+    if card is None:
+        folder = path if path.is_dir() else path.parent
+        card = folder / CARD_NAME if (path.is_dir() or path.suffix == ".safetensors") else None
+    return {"weights": _file_entry(hasher, weights), "card": _file_entry(hasher, card)}
+
+
+def defense_provenance(spec: Any, hasher: FileHasher) -> dict[str, Any]:
+    """Hashes of a trained defense's weights, ``denoiser.json`` and card; a registry defense's settings."""
+    if spec.path is None:
+        settings = {"denoiser": spec.denoiser, "params": spec.params}
+        return {"registry": {"path": None, "sha256": sha256_json(settings), "size": None, **settings}}
+    from medrobust.defenses.checkpoint import SPEC, WEIGHTS
+
+    path = Path(spec.path)
+    if path.is_dir():
+        spec_file = path / SPEC
+    elif path.name == WEIGHTS:
+        spec_file = path.with_name(SPEC)
+    else:
+        spec_file = path
+    return {
+        "weights": _file_entry(hasher, spec_file.with_name(WEIGHTS)),
+        "spec": _file_entry(hasher, spec_file),
+        "card": _file_entry(hasher, spec_file.with_name("card.json")),
+    }
+
+
+def data_provenance(config: Any, samples: Any, hasher: FileHasher) -> dict[str, Any]:
+    """A manifest of the data files the audited samples are read from.
+
+    The files are the source file itself (an ``.npz``, a CSV manifest: it holds the labels)
+    and each audited record's file(s), listed by path relative to the source folder (class
+    folder names are labels), size and SHA-256. Phantom data also record their spec.
+    """
+    ds = samples.dataset
+    while not hasattr(ds, "records") and hasattr(ds, "dataset"):
+        ds = ds.dataset  # e.g. the image cache wrapping the source dataset
+    source = getattr(ds, "source", None)
+    root = Path(getattr(source, "root", samples.path))
+    files: list[Path] = [root] if root.is_file() else []
+    records = getattr(ds, "records", None)
+    if records is not None:
+        for i in samples.indices:
+            rec = records[i]
+            if rec.path is not None:
+                files.append(Path(rec.path))
+            files += [Path(f) for f in rec.files]
+    base = root if root.is_dir() else root.parent
+    try:
+        entries = (
+            hasher.manifest(files, base) if records is not None or root.is_file() else hasher.folder(root)
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"{exc.filename or root}: cannot read it to record its hash ({exc.strerror or exc})."
+        ) from None
+    phantom = None
+    if config.data.phantom is not None:
+        phantom = config.data.phantom.model_dump(mode="json", exclude={"cache_dir"})
+    return {
+        "kind": "phantom" if phantom else "files",
+        "path": str(root),
+        "sha256": manifest_sha256(entries, {"phantom": phantom}),
+        "size": int(sum(e["size"] for e in entries)),
+        "n_files": len(entries),
+        "phantom": phantom,
+        "files": entries,
+    }
+
+
+def audit_provenance(config: Any, samples: Any, hasher: FileHasher | None = None) -> dict[str, Any]:
+    """Content hashes of every input of an audit (model, defenses, data); each file is read once.
+
+    Args:
+        config: The :class:`~medrobust.evaluation.config.AuditConfig`.
+        samples: The opened :class:`~medrobust.evaluation.targets.AuditSamples`.
+        hasher: Shared hasher (a file named twice is read once).
+
+    Returns:
+        ``{"model": {...}, "defenses": {name: {...}}, "data": {...}}``; every file entry is
+        ``{"path", "sha256", "size"}``.
+    """
+    hasher = hasher or FileHasher()
+    return {
+        "model": model_provenance(config, hasher),
+        "defenses": {d.name: defense_provenance(d, hasher) for d in config.defenses},
+        "data": data_provenance(config, samples, hasher),
+    }
+
+
+def _inputs(prov: dict[str, Any]) -> dict[str, tuple[str, str | None, str | None]]:
+    """Flat ``{key: (what, path, sha256)}`` of a provenance, in a stable order (model first)."""
+    out: dict[str, tuple[str, str | None, str | None]] = {}
+    for part, what in (("weights", "the model weights"), ("card", "the model card")):
+        entry = (prov.get("model") or {}).get(part)
+        out[f"model.{part}"] = (what, entry and entry.get("path"), entry and entry.get("sha256"))
+    names = {"weights": "weights", "spec": "denoiser spec", "card": "card", "registry": "settings"}
+    for name, parts in (prov.get("defenses") or {}).items():
+        for part, entry in (parts or {}).items():
+            what = f"the {names.get(part, part)} of defense {name!r}"
+            out[f"defenses.{name}.{part}"] = (
+                what,
+                entry and entry.get("path"),
+                entry and entry.get("sha256"),
+            )
+    data = prov.get("data") or {}
+    out["data"] = ("the data", data.get("path"), data.get("sha256"))
+    return out
+
+
+def input_digests(prov: dict[str, Any]) -> dict[str, str | None]:
+    """``{input key: sha256}`` of a provenance (what the run fingerprint covers)."""
+    return {key: sha for key, (_, _, sha) in _inputs(prov).items()}
+
+
+def run_fingerprint(run_inputs: dict[str, Any], prov: dict[str, Any]) -> str:
+    """SHA-256 of the run-level settings and the content hashes of every input."""
+    return sha256_json({"run": run_inputs, "inputs": input_digests(prov)})
+
+
+def _data_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Which data file changed, was added or removed (for the refusal message)."""
+    root = Path(str(new.get("path") or old.get("path") or ""))
+    base = root if not root.suffix else root.parent
+    before = {e["path"]: e for e in old.get("files") or [] if isinstance(e, dict) and "path" in e}
+    after = {e["path"]: e for e in new.get("files") or []}
+    for rel in sorted(set(before) & set(after)):
+        if before[rel].get("sha256") != after[rel]["sha256"]:
+            return f"{base / rel} sha256 {short(before[rel].get('sha256'))} → {short(after[rel]['sha256'])}"
+    added, removed = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+    parts = []
+    if added:
+        parts.append(f"{len(added)} file(s) now read that were not, e.g. {base / added[0]}")
+    if removed:
+        parts.append(f"{len(removed)} file(s) no longer read, e.g. {base / removed[0]}")
+    if old.get("phantom") != new.get("phantom"):
+        parts.append("phantom spec changed")
+    detail = "; ".join(parts) or "manifest"
+    return f"{root}: {detail}; manifest sha256 {short(old.get('sha256'))} → {short(new.get('sha256'))}"
+
+
+def describe_input_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """``"the model weights changed since this audit began (PATH sha256 a… → b…)"`` or ``None``."""
+    before, after = _inputs(old), _inputs(new)
+    for key in list(after) + [k for k in before if k not in after]:
+        what, path, sha = after.get(key) or before[key]
+        old_sha = before.get(key, (None, None, None))[2]
+        if old_sha == sha and key in before and key in after:
+            continue
+        if key == "data":
+            detail = _data_change(old.get("data") or {}, new.get("data") or {})
+        else:
+            path = path or before.get(key, (None, None, None))[1]
+            detail = f"{path} sha256 {short(old_sha)} → {short(sha if key in after else None)}"
+        return f"{what} changed since this audit began ({detail})"
+    return None
+
+
+# -- the state folder ------------------------------------------------------------------------------
+_FRESH_HINT = "rerun with --fresh to discard the old results, or use another --out"
+
+
+def _read_state(state_file: Path) -> dict[str, Any]:
+    """Read and check ``state.json``; every problem is a one-line error naming it and ``--fresh``."""
+    try:
+        old = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"{state_file}: unreadable audit state ({reason}); {_FRESH_HINT}.") from None
+    if not isinstance(old, dict):
+        raise ConfigError(
+            f"{state_file}: not an audit state (expected a JSON object, got {type(old).__name__}); "
+            f"{_FRESH_HINT}."
+        )
+    if old.get("schema") != STATE_SCHEMA:
+        raise ConfigError(
+            f"{state_file}: audit state of schema {old.get('schema')!r}, expected {STATE_SCHEMA!r} "
+            f"(written by another medrobust version); {_FRESH_HINT}."
+        )
+    if not isinstance(old.get("fingerprint"), str) or not isinstance(old.get("run"), dict):
+        raise ConfigError(f"{state_file}: audit state without a fingerprint or run settings; {_FRESH_HINT}.")
+    return old
+
+
+def _config_mismatch(run_dir: Path, changed: list[str]) -> str:
+    shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
+    return (
+        f"{run_dir} holds an audit of a different config (changed: {shown}; attacks, budgets and "
+        f"threats may change on resume, these may not); {_FRESH_HINT}."
+    )
+
+
 class AuditState:
     """The state folder of one audit run.
 
     Args:
         run_dir: The audit's output folder (the state lives in ``run_dir/state``).
-        fingerprint: Hash of the resolved config (:meth:`AuditConfig.fingerprint`).
-        config: The resolved config (stored to explain a mismatch).
+        fingerprint: The run fingerprint (:func:`run_fingerprint`).
+        run_inputs: The run-level settings (:meth:`AuditConfig.run_inputs`), stored to explain a mismatch.
+        provenance: The inputs' hashes (:func:`audit_provenance`), stored to explain a mismatch.
+        config: The resolved config (stored for reference; the latest run's).
         fresh: Clear an existing state (and start over) instead of resuming.
 
     Raises:
-        ConfigError: when the folder holds a run of a different config and ``fresh`` is False.
+        ConfigError: when ``state.json`` is unreadable, or the folder holds a run whose
+            run-level settings or input files differ and ``fresh`` is False (the message
+            names what changed and says ``--fresh``).
     """
 
-    def __init__(self, run_dir: str | Path, fingerprint: str, config: dict[str, Any], fresh: bool = False):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        fingerprint: str,
+        run_inputs: dict[str, Any],
+        provenance: dict[str, Any],
+        config: dict[str, Any],
+        fresh: bool = False,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "state"
         self.cells_dir = self.dir / "cells"
         self.fingerprint = fingerprint
+        self.provenance = provenance
+        self._expected: dict[str, str] = {}
+        self._status: dict[str, bool] = {}
         state_file = self.dir / "state.json"
-        if fresh and self.dir.exists():
+        if fresh and self.dir.is_dir() and not self.dir.is_symlink():
             shutil.rmtree(self.dir)
+        elif fresh and (self.dir.exists() or self.dir.is_symlink()):
+            self.dir.unlink()
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         if state_file.exists():
-            try:
-                old = json.loads(state_file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    f"{state_file}: unreadable audit state ({exc}); rerun with --fresh."
-                ) from None
-            if old.get("fingerprint") != fingerprint:
-                changed = _diff_fields(old.get("config", {}), config)
-                shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
-                raise ConfigError(
-                    f"{self.run_dir} holds an audit of a different config "
-                    f"(fingerprint {str(old.get('fingerprint'))[:12]} vs {fingerprint[:12]}; "
-                    f"changed: {shown or 'unknown'}). Rerun with --fresh to discard it, "
-                    "or choose another --out folder."
-                )
-        else:
-            self.cells_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(
-                state_file, {"schema": STATE_SCHEMA, "fingerprint": fingerprint, "config": config}
-            )
+            old = _read_state(state_file)
+            if old["fingerprint"] != fingerprint:
+                raise ConfigError(self._mismatch(old, run_inputs, provenance))
+            created = str(old.get("created", created))
         self.cells_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            state_file,
+            {
+                "schema": STATE_SCHEMA,
+                "fingerprint": fingerprint,
+                "created": created,
+                "run": run_inputs,
+                "provenance": provenance,
+                "config": config,
+            },
+        )
         self.pieces = PieceStore(self.run_dir)
+
+    @staticmethod
+    def precheck(run_dir: str | Path, run_inputs: dict[str, Any]) -> None:
+        """Refuse a resume early, before anything is loaded: a corrupt ``state.json`` or changed settings.
+
+        Args:
+            run_dir: The audit's output folder.
+            run_inputs: The new run-level settings (:meth:`AuditConfig.run_inputs`).
+
+        Raises:
+            ConfigError: naming ``state.json`` when it is unreadable, or the changed settings.
+        """
+        state_file = Path(run_dir) / "state" / "state.json"
+        if not state_file.exists():
+            return
+        old = _read_state(state_file)
+        changed = _diff_fields(old["run"], run_inputs)
+        if changed:
+            raise ConfigError(_config_mismatch(Path(run_dir), changed))
+
+    def _mismatch(self, old: dict[str, Any], run_inputs: dict[str, Any], provenance: dict[str, Any]) -> str:
+        changed = _diff_fields(old["run"], run_inputs)
+        if changed:
+            return _config_mismatch(self.run_dir, changed)
+        what = describe_input_change(old.get("provenance") or {}, provenance)
+        if what:
+            return f"{self.run_dir}: {what}; {_FRESH_HINT}."
+        return (
+            f"{self.run_dir} holds an audit whose inputs differ (fingerprint {old['fingerprint'][:12]} vs "
+            f"{self.fingerprint[:12]}); {_FRESH_HINT}."
+        )
+
+    def expect(self, keys: dict[str, str]) -> None:
+        """Set each planned cell's key: ``{cell id: cell fingerprint}``.
+
+        A stored cell then counts as finished only when its ``cell_fingerprint`` equals it.
+        """
+        self._expected = dict(keys)
+        self._status = {}
 
     def path(self, cell_id: str) -> Path:
         """File of a finished cell."""
         return self.cells_dir / f"{cell_id}.json"
 
+    def _check(self, cell_id: str) -> bool:
+        path = self.path(cell_id)
+        if not path.exists():
+            return False
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("%s: unreadable audit cell (%s); recomputing it", path, type(exc).__name__)
+            return False
+        missing = [k for k in CELL_FIELDS if not isinstance(record, dict) or k not in record]
+        if missing or not isinstance(record["metrics"], dict) or not isinstance(record["samples"], dict):
+            why = f"missing {missing}" if missing else "metrics/samples are not objects"
+            log.warning("%s: not a finished audit cell (%s); recomputing it", path, why)
+            return False
+        expected = self._expected.get(cell_id)
+        if expected is not None and record["cell_fingerprint"] != expected:
+            log.info(
+                "cell %s: its attack settings changed since it was computed; recomputing it", record["key"]
+            )
+            return False
+        return True
+
     def has(self, cell_id: str) -> bool:
-        """Whether ``cell_id`` is finished."""
-        return self.path(cell_id).exists()
+        """Whether ``cell_id`` is finished: its file is readable, complete and of the expected key.
+
+        Each file is checked once per run (an unusable one is warned about once and recomputed).
+        """
+        if cell_id not in self._status:
+            self._status[cell_id] = self._check(cell_id)
+        return self._status[cell_id]
 
     def load(self, cell_id: str) -> dict[str, Any]:
         """A finished cell's record."""
@@ -103,14 +406,15 @@ class AuditState:
     def save(self, cell_id: str, record: dict[str, Any]) -> None:
         """Persist a finished cell atomically and log that it was computed."""
         atomic_write_json(self.path(cell_id), record)
+        self._status[cell_id] = True
         with open(self.dir / "computed.log", "a", encoding="utf-8") as fh:
             fh.write(f"{record.get('key', cell_id)}\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     def finished(self) -> list[str]:
-        """Ids of finished cells."""
-        return sorted(p.stem for p in self.cells_dir.glob("*.json"))
+        """Ids of cells with a file on disk (not checked; see :meth:`has`)."""
+        return sorted(p.stem for p in self.cells_dir.glob("*.json") if not p.name.startswith("."))
 
     def computed_log(self) -> list[str]:
         """Keys of every cell computed in this folder, in order (across resumed runs)."""
@@ -137,6 +441,8 @@ class BatchPiece:
         info: The attack's extra outputs (JSON-able).
         craft_seconds: Time spent attacking the batch.
         eval_seconds: Per evaluated target, time spent predicting on the batch.
+        craft_hash: Hash of everything the piece depends on (run fingerprint, craft, attack
+            and its full parameters); a stored piece is reused only under the same hash.
     """
 
     craft: str
@@ -153,6 +459,7 @@ class BatchPiece:
     info: dict[str, Any] = field(default_factory=dict)
     craft_seconds: float = 0.0
     eval_seconds: dict[str, float] = field(default_factory=dict)
+    craft_hash: str = ""
 
     @property
     def targets(self) -> list[str]:
@@ -170,6 +477,7 @@ class BatchPiece:
             "info": self.info,
             "craft_seconds": float(self.craft_seconds),
             "eval_seconds": {k: float(v) for k, v in self.eval_seconds.items()},
+            "craft_hash": self.craft_hash,
         }
         arrays = {
             "meta": np.array(json.dumps(meta)),
@@ -207,6 +515,7 @@ class BatchPiece:
             info=meta["info"],
             craft_seconds=float(meta["craft_seconds"]),
             eval_seconds={k: float(v) for k, v in meta["eval_seconds"].items()},
+            craft_hash=str(meta.get("craft_hash", "")),
         )
 
 
@@ -233,8 +542,19 @@ class PieceStore:
             os.fsync(fh.fileno())
         return path
 
-    def load(self, craft_id: str, craft_key: str, batch: int, targets: list[str]) -> BatchPiece | None:
-        """A finished piece, or ``None`` when absent or not usable (then it is recomputed)."""
+    def load(
+        self, craft_id: str, craft_key: str, batch: int, targets: list[str], craft_hash: str | None = None
+    ) -> BatchPiece | None:
+        """A finished piece, or ``None`` when absent or not usable (then it is recomputed).
+
+        Args:
+            craft_id: The craft's folder name.
+            craft_key: The craft's key (must match the piece's).
+            batch: Batch number.
+            targets: Evaluated targets (must match the piece's, in order).
+            craft_hash: When given, the piece's ``craft_hash`` must equal it (a piece of the
+                same craft key crafted with other attack parameters or inputs is recomputed).
+        """
         path = self.path(craft_id, batch)
         if not path.exists():
             return None
@@ -245,7 +565,10 @@ class PieceStore:
             log.warning("ignoring unreadable audit piece %s (%s); recomputing it", path, exc)
             return None
         if piece.craft != craft_key or piece.batch != int(batch) or piece.targets != list(targets):
-            log.warning("ignoring audit piece %s: it belongs to another craft/batch/targets", path)
+            log.info("ignoring audit piece %s: it belongs to another craft/batch/targets", path)
+            return None
+        if craft_hash is not None and piece.craft_hash != craft_hash:
+            log.info("ignoring audit piece %s: its attack settings or inputs changed; recomputing it", path)
             return None
         return piece
 

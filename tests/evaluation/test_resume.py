@@ -95,9 +95,9 @@ def test_resume_after_kill(tmp_path, easy_npz, tiny_model, audit_dict):
     assert (out / "results.json").read_bytes() == before
     assert (out / "state" / "computed.log").read_text().splitlines() == log
 
-    # a changed config is refused, and accepted with fresh=True
-    changed = load_config(cfg_path, {"attacks": ["fgsm"], "budgets": {"linf": ["2/255"]}})
-    with pytest.raises(ConfigError, match=r"different config .*changed: .*attacks.*--fresh"):
+    # a changed run-level setting is refused, and accepted with fresh=True (which starts over)
+    changed = load_config(cfg_path, {"attacks": ["fgsm"], "budgets": {"linf": ["2/255"]}, "seed": 4})
+    with pytest.raises(ConfigError, match=r"different config \(changed: seed;.*--fresh"):
         run_audit(changed, out, progress=False)
     fresh = run_audit(changed, out, fresh=True, progress=False)
     assert [c["key"] for c in fresh["cells"]] == ["bare/whitebox/fgsm@2/255"]
