@@ -21,7 +21,11 @@ from medrobust.data.readers.pil import ImageFileReader
 from medrobust.errors import DataError
 from medrobust.validation import check_choice, check_int
 
-__all__ = ["DicomReader", "ImageFileLoader", "ImageFileReader", "NiftiReader"]
+__all__ = ["MAX_ITEMS_PER_FILE", "DicomReader", "ImageFileLoader", "ImageFileReader", "NiftiReader"]
+
+#: Most samples (frames or slices) one file may become with ``frame="all"``/``slice="all"``;
+#: a header is a few bytes, and ``NumberOfFrames`` of 10**9 would otherwise list 10**9 records.
+MAX_ITEMS_PER_FILE = 100_000
 
 
 def explicit_load_image() -> Any:
@@ -130,17 +134,27 @@ class ImageFileLoader:
             DataError: naming the file when its header cannot be read.
         """
         suffix = file_suffix(path)
+        what, n = "", 1
         try:
             if suffix in NIFTI_SUFFIXES:
                 import nibabel as nib
 
                 shape = nib.load(str(path)).shape
-                return 1 if len(shape) < 3 else int(shape[self.axis])
-            if suffix in DICOM_SUFFIXES or suffix == "":
+                what, n = f"slices along axis {self.axis}", 1 if len(shape) < 3 else int(shape[self.axis])
+            elif suffix in DICOM_SUFFIXES or suffix == "":
                 import pydicom
 
-                ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["NumberOfFrames"])
-                return int(ds.get("NumberOfFrames", 1) or 1)
+                from medrobust.data.readers.dicom import decoder_output
+
+                with decoder_output():
+                    ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["NumberOfFrames"])
+                what, n = "frames (NumberOfFrames)", int(ds.get("NumberOfFrames", 1) or 1)
         except Exception as exc:  # header parsers raise many types; report the file, never a traceback
             raise DataError(path, f"unreadable header ({type(exc).__name__}: {exc})") from None
-        return 1
+        if n < 1:
+            raise DataError(path, f"header gives {n} {what}; expected at least 1")
+        if n > MAX_ITEMS_PER_FILE:
+            raise DataError(
+                path, f"header gives {n} {what}, more than the {MAX_ITEMS_PER_FILE} samples one file may hold"
+            )
+        return n

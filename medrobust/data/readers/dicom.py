@@ -22,15 +22,26 @@ identifying values of the file being read.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from monai.data.image_reader import ImageReader
 from monai.utils import ensure_tuple
 
+from medrobust.data.readers.pil import check_decoded_size
 from medrobust.errors import ConfigError, DataError
+from medrobust.limits import MAX_IMAGE_PIXELS
+from medrobust.utils.logging import get_logger
+
+log = get_logger("data")
+
+#: Loggers of the DICOM decoders whose records are captured while a file is read.
+DECODER_LOGGERS: tuple[str, ...] = ("pydicom", "pylibjpeg", "libjpeg", "openjpeg", "rle", "gdcm")
 
 #: Elements whose values must never appear in any output (PS3.15 basic profile, abridged).
 PHI_KEYWORDS: tuple[str, ...] = (
@@ -103,6 +114,116 @@ def redact(text: str, ds: Any) -> str:
             if len(alt) >= 2 and alt in text:
                 text = text.replace(alt, "<redacted>")
     return text
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.sink.append(" ".join(record.getMessage().split()))
+
+
+@contextmanager
+def decoder_output() -> Iterator[list[str]]:
+    """Capture what pydicom and its decoder plugins log or warn while a file is read.
+
+    Records of :data:`DECODER_LOGGERS` (warning and above, message only: never a traceback)
+    and Python warnings are collected into the yielded list instead of reaching stderr, so
+    an unreadable file is reported once, as the reason of its :class:`DataError`.
+    """
+    notes: list[str] = []
+    handler = _ListHandler(notes)
+    loggers = [logging.getLogger(name) for name in DECODER_LOGGERS]
+    saved = [(lg, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield notes
+            finally:
+                notes.extend(" ".join(str(w.message).split()) for w in caught)
+    finally:
+        for lg, propagate in saved:
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+
+
+def _with_notes(reason: str, notes: list[str], limit: int = 300) -> str:
+    """``reason`` plus the first captured decoder message (shortened), if any."""
+    extra = next((n for n in notes if n and n not in reason), None)
+    if extra is None:
+        return reason
+    if len(extra) > limit:
+        extra = extra[: limit - 3] + "..."
+    return f"{reason}; decoder said: {extra}"
+
+
+def decoded_frames(ds: Any, frame: str | int) -> int:
+    """How many frames reading ``ds`` with the frame choice ``frame`` decodes."""
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return n_frames if frame == "volume" else 1
+
+
+def check_pixel_data(ds: Any, name: object, frame: str | int = "middle") -> int:
+    """Check a DICOM header against :data:`MAX_IMAGE_PIXELS` and its pixel data, before decoding.
+
+    The decoded size, Rows x Columns x decoded frames, is checked against
+    ``MAX_IMAGE_PIXELS`` (a few bytes of header can declare 65535 x 65535 x 1000). For
+    uncompressed transfer syntaxes the length of the pixel data must equal Rows x Columns x
+    SamplesPerPixel x BitsAllocated/8 x NumberOfFrames (plus one padding byte): a file
+    whose header mislabels its pixels (16-bit values with BitsAllocated 8 read as two
+    frames) is refused instead of being decoded as something else.
+
+    Args:
+        ds: The ``pydicom.Dataset``.
+        name: The file, for messages.
+        frame: The frame choice (``"volume"`` decodes every frame).
+
+    Returns:
+        The number of pixels decoding will produce.
+
+    Raises:
+        DataError: naming the file, the sizes and what the header says.
+    """
+    from pydicom.pixels.utils import get_expected_length
+
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 0) or 0)
+    except (TypeError, ValueError) as exc:
+        raise DataError(name, f"unusable image header ({type(exc).__name__}: {exc})") from None
+    if rows <= 0 or cols <= 0 or n_frames <= 0:
+        raise DataError(
+            name, f"header gives Rows {rows}, Columns {cols}, NumberOfFrames {n_frames}; all must be >= 1"
+        )
+    frames = n_frames if frame == "volume" else 1
+    check_decoded_size(name, (rows, cols, frames) if frames > 1 else (rows, cols))
+    if "PixelData" not in ds:
+        return rows * cols * frames
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_encapsulated:
+        return rows * cols * frames
+    try:
+        expected = int(get_expected_length(ds, "bytes"))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(name, f"unusable image header ({type(exc).__name__}: {exc})") from None
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + 1):
+        raise DataError(
+            name,
+            f"pixel data holds {actual} bytes, but Rows x Columns x SamplesPerPixel x BitsAllocated/8 x "
+            f"NumberOfFrames = {rows} x {cols} x {spp} x {bits}/8 x {n_frames} = {expected}: the header "
+            "does not describe the pixels (mislabelled or truncated file)",
+        )
+    return rows * cols * frames
 
 
 def _stored_range(ds: Any) -> tuple[float, float]:
@@ -229,12 +350,16 @@ class DicomReader(ImageReader):
         self.filenames = tuple(str(f) for f in ensure_tuple(data))
         out = []
         for name in self.filenames:
-            try:
-                out.append(pydicom.dcmread(name, force=False))
-            except InvalidDicomError as exc:
-                raise DataError(name, f"not a DICOM file ({exc})") from None
-            except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-                raise DataError(name, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+            with decoder_output() as notes:
+                try:
+                    out.append(pydicom.dcmread(name, force=False))
+                except InvalidDicomError as exc:
+                    raise DataError(name, f"not a DICOM file ({exc})") from None
+                except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+                    reason = f"unreadable DICOM file ({type(exc).__name__}: {exc})"
+                    raise DataError(name, _with_notes(reason, notes)) from None
+            for note in notes:
+                log.debug("%s: %s", name, note)
         return out if len(out) > 1 else out[0]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -245,15 +370,27 @@ class DicomReader(ImageReader):
             order = sorted(range(len(datasets)), key=lambda i: (slice_position(datasets[i]), names[i]))
             datasets = [datasets[i] for i in order]
             names = tuple(names[i] for i in order)
+        total = 0
+        for ds, name in zip(datasets, names, strict=False):
+            total += check_pixel_data(ds, name, self.frame)
+        if total > MAX_IMAGE_PIXELS:
+            raise DataError(
+                names[0],
+                f"the series of {len(datasets)} files decodes to {total} pixels, more than "
+                f"MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} (8192 x 8192); refused before decoding",
+            )
         arrays, info = [], {}
         for ds, name in zip(datasets, names, strict=False):
-            try:
-                arr, info_i = dicom_pixels(ds, window=self.window, frame=self.frame)
-            except DataError:
-                raise
-            except Exception as exc:  # decoder plugins raise many types; report, never traceback
-                reason = redact(f"cannot decode pixel data ({type(exc).__name__}: {exc})", ds)
-                raise DataError(name, reason) from None
+            with decoder_output() as notes:
+                try:
+                    arr, info_i = dicom_pixels(ds, window=self.window, frame=self.frame)
+                except DataError:
+                    raise
+                except Exception as exc:  # decoder plugins raise many types; report, never traceback
+                    reason = _with_notes(f"cannot decode pixel data ({type(exc).__name__}: {exc})", notes)
+                    raise DataError(name, redact(reason, ds)) from None
+            if notes:  # a decoder failed and another one succeeded: decoded, but say so
+                log.warning("%s: %s", name, redact(_with_notes("decoded by a fallback decoder", notes), ds))
             if arrays and arr.shape != arrays[0].shape:
                 raise DataError(name, f"slice shape {arr.shape} differs from {arrays[0].shape} in the series")
             arrays.append(arr)

@@ -15,6 +15,7 @@ import numpy as np
 from monai.data.image_reader import NibabelReader
 from monai.utils import ensure_tuple
 
+from medrobust.data.readers.pil import check_decoded_size
 from medrobust.errors import ConfigError, DataError
 
 
@@ -27,6 +28,14 @@ def check_slice(value: Any, owner: str = "NiftiReader") -> str | int:
     raise ConfigError(
         f"The 'slice' parameter of {owner} must be 'middle', 'volume' or a slice index >= 0. Got {value!r}."
     )
+
+
+def _decoded_shape(shape: tuple[int, ...], axis: int, choice: str | int) -> tuple[int, ...]:
+    """The dimensions reading ``shape`` produces: the volume, or one slice along ``axis``."""
+    spatial = shape[:3]
+    if len(spatial) < 3 or choice == "volume":
+        return spatial
+    return tuple(d for i, d in enumerate(spatial) if i != axis)
 
 
 class NiftiReader(NibabelReader):
@@ -66,6 +75,7 @@ class NiftiReader(NibabelReader):
             shape = tuple(int(s) for s in img.shape)
             zooms = [float(z) for z in img.header.get_zooms()[:3]]
             dtype = np.dtype(img.get_data_dtype()).name
+            check_decoded_size(name, _decoded_shape(shape, self.axis, self.slice))  # before any data
             if name.lower().endswith(".nii"):
                 # Uncompressed: a data block shorter than the header says is truncation, even
                 # when the slice asked for happens to lie in the part that is present.

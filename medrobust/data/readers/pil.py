@@ -7,12 +7,41 @@ stays 16-bit (``I;16`` -> ``I``), so values remain the file's own (0..255 for 8-
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from monai.data.image_reader import PILReader
 
 from medrobust.errors import DataError
+from medrobust.limits import MAX_IMAGE_PIXELS
+
+
+def _bomb_reason(size: str) -> str:
+    return (
+        f"decodes to {size}, more than MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} (8192 x 8192); "
+        "refused before decoding"
+    )
+
+
+def check_decoded_size(name: object, shape: Sequence[int]) -> None:
+    """Refuse an image whose decoded ``shape`` (from its header) exceeds ``MAX_IMAGE_PIXELS``.
+
+    Args:
+        name: The file, for the message.
+        shape: Its decoded dimensions (width and height, or rows, columns and frames/slices).
+
+    Raises:
+        DataError: naming the file and the size, before anything is decoded.
+    """
+    dims = [int(d) for d in shape]
+    total = 1
+    for d in dims:
+        total *= max(d, 0)
+    if total > MAX_IMAGE_PIXELS:
+        raise DataError(name, _bomb_reason(f"{' x '.join(str(d) for d in dims)} = {total} pixels"))
 
 
 def normalise_mode(img: Any) -> Any:
@@ -40,21 +69,39 @@ class ImageFileReader(PILReader):
         self.filenames: tuple[str, ...] = ()
 
     def read(self, data: Any, **kwargs: Any) -> Any:
-        """Open and fully decode the image (so truncation is found here, not later)."""
-        from PIL import Image
+        """Open the image, check its decoded size from the header, then fully decode it.
 
+        Decoding happens here, so truncation is found here, not later. Pillow opens lazily:
+        ``.size`` comes from the header, and an image of more than ``MAX_IMAGE_PIXELS``
+        pixels (a small PNG can declare 12000 x 12000) is refused before any pixel is
+        decoded. Only the first frame of a multi-frame file is decoded, so the check is
+        per frame. Pillow's own ``DecompressionBombWarning`` is silenced and its
+        ``DecompressionBombError`` reported with this limit.
+        """
         names = tuple(str(d) for d in (data if isinstance(data, (list, tuple)) else [data]))
         self.filenames = names
-        out = []
-        for name in names:
-            try:
-                img = Image.open(name)
-                img.load()
-                self._stored = str(np.asarray(img).dtype) if img.mode != "P" else "uint8"
-                out.append(normalise_mode(img))
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-                raise DataError(name, f"unreadable image file ({type(exc).__name__}: {exc})") from None
+        out = [self._read_one(name) for name in names]
         return out if len(out) > 1 else out[0]
+
+    def _read_one(self, name: str) -> Any:
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(name)
+                check_decoded_size(name, img.size)
+                img.load()
+            self._stored = str(np.asarray(img).dtype) if img.mode != "P" else "uint8"
+            return normalise_mode(img)
+        except DataError:
+            raise
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found.group(1))} pixels" if found else "more pixels than Pillow allows"
+            raise DataError(name, f"{_bomb_reason(size)}") from None
+        except Exception as exc:  # Pillow's decoders raise many types on malformed files
+            raise DataError(name, f"unreadable image file ({type(exc).__name__}: {exc})") from None
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Array (H, W) or (H, W, 3) and meta with MONAI's spatial keys."""

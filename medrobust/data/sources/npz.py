@@ -30,13 +30,32 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.base import SPLIT_NAMES, Record, Source, file_suffix, register_source
+from medrobust.data.base import SPLIT_NAMES, Record, Source, check_label, file_suffix, register_source
 from medrobust.data.cache import CacheWriteError, member_header, open_npz_member
 from medrobust.errors import ConfigError, DataError
 from medrobust.validation import check_int
 
 #: With ``mmap="auto"``, members with more uncompressed bytes than this are memory-mapped.
 MMAP_AUTO_BYTES = 256 * 2**20
+
+
+def check_labels(y: np.ndarray, where: str) -> None:
+    """Refuse non-integer, non-finite, negative or too large (>= ``MAX_CLASSES``) labels.
+
+    Checked on the stored values, before any cast or anything sized by the largest label.
+
+    Raises:
+        DataError: naming ``where`` (file and array), the row and the offending value.
+    """
+    if y.size == 0:
+        return
+    if y.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isfinite(y) | (y != np.floor(y)))
+        if bad.size:
+            check_label(y[bad[0]].item(), f"{where} row {int(bad[0])}")
+    for row in (int(np.argmin(y)), int(np.argmax(y))):
+        check_label(y[row].item(), f"{where} row {row}")
 
 
 @register_source("npz", "medmnist")
@@ -150,12 +169,8 @@ class NpzSource(Source):
             y = y[:, self.label_column]
         elif y.ndim != 1:
             raise DataError(self.root, f"{split}_labels has shape {y.shape}; expected (N,) or (N, 1)")
-        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise DataError(self.root, f"{split}_labels holds non-integer values")
-        y = y.astype(np.int64)
-        if y.size and y.min() < 0:
-            raise DataError(self.root, f"{split}_labels holds negative values")
-        return y
+        check_labels(y, f"{self.root}[{split}_labels]")
+        return y.astype(np.int64)
 
     # -- Source hooks ---------------------------------------------------------------------------
     def _index(self) -> tuple[list[Record], list[str]]:
