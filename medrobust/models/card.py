@@ -1,14 +1,43 @@
-"""The model card: what every classifier carries so attacks and audits see it as deployed."""
+"""The model card: what every classifier carries so attacks and audits see it as deployed.
+
+A card is read from ``card.json`` files that come with third-party models, so every field is
+validated when it is loaded: positive sizes, a finite intensity interval with low < high,
+per-channel normalisation of the right length, a class list no longer than
+:data:`medrobust.limits.MAX_CLASSES`, and an input no larger than
+:data:`medrobust.limits.MAX_IMAGE_PIXELS`. Errors name the file and the field in one line.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medrobust.errors import CheckpointError
+from medrobust.limits import MAX_CLASSES, MAX_IMAGE_PIXELS
+
+#: Most input channels a card may declare (RGB is 3; multi-sequence MRI stacks a handful).
+MAX_IN_CHANNELS = 256
+#: Largest ``card.json`` read (bytes); real cards are a few kilobytes.
+MAX_CARD_BYTES = 1_000_000
+#: :func:`check_bounds_against_data` warns when the data span less than this fraction of the bounds.
+NARROW_DATA_FRACTION = 0.05
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line from a pydantic error: ``field: message (got X); field: message``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "card"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        shown = "" if err.get("type") in ("value_error", "missing") else f" (got {got})"
+        parts.append(f"{loc}: {msg}{shown}")
+    return " ".join("; ".join(parts).split())
 
 
 class ModelCard(BaseModel):
@@ -18,12 +47,15 @@ class ModelCard(BaseModel):
     interval, e.g. ``[0, 1]`` after a preset, or Hounsfield units for CT).
     Normalisation (``mean``/``std``) is a layer inside the model, never applied by
     the attack. Models always return logits (probability outputs are wrapped).
+
+    A ``card.json`` may also state ``num_classes``; it is checked against ``class_names``
+    and not stored (the class list is the one source of truth).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    in_channels: int = Field(ge=1)
-    class_names: list[str] = Field(min_length=2)
+    in_channels: int = Field(ge=1, le=MAX_IN_CHANNELS)
+    class_names: list[str] = Field(min_length=2, max_length=MAX_CLASSES)
     spatial_size: tuple[int, ...] | None = None
     spatial_dims: Literal[2, 3] = 2
     modality: str = "unknown"
@@ -47,11 +79,53 @@ class ModelCard(BaseModel):
         """Index of the positive class (for sensitivity / specificity), if any."""
         return None if self.positive_class is None else self.class_names.index(self.positive_class)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _check_num_classes(cls, data: Any) -> Any:
+        if isinstance(data, BaseModel):
+            return data
+        if not isinstance(data, dict):
+            raise ValueError(f"a model card must be a JSON object (mapping). Got {type(data).__name__}")
+        if "num_classes" not in data:
+            return data
+        data = dict(data)
+        stated = data.pop("num_classes")
+        names = data.get("class_names")
+        if isinstance(stated, bool) or not isinstance(stated, int) or not 2 <= stated <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be an int in [2, {MAX_CLASSES}]. Got {stated!r}")
+        if isinstance(names, list) and len(names) != stated:
+            raise ValueError(f"num_classes is {stated} but class_names lists {len(names)} names")
+        return data
+
+    @field_validator("class_names")
+    @classmethod
+    def _check_class_names(cls, v: list[str]) -> list[str]:
+        empty = [i for i, name in enumerate(v) if not name.strip()]
+        if empty:
+            raise ValueError(f"class names must be non-empty; entry {empty[0]} is {v[empty[0]]!r}")
+        return v
+
+    @field_validator("spatial_size")
+    @classmethod
+    def _check_spatial_size(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
+        if len(v) not in (2, 3) or any(s < 1 for s in v):
+            raise ValueError(f"spatial_size must be 2 or 3 positive sizes. Got {list(v)}")
+        if math.prod(v) > MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"spatial_size {list(v)} has {math.prod(v)} pixels; at most {MAX_IMAGE_PIXELS} "
+                "(medrobust.limits.MAX_IMAGE_PIXELS) are accepted"
+            )
+        return v
+
     @field_validator("bounds")
     @classmethod
     def _check_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not v[0] < v[1]:
-            raise ValueError(f"bounds must satisfy low < high. Got {v}.")
+            raise ValueError(f"bounds must satisfy low < high. Got {list(v)}")
+        if not math.isfinite(v[1] - v[0]):
+            raise ValueError(f"bounds must have a finite width high - low. Got {list(v)}")
         return v
 
     @model_validator(mode="after")
@@ -60,17 +134,43 @@ class ModelCard(BaseModel):
             val = getattr(self, name)
             if val is not None and len(val) not in (1, self.in_channels):
                 raise ValueError(
-                    f"{name} must have 1 or in_channels={self.in_channels} values. Got {len(val)}."
+                    f"{name} must have 1 or in_channels={self.in_channels} values. Got {len(val)}"
                 )
         if self.std is not None and any(s <= 0 for s in self.std):
-            raise ValueError(f"std values must be > 0. Got {self.std}.")
+            raise ValueError(f"std values must be > 0. Got {self.std}")
         if self.positive_class is not None and self.positive_class not in self.class_names:
             raise ValueError(
-                f"positive_class {self.positive_class!r} is not one of class_names {self.class_names}."
+                f"positive_class {self.positive_class!r} is not one of class_names {self.class_names}"
             )
         if len(set(self.class_names)) != len(self.class_names):
-            raise ValueError(f"class_names must be unique. Got {self.class_names}.")
+            dupes = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
+            raise ValueError(f"class_names must be unique; repeated: {dupes}")
+        if self.spatial_size is not None and len(self.spatial_size) != self.spatial_dims:
+            raise ValueError(
+                f"spatial_size {list(self.spatial_size)} has {len(self.spatial_size)} sizes but "
+                f"spatial_dims is {self.spatial_dims}"
+            )
+        pixels = math.prod(self.spatial_size) if self.spatial_size is not None else 0
+        if pixels * self.in_channels > 3 * MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"in_channels x spatial_size = {self.in_channels} x {list(self.spatial_size or ())} values "
+                f"per image; at most {3 * MAX_IMAGE_PIXELS} are accepted"
+            )
         return self
+
+    @classmethod
+    def from_mapping(cls, values: Any, source: str = "the 'card' parameter") -> ModelCard:
+        """Validate a mapping into a card; errors are one line naming ``source``.
+
+        Raises:
+            CheckpointError: when ``values`` is not a mapping or a field is invalid.
+        """
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise CheckpointError(
+                f"{source}: not a valid model card: {format_validation_error(exc)}"
+            ) from None
 
     def save(self, path: str | Path) -> Path:
         """Write the card as JSON (atomically)."""
@@ -80,11 +180,93 @@ class ModelCard(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
-        """Read a card from JSON, with an error naming the file on failure."""
+        """Read a card from a UTF-8 JSON file, with a one-line error naming the file on failure.
+
+        Raises:
+            CheckpointError: when the file is missing, a folder, larger than
+                :data:`MAX_CARD_BYTES`, not UTF-8, not JSON, not an object, or a field is invalid.
+        """
         path = Path(path)
+        if path.is_dir():
+            raise CheckpointError(f"{path}: the model card must be a JSON file, but this is a folder.")
         try:
-            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            size = path.stat().st_size
+            if size > MAX_CARD_BYTES:
+                raise CheckpointError(
+                    f"{path}: the model card is {size} bytes; cards of at most {MAX_CARD_BYTES} bytes "
+                    "are read."
+                )
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise CheckpointError(f"{path}: model card not found (expected card.json).") from None
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a valid model card: {exc}") from None
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read the model card: {exc.strerror or exc}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(
+                f"{path}: the model card must be UTF-8 JSON; byte {exc.start} is "
+                f"{raw[exc.start : exc.start + 1]!r}."
+            ) from None
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(
+                f"{path}: the model card is not valid JSON: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno}."
+            ) from None
+        except RecursionError:
+            raise CheckpointError(
+                f"{path}: the model card is nested too deeply to be a model card."
+            ) from None
+        if not isinstance(values, dict):
+            raise CheckpointError(
+                f"{path}: the model card must be a JSON object with in_channels, class_names, bounds... "
+                f"Got a JSON {type(values).__name__}."
+            )
+        return cls.from_mapping(values, str(path))
+
+
+def check_bounds_against_data(card: ModelCard, low: float, high: float) -> str | None:
+    """Compare the data's observed intensity range with the card's bounds; a warning or None.
+
+    Meant for the audit: a card stating ``[0, 255]`` while the preset scales images to
+    ``[0, 1]`` lets every attack budget mean something else than intended, and data
+    outside the bounds are clipped by every attack.
+
+    Args:
+        card: The model card.
+        low: Smallest intensity observed in the (preprocessed) data.
+        high: Largest intensity observed.
+
+    Returns:
+        A one-line warning when the data lie outside the bounds, when they span less than
+        :data:`NARROW_DATA_FRACTION` of the bounds' width, or when the range is not finite;
+        otherwise None.
+    """
+    b_low, b_high = (float(b) for b in card.bounds)
+    width = b_high - b_low
+    low, high = float(low), float(high)
+    shown = f"[{b_low:g}, {b_high:g}]"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return (
+            f"the data hold non-finite intensities (range [{low:g}, {high:g}]); "
+            f"the card's bounds are {shown}."
+        )
+    if low > high:
+        low, high = high, low
+    tol = 1e-6 * width
+    if low < b_low - tol or high > b_high + tol:
+        return (
+            f"the data's intensity range [{low:g}, {high:g}] lies outside the model card's bounds {shown}: "
+            "check that the preset scales images the way the model was trained (attacks clip to the bounds)."
+        )
+    if high - low < NARROW_DATA_FRACTION * width:
+        share = 100.0 * (high - low) / width
+        return (
+            f"the data's intensity range [{low:g}, {high:g}] covers {share:.2g} % of the model card's bounds "
+            f"{shown} (under {100 * NARROW_DATA_FRACTION:g} %): the preset probably scales the data "
+            "differently from what the model was trained on, and attack budgets relative to the bounds "
+            "mean little."
+        )
+    return None

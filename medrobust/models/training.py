@@ -22,19 +22,21 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from medrobust import distributed as dist_utils
-from medrobust.errors import ConfigError
+from medrobust.errors import ConfigError, DataError
+from medrobust.limits import MAX_IMAGE_PIXELS
 from medrobust.metrics import classification_metrics
 from medrobust.models.card import ModelCard
 from medrobust.models.checkpoint import WEIGHTS_NAME, environment_info, save_checkpoint, unwrap_model
 from medrobust.models.classifier import build_classifier
-from medrobust.models.registry import get_classifier_arch
+from medrobust.models.registry import MAX_PARAMETERS, check_arch_kwargs, count_parameters, get_classifier_arch
 from medrobust.utils.io import atomic_write_json, atomic_write_text
 from medrobust.utils.logging import get_logger
+from medrobust.validation import check_float
 
 log = get_logger("models.training")
 
@@ -53,6 +55,50 @@ METRIC_COLUMNS = (
     "lr",
     "seconds",
 )
+#: Command-line flags of the config fields (named in error messages).
+CLI_FLAGS = {
+    "data": "--data",
+    "modality": "--modality",
+    "arch": "--arch",
+    "epochs": "--epochs",
+    "out": "--out",
+    "device": "--device",
+    "seed": "--seed",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "spatial_size": "--size",
+    "patience": "--patience",
+    "num_workers": "--workers",
+}
+#: Largest seed (NumPy seeds are 32-bit).
+MAX_SEED = 2**32 - 1
+#: Caps on loop sizes a config can ask for (far above any real run).
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_WORKERS = 256
+
+
+class TrainingDivergedError(ConfigError):
+    """The training loss (or the validation outputs) became NaN or infinite."""
+
+
+def _param_name(field: str) -> str:
+    flag = CLI_FLAGS.get(field)
+    return f"The {field!r} parameter" + (f" ({flag})" if flag else "")
+
+
+def _describe_error(err: Any, fields: list[str]) -> str:
+    """One readable sentence for one pydantic error of the training config."""
+    from medrobust.registry import did_you_mean
+
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "config"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "value_error":
+        return msg.rstrip(".") + "."
+    if err.get("type") == "extra_forbidden":
+        return f"Unknown option {loc!r}.{did_you_mean(loc, fields)} Valid options: {', '.join(fields)}."
+    top = str(err.get("loc", ("config",))[0])
+    return f"{_param_name(top)}{'' if loc == top else f' at {loc}'}: {msg}. Got {err.get('input')!r:.80}."
 
 
 class TrainClassifierConfig(BaseModel):
@@ -87,7 +133,7 @@ class TrainClassifierConfig(BaseModel):
         progress: Show a tqdm progress bar (rank 0 only).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     data: str | None = None
     source_kind: str | None = None
@@ -95,18 +141,18 @@ class TrainClassifierConfig(BaseModel):
     modality: str | None = None
     arch: str = "small_cnn"
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
     spatial_size: tuple[int, ...] | None = None
     val_split: float = Field(0.2, gt=0, lt=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
     patience: int = Field(5, ge=0)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, le=MAX_WORKERS)
     class_weighting: Literal["balanced", "none"] = "balanced"
     augment: bool = True
     positive_class: str | None = None
@@ -119,36 +165,73 @@ class TrainClassifierConfig(BaseModel):
     def _known_arch(cls, v: str) -> str:
         return get_classifier_arch(v).name
 
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _check_lr(cls, v: Any) -> float:
+        return check_float(v, "lr", "train classifier (--lr)", low=0)
+
+    @field_validator("weight_decay", mode="before")
+    @classmethod
+    def _check_weight_decay(cls, v: Any) -> float:
+        return check_float(v, "weight_decay", "train classifier", low=0, low_inclusive=True)
+
+    @field_validator("val_split", mode="before")
+    @classmethod
+    def _check_val_split(cls, v: Any) -> float:
+        return check_float(v, "val_split", "train classifier", low=0, high=1, high_inclusive=False)
+
     @field_validator("spatial_size")
     @classmethod
     def _check_size(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if v is not None and (len(v) not in (2, 3) or any(s < 1 for s in v)):
-            raise ValueError(f"spatial_size must have 2 or 3 positive values. Got {v}.")
+            raise ValueError(
+                f"The 'spatial_size' parameter (--size) must have 2 or 3 positive values. Got {list(v)}."
+            )
+        if v is not None and math.prod(v) > MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"The 'spatial_size' parameter (--size) asks for {math.prod(v)} pixels per image; at most "
+                f"{MAX_IMAGE_PIXELS} (medrobust.limits.MAX_IMAGE_PIXELS) are accepted. Got {list(v)}."
+            )
         return v
+
+    @model_validator(mode="after")
+    def _check_arch_kwargs(self) -> TrainClassifierConfig:
+        # Names and types now; the size on the meta device with the smallest input (1 channel,
+        # 2 classes): a network too large even then is refused before any data is read.
+        kwargs = check_arch_kwargs(self.arch, self.arch_kwargs)
+        dims = len(self.spatial_size) if self.spatial_size is not None else 2
+        if dims in get_classifier_arch(self.arch).spatial_dims:
+            n_params = count_parameters(self.arch, 1, 2, dims, **kwargs)
+            if n_params > MAX_PARAMETERS:
+                raise ValueError(
+                    f"The 'arch_kwargs' parameter {kwargs} gives classifier {self.arch!r} at least "
+                    f"{n_params:.3g} parameters; at most {MAX_PARAMETERS:.3g} "
+                    "(medrobust.models.registry.MAX_PARAMETERS) are built."
+                )
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainClassifierConfig:
         """Validate a mapping, turning pydantic errors into one readable :class:`ConfigError`."""
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"The classifier training config must be a mapping. Got {type(values).__name__}."
+            )
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            lines = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()]
-            raise ConfigError("Invalid classifier training config: " + "; ".join(lines)) from None
+            fields = list(cls.model_fields)
+            lines = [_describe_error(e, fields) for e in exc.errors()]
+            raise ConfigError(
+                "Invalid classifier training config: " + " ".join(" ".join(lines).split())
+            ) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainClassifierConfig:
         """Load a YAML config (``yaml.safe_load``: plain values only) and apply overrides."""
-        import yaml
+        from medrobust.utils.yaml_io import read_yaml_mapping
 
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found.") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: the config must be a mapping. Got {type(values).__name__}.")
+        values = read_yaml_mapping(path, "classifier training config")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values)
 
@@ -243,6 +326,7 @@ def prepare_data(config: TrainClassifierConfig) -> TrainData:
     train_labels = np.array([r.label for r in source.records(train_split)], dtype=np.int64)
     if train_labels.size == 0:
         raise ConfigError(f"The data source {config.data!r} has no training records.")
+    check_training_labels(train_labels, list(source.class_names), config.data)
     train_aug = dataset(train_split, config.augment)
     train_plain = dataset(train_split, False)
     if names["val"] is not None and train_split is not None:
@@ -276,6 +360,30 @@ def prepare_data(config: TrainClassifierConfig) -> TrainData:
         test=test_ds,
         source=str(config.data),
     )
+
+
+def check_training_labels(labels: np.ndarray, class_names: list[str], data: object) -> None:
+    """Refuse training data with fewer than two classes, or labels outside the class list.
+
+    Raises:
+        DataError: naming the data source, what was found and what is needed.
+    """
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    if len(class_names) < 2 or present.size < 2:
+        found = [class_names[int(k)] if 0 <= int(k) < len(class_names) else int(k) for k in present]
+        n = int(present.size)
+        raise DataError(
+            data,
+            f"found {n} class{'es' if n != 1 else ''} {found if found else class_names} in the training "
+            "data, need ≥ 2 to train a classifier (check the labels and the split).",
+        )
+    if present.size and (int(present.min()) < 0 or int(present.max()) >= len(class_names)):
+        raise DataError(
+            data,
+            f"training labels must lie in 0..{len(class_names) - 1} (one per class {class_names[:10]}); "
+            f"found labels {present[:10].tolist()}.",
+        )
 
 
 def _collate(batch: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -424,6 +532,31 @@ def _loader(
     )
 
 
+def _stop_if_diverged(loss: torch.Tensor, epoch: int, batch: int, lr: float, ws: int) -> None:
+    """Raise :class:`TrainingDivergedError` on every rank as soon as one rank's loss is not finite."""
+    value = float(loss.detach())
+    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
+    if ws > 1:  # every rank must stop together, or the others wait forever in the next all-reduce
+        bad = dist_utils.all_reduce_sum(bad)
+    if float(bad[0]) > 0:
+        shown = f"{value:g}" if not math.isfinite(value) else "not finite on another process"
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch}, batch {batch}: loss is {shown}; lower --lr "
+            f"(now {lr:g}) or check the data for extreme values."
+        )
+
+
+def _check_finite_outputs(logits: torch.Tensor, epoch: int, lr: float, split: str = "validation") -> None:
+    """Refuse NaN/inf model outputs before any metric sees them (scikit-learn would raise)."""
+    if logits.numel() and not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch}: the model's outputs on {bad} of {logits.shape[0]} "
+            f"{split} images are NaN or infinite; lower --lr (now {lr:g}) or check the data for extreme "
+            "values."
+        )
+
+
 def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: TrainData | None = None) -> Path:
     """Train a classifier and write a run folder; returns the folder.
 
@@ -464,7 +597,14 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
         train_labels = data.train_labels
         if train_labels is None:
             train_labels = np.array([int(data.train[i]["label"]) for i in range(len(data.train))])  # type: ignore[arg-type]
+        check_training_labels(train_labels, list(data.class_names), data.source or "the training data")
         mean, std = channel_stats(data.stats_dataset if data.stats_dataset is not None else data.train)
+        if not all(math.isfinite(v) for v in (*mean, *std)):
+            raise DataError(
+                data.source or "the training data",
+                f"the training images hold NaN or infinite values (channel means {mean}); "
+                "fix or drop those images before training.",
+            )
         positive = config.positive_class or data.positive_class
         card = ModelCard(
             in_channels=data.in_channels,
@@ -536,7 +676,7 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
                 leave=False,
                 disable=not (config.progress and main),
             )
-            for images, labels in bar:
+            for batch_no, (images, labels) in enumerate(bar, start=1):
                 images = images.to(device, non_blocking=True)
                 if use_cl:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -544,6 +684,7 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     logits = net(images)
                 loss = criterion(logits.float(), labels)
+                _stop_if_diverged(loss, epoch, batch_no, config.lr, ws)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -559,6 +700,7 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
             stats = dist_utils.all_reduce_sum(stats)
             dist_utils.broadcast_module_state(model)  # identical BN statistics on every rank
             logits_v, labels_v = predict(model, val_loader, device, use_cl, use_amp)
+            _check_finite_outputs(logits_v, epoch, config.lr)
             val_loss = float(val_criterion(logits_v, labels_v)) if labels_v.numel() else math.nan
             m = classification_metrics(labels_v.numpy(), logits_v.numpy(), pos_idx)
             seconds = time.perf_counter() - t0
@@ -598,6 +740,7 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
         if data.test is not None and len(data.test) > 0:  # type: ignore[arg-type]
             test_loader = _loader(_shard(data.test), config.batch_size, shuffle=False, seed=seed, workers=0)
             logits_t, labels_t = predict(model, test_loader, device, False, use_amp)
+            _check_finite_outputs(logits_t, best["epoch"], config.lr, "test")
             test_metrics = classification_metrics(labels_t.numpy(), logits_t.numpy(), pos_idx)
         note = (
             f"Best epoch {best['epoch']} of {len(rows)}: "

@@ -176,7 +176,9 @@ def test_torchscript_import_and_probability_outputs(trained_run, images, tmp_pat
     card = trained.card.model_copy(update={"mean": None, "std": None, "notes": []})
     plain = tmp_path / "model.pt"
     torch.jit.trace(trained, images).save(str(plain))
-    imported = load_model(plain, card=card)
+    with pytest.raises(CheckpointError, match=r"TorchScript archive.*rename it to \.ts"):
+        load_model(plain, card=card)  # a .pt is weights only; TorchScript must be asked for
+    imported = load_model(plain, card=card, format="torchscript")
     assert imported.import_info["format"] == "torchscript"
     with torch.no_grad():
         ref = trained(images)
