@@ -107,8 +107,21 @@ def data_provenance(config: Any, samples: Any, hasher: FileHasher) -> dict[str, 
 
     The files are the source file itself (an ``.npz``, a CSV manifest: it holds the labels)
     and each audited record's file(s), listed by path relative to the source folder (class
-    folder names are labels), size and SHA-256. Phantom data also record their spec.
+    folder names are labels), size and SHA-256 of the bytes. Phantom data are described by
+    their spec (modality, n, size, seed): the generated cache file is rebuilt from it and
+    its zip timestamps would differ.
     """
+    if config.data.phantom is not None:
+        phantom = config.data.phantom.model_dump(mode="json", exclude={"cache_dir"})
+        return {
+            "kind": "phantom",
+            "path": str(samples.path),
+            "sha256": manifest_sha256([], {"phantom": phantom}),
+            "size": None,
+            "n_files": 0,
+            "phantom": phantom,
+            "files": [],
+        }
     ds = samples.dataset
     while not hasattr(ds, "records") and hasattr(ds, "dataset"):
         ds = ds.dataset  # e.g. the image cache wrapping the source dataset
@@ -131,16 +144,13 @@ def data_provenance(config: Any, samples: Any, hasher: FileHasher) -> dict[str, 
         raise ConfigError(
             f"{exc.filename or root}: cannot read it to record its hash ({exc.strerror or exc})."
         ) from None
-    phantom = None
-    if config.data.phantom is not None:
-        phantom = config.data.phantom.model_dump(mode="json", exclude={"cache_dir"})
     return {
-        "kind": "phantom" if phantom else "files",
+        "kind": "files",
         "path": str(root),
-        "sha256": manifest_sha256(entries, {"phantom": phantom}),
+        "sha256": manifest_sha256(entries),
         "size": int(sum(e["size"] for e in entries)),
         "n_files": len(entries),
-        "phantom": phantom,
+        "phantom": None,
         "files": entries,
     }
 
@@ -242,7 +252,7 @@ def _read_state(state_file: Path) -> dict[str, Any]:
     try:
         old = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid UTF-8 JSON: {exc}"
         raise ConfigError(f"{state_file}: unreadable audit state ({reason}); {_FRESH_HINT}.") from None
     if not isinstance(old, dict):
         raise ConfigError(

@@ -426,3 +426,55 @@ def test_phantom_count_is_capped(tiny_model):
         config_from_dict(cfg)
     cfg["data"]["phantom"]["n"] = MAX_PHANTOM_IMAGES
     assert config_from_dict(cfg).data.phantom.n == MAX_PHANTOM_IMAGES
+
+
+def test_folder_data_change_names_the_image(small, tiny_model, tmp_path, audit_dict):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "pngs"
+    rng = np.random.default_rng(0)
+    for label in ("0", "1"):
+        (root / "test" / label).mkdir(parents=True)
+        for i in range(3):
+            img = rng.integers(40, 200, size=(32, 32), dtype=np.uint8)
+            Image.fromarray(img).save(root / "test" / label / f"img{i}.png")
+    config = config_from_dict(
+        audit_dict(root, tiny_model, defenses=[], attacks=["fgsm"], budgets={"linf": [0.01]})
+    )
+    out = tmp_path / "run"
+    results = run_audit(config, out, progress=False)
+    files = results["provenance"]["data"]["files"]
+    assert [f["path"] for f in files] == sorted(f"test/{c}/img{i}.png" for c in "01" for i in range(3))
+    target = root / "test" / "1" / "img2.png"
+    old = sha256_file(target)[0]
+    Image.fromarray(np.full((32, 32), 99, dtype=np.uint8)).save(target)
+    with pytest.raises(
+        ConfigError, match=rf"the data changed since this audit began \({target} sha256 {old[:6]}…"
+    ):
+        run_audit(config, out, progress=False)
+
+
+def test_phantom_data_are_described_by_their_spec(tmp_path):
+    from types import SimpleNamespace
+
+    from medrobust.evaluation.state import data_provenance
+    from medrobust.utils.hashing import FileHasher
+
+    def prov(n, cache="a"):
+        cfg = {
+            "data": {"phantom": {"modality": "chest_xray", "n": n, "cache_dir": str(tmp_path / cache)}},
+            "model": {"path": str(tmp_path)},
+            "attacks": ["fgsm"],
+            "budgets": {"linf": [0.01]},
+        }
+        return data_provenance(config_from_dict(cfg), SimpleNamespace(path=tmp_path / "x.npz"), FileHasher())
+
+    a, b = prov(40), prov(48)
+    assert a["kind"] == "phantom" and a["phantom"] == {
+        "modality": "chest_xray",
+        "n": 40,
+        "size": 64,
+        "seed": 0,
+    }
+    assert a["sha256"] != b["sha256"] and prov(40, cache="b")["sha256"] == a["sha256"]  # cache folder ignored
