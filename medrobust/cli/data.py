@@ -59,6 +59,8 @@ def _format(report: dict) -> str:
         if p.get("after_preset"):
             a = p["after_preset"]
             lines.append(f"  after preset: shape {a['shape']} min {a['min']:.4g} max {a['max']:.4g}")
+        for f in p.get("failed", []):
+            lines.append(f"  preset failed on {f['path']}: {f['reason']}")
     bad = report["unreadable"]
     lines.append(f"unreadable files: {len(bad)}")
     lines.extend(f"  {u['path']}: {u['reason']}" for u in bad)

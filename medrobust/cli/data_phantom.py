@@ -15,20 +15,23 @@ def phantom(
     modality: str = typer.Option(
         ..., "--modality", "-m", help="chest_xray, brain_mri, retina_fundus, retina_oct or skin."
     ),
-    n: int = typer.Option(600, "--n", help="Number of images."),
+    n: int = typer.Option(600, "--n", help="Number of images (1..1000000)."),
     size: int = typer.Option(64, "--size", help="Image height and width in pixels (28..512)."),
     fmt: str = typer.Option("png", "--format", "-f", help="png, jpeg, dicom, nifti (grey only) or npz."),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output folder (created; must be empty or a phantom set)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes identical files."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show a progress bar (for more than 200 images)."
+    ),
 ) -> None:
     """Write phantom images of a modality (with labels and train/val/test splits) in a file format."""
     import json
 
     from medrobust.data.phantoms import write_phantom
 
-    path = write_phantom(modality, n, size, fmt, out, seed=seed)
+    path = write_phantom(modality, n, size, fmt, out, seed=seed, progress=progress)
     record = json.loads((Path(out) / "phantom.json").read_text(encoding="utf-8"))
     parts = []
     for split, per_class in record["counts"].items():

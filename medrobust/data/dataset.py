@@ -18,7 +18,7 @@ import torch
 from monai.data import Dataset
 
 from medrobust.data.base import ON_ERROR_CHOICES, Record, Source, open_source
-from medrobust.errors import ConfigError, DataError
+from medrobust.errors import ConfigError, DataError, MedrobustError
 from medrobust.validation import check_choice, check_int
 
 logger = logging.getLogger("medrobust.data")
@@ -29,6 +29,58 @@ def _plain(x: Any) -> torch.Tensor:
     if callable(as_tensor):
         return as_tensor()
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def medrobust_cause(exc: BaseException) -> MedrobustError | None:
+    """The medrobust error behind ``exc``: itself, or one MONAI wrapped in ``RuntimeError``.
+
+    MONAI's ``Compose``/``apply_transform`` re-raise any error of a transform as
+    ``RuntimeError("applying transform ...")`` chained ``from`` the original, once per
+    nesting level; this follows ``__cause__`` down to a :class:`MedrobustError`.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, MedrobustError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen: set[int] = set()
+    while exc.__cause__ is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return exc
+
+
+class WorkerDataError(DataError):
+    """A :class:`DataError` raised inside a ``DataLoader`` worker process.
+
+    PyTorch re-raises a worker's exception in the main process as ``type(msg)`` with the
+    worker's formatted traceback as the only argument, and falls back to a
+    ``RuntimeError`` holding that traceback text when the type cannot be built that way
+    (``DataError`` needs a path and a reason). This subclass can: given one string, it
+    recovers ``path: reason`` from the traceback's last line, so the CLI still prints one
+    line naming the file.
+    """
+
+    def __init__(self, path: object, reason: str | None = None) -> None:
+        if reason is None:
+            path, reason = _from_worker_text(str(path))
+        super().__init__(path, reason)
+
+
+def _from_worker_text(text: str) -> tuple[str, str]:
+    marker = f"{WorkerDataError.__module__}.{WorkerDataError.__qualname__}: "
+    at = text.rfind(marker)
+    body = text[at + len(marker) :] if at >= 0 else text
+    lines = body.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    path, sep, reason = first.partition(": ")
+    return (path, reason) if sep else ("<DataLoader worker>", first or "could not load a sample")
 
 
 class _LoadRecord:
@@ -93,9 +145,26 @@ class SourceDataset(Dataset):
         self.skipped = skipped
 
     def _transform(self, index: int) -> dict[str, Any]:
-        # Loading runs outside MONAI's Compose so a DataError reaches the caller unwrapped
-        # (Compose re-raises any error as RuntimeError).
-        return self.transform(self.load_record(self.data[index]))
+        # Loading runs outside MONAI's Compose so a DataError reaches the caller unwrapped;
+        # errors of the transforms are unwrapped from MONAI's RuntimeError (or, when they
+        # are not medrobust's, turned into a DataError naming the file).
+        record = self.data[index]
+        try:
+            try:
+                return self.transform(self.load_record(record))
+            except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
+                cause = medrobust_cause(exc)
+                if cause is not None:
+                    raise cause from None
+                root = _root_cause(exc)
+                where = self.source.describe_location(record)
+                raise DataError(where, f"preprocessing failed ({type(root).__name__}: {root})") from None
+        except DataError as exc:
+            from torch.utils.data import get_worker_info
+
+            if get_worker_info() is not None and not isinstance(exc, WorkerDataError):
+                raise WorkerDataError(exc.path, exc.reason) from None
+            raise
 
     @property
     def records(self) -> list[Record]:
@@ -202,9 +271,9 @@ def make_dataset(
         )
     transforms.append(_Finalize())
 
-    from monai.transforms import Compose
+    from medrobust.data.presets._transforms import PresetCompose
 
-    transform = Compose(transforms)
+    transform = PresetCompose(transforms)  # unwraps medrobust errors from MONAI's RuntimeError
     return SourceDataset(records, transform, src, split, preset_obj, channels, skipped, reference)
 
 

@@ -143,14 +143,24 @@ def _preset_report(src: Source, modality: str, records: list[Any], n_check: int 
         "spatial_size": [int(s) for s in preset.spatial_size],
         "bounds": [float(b) for b in preset.bounds],
     }
+    from medrobust.data.dataset import medrobust_cause
+
     transform = preset.transform()
     lows, highs, shape = [], [], None
+    failed: list[dict[str, str]] = []
     for r in records:
         if len(lows) >= n_check:
             break
         try:
-            out = transform(src.load(r))
+            sample = src.load(r)
         except DataError:
+            continue  # already listed as unreadable
+        try:
+            out = transform(sample)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            cause = medrobust_cause(exc)
+            reason = cause.reason if isinstance(cause, DataError) else str(cause or exc)
+            failed.append({"path": _rel(src, src.describe_location(r)), "reason": " ".join(reason.split())})
             continue
         img = out["image"]
         arr = np.asarray(img.as_tensor() if hasattr(img, "as_tensor") else img)
@@ -160,4 +170,5 @@ def _preset_report(src: Source, modality: str, records: list[Any], n_check: int 
     info["after_preset"] = (
         {"n": len(lows), "shape": shape, "min": min(lows), "max": max(highs)} if lows else None
     )
+    info["failed"] = failed
     return info

@@ -11,7 +11,8 @@ decides the pipeline's output (source kind and root, preset, spatial size, split
 medrobust version); the key hashes the record's id and index and the file's size and
 modification time, so an edited file is read afresh. Files are written atomically
 (temporary file + rename); a file that cannot be read back is recomputed, never
-trusted. Only pixels are stored: labels and ids come from the source's records, and no
+trusted, and so is a file holding NaN or Inf values (a cache written by something
+else, or bit rot). Only pixels are stored: labels and ids come from the source's records, and no
 DICOM header field (patient data included) is written. The cache may be deleted at any
 time.
 """
@@ -109,12 +110,21 @@ class CachedImages(TorchDataset):
             except (OSError, ValueError, EOFError) as exc:
                 log.warning("unreadable cache file %s (%s); recomputing it", path, type(exc).__name__)
             else:
-                if image.dtype == np.float32:
+                if image.dtype == np.float32 and np.isfinite(image).all():
                     self.hits += 1
                     return {"image": torch.from_numpy(image), "label": label, "meta": {"id": rec.id}}
+                log.warning(
+                    "corrupt cache file %s (%s); recomputing it",
+                    path,
+                    "non-finite values" if image.dtype == np.float32 else f"dtype {image.dtype}",
+                )
         item = self.dataset[index]
         image = item["image"]
         array = (image.as_tensor() if hasattr(image, "as_tensor") else image).detach().cpu().numpy()
+        if not np.isfinite(array).all():  # never cache (or hand on) NaN/Inf made by preprocessing
+            where = self.dataset.source.describe_location(rec)
+            n_bad = int((~np.isfinite(array)).sum())
+            raise DataError(where, f"preprocessing produced {n_bad} NaN/Inf pixel value(s); refused")
         try:
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)

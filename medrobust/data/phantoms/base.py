@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medrobust.errors import ConfigError
+from medrobust.limits import MAX_PHANTOM_IMAGES
 from medrobust.registry import Registry
 from medrobust.validation import check_float, check_int
 
@@ -33,6 +34,8 @@ SPLIT_FRACTIONS: tuple[float, ...] = (0.70, 0.15, 0.15)
 #: Block length per class: 20 gives exact 14/3/3 splits of each class per block.
 BLOCK_PER_CLASS = 20
 MIN_SIZE, MAX_SIZE = 28, 512
+#: Most bytes of uint8 pixels a set held in memory (``make_phantom``, the ``npz`` writer) may take.
+MAX_PHANTOM_BYTES = 2 * 2**30
 _IMAGE_STREAM, _BLOCK_STREAM = 0, 1
 
 
@@ -203,6 +206,30 @@ class PhantomGenerator(ABC):
         }
 
 
+def check_phantom_count(n: Any, owner: str) -> int:
+    """Validate the number of phantom images: an int in ``[1, MAX_PHANTOM_IMAGES]``.
+
+    Raises:
+        ConfigError: naming ``'n'`` and ``owner``, before anything is allocated.
+    """
+    return check_int(n, "n", owner, low=1, high=MAX_PHANTOM_IMAGES)
+
+
+def check_in_memory(n: int, gen: PhantomGenerator, owner: str) -> None:
+    """Refuse an in-memory set larger than :data:`MAX_PHANTOM_BYTES` (n x channels x size²).
+
+    Raises:
+        ConfigError: naming ``'n'`` and ``'size'`` with the bytes asked for.
+    """
+    need = n * gen.channels * gen.size * gen.size
+    if need > MAX_PHANTOM_BYTES:
+        raise ConfigError(
+            f"The 'n' and 'size' parameters of {owner} ask for {n} images of {gen.channels} x {gen.size} x "
+            f"{gen.size} = {need / 2**30:.1f} GiB in memory, more than {MAX_PHANTOM_BYTES / 2**30:.0f} GiB. "
+            "Use fewer or smaller images, or write png/jpeg/dicom/nifti files (one image at a time)."
+        )
+
+
 def get_phantom(
     modality: str, size: int = 64, seed: int = 0, class_weights: Sequence[float] | None = None
 ) -> PhantomGenerator:
@@ -226,16 +253,21 @@ def make_phantom(
 
     Args:
         modality: One of :func:`list_phantoms` (``chest_xray``, ``brain_mri``, ...).
-        n: Number of images (>= 1).
+        n: Number of images (1 .. ``MAX_PHANTOM_IMAGES``; at most ``MAX_PHANTOM_BYTES`` of pixels).
         size: Height and width (28..512).
         seed: Seed; the same ``(seed, index)`` always gives the same image.
         class_weights: Optional relative class frequencies (default balanced).
 
     Returns:
         A :class:`PhantomSet`.
+
+    Raises:
+        ConfigError: naming ``'n'`` when it is out of range or the set would not fit the
+            in-memory cap, before anything is allocated.
     """
     gen = get_phantom(modality, size=size, seed=seed, class_weights=class_weights)
-    n = check_int(n, "n", f"phantom {gen.modality!r}", low=1)
+    n = check_phantom_count(n, f"phantom {gen.modality!r}")
+    check_in_memory(n, gen, "make_phantom")
     images = np.empty((n, gen.channels, gen.size, gen.size), dtype=np.uint8)
     labels = np.empty(n, dtype=np.int64)
     splits = np.empty(n, dtype="<U5")

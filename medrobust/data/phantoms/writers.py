@@ -26,10 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.phantoms.base import SPLITS, PhantomGenerator, get_phantom
+from medrobust.data.phantoms.base import (
+    SPLITS,
+    PhantomGenerator,
+    check_in_memory,
+    check_phantom_count,
+    get_phantom,
+)
 from medrobust.errors import ConfigError
 from medrobust.utils.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
-from medrobust.validation import check_choice, check_int
+from medrobust.validation import check_choice
 
 #: Supported output formats.
 FORMATS: tuple[str, ...] = ("png", "jpeg", "dicom", "nifti", "npz")
@@ -230,14 +236,16 @@ def _write_nifti(path: Path, img: np.ndarray, modality: str, size: int) -> None:
 # --- the set writer --------------------------------------------------------------------
 
 
-def _progress(total: int, desc: str) -> Any:
+def _progress(total: int, desc: str, enabled: bool = True) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=total <= 200, leave=False)
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled or total <= 200, leave=False)
 
 
-def _samples(gen: PhantomGenerator, n: int, desc: str) -> Iterator[tuple[int, np.ndarray, int, str]]:
-    bar = _progress(n, desc)
+def _samples(
+    gen: PhantomGenerator, n: int, desc: str, progress: bool = True
+) -> Iterator[tuple[int, np.ndarray, int, str]]:
+    bar = _progress(n, desc, progress)
     try:
         for i in range(n):
             img, label, split = gen.sample(i)
@@ -279,11 +287,12 @@ def write_phantom(
     out: str | Path,
     seed: int = 0,
     class_weights: list[float] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Generate ``n`` phantom images of ``modality`` and write them in format ``fmt`` under ``out``.
 
     Images are generated one at a time (constant memory except for ``npz``), with a
-    progress bar on stderr for ``n > 200``. Re-running with the same arguments
+    progress bar on stderr for ``n > 200`` unless ``progress=False``. Re-running with the same arguments
     rewrites identical files; a folder holding other files is refused.
 
     Args:
@@ -294,17 +303,22 @@ def write_phantom(
         out: Output folder (created).
         seed: Phantom seed.
         class_weights: Optional relative class frequencies.
+        progress: Show a progress bar (only ever for more than 200 images).
 
     Returns:
         The path to hand to ``open_source``: ``out`` for png/jpeg/dicom,
         ``out/labels.csv`` for nifti, ``out/{modality}_phantom.npz`` for npz.
 
     Raises:
-        ConfigError: bad parameters, an RGB modality with ``nifti``, or an unsuitable ``out``.
+        ConfigError: bad parameters (``n`` above ``MAX_PHANTOM_IMAGES``, an ``npz`` set above
+            ``MAX_PHANTOM_BYTES``), an RGB modality with ``nifti``, or an unsuitable ``out``;
+            all before anything is written or allocated.
     """
     fmt = check_choice(str(fmt).lower().replace("jpg", "jpeg"), "fmt", FORMATS, "write_phantom")
     gen = get_phantom(modality, size=size, seed=seed, class_weights=class_weights)
-    n = check_int(n, "n", "write_phantom", low=1)
+    n = check_phantom_count(n, "write_phantom")
+    if fmt == "npz":  # the npz writer holds the whole set in memory
+        check_in_memory(n, gen, "write_phantom")
     if fmt == "nifti" and gen.channels != 1:
         raise ConfigError(
             f"The 'nifti' format stores grey volumes; phantom {gen.modality!r} is RGB. "
@@ -331,7 +345,7 @@ def write_phantom(
     if fmt in ("png", "jpeg", "dicom"):
 
         def writer() -> Path:
-            for i, img, label, split in _samples(gen, n, desc):
+            for i, img, label, split in _samples(gen, n, desc, progress):
                 path = out / split / names[label] / f"{_stem(gen.modality, i)}{_EXT[fmt]}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if fmt == "dicom":
@@ -345,7 +359,7 @@ def write_phantom(
 
         def writer() -> Path:
             rows = []
-            for i, img, label, split in _samples(gen, n, desc):
+            for i, img, label, split in _samples(gen, n, desc, progress):
                 rel = f"images/{_stem(gen.modality, i)}.nii.gz"
                 _write_nifti(out / rel, img, gen.modality, gen.size)
                 rows.append((rel, names[label], split, f"PH{i:06d}"))
@@ -360,7 +374,7 @@ def write_phantom(
 
         def writer() -> Path:
             parts: dict[str, tuple[list[np.ndarray], list[int]]] = {s: ([], []) for s in SPLITS}
-            for _, img, label, split in _samples(gen, n, desc):
+            for _, img, label, split in _samples(gen, n, desc, progress):
                 parts[split][0].append(_hwc(img))
                 parts[split][1].append(label)
                 counts[split][names[label]] += 1
