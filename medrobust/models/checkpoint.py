@@ -465,7 +465,8 @@ def _first_output(out: Any) -> Any:
 def _describe_output(out: Any) -> str:
     if isinstance(out, torch.Tensor):
         return f"a tensor of shape {tuple(out.shape)}"
-    return f"a {type(out).__name__} ({_one_line(repr(out), 60)})"
+    kind = type(out).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind} ({_one_line(repr(out), 60)})"
 
 
 def _sample_text(card: ModelCard, x_model: torch.Tensor) -> str:

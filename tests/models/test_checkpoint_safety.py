@@ -186,7 +186,7 @@ def test_torchscript_wrong_outputs(tmp_path):
         load_model(net, card=three)
     ints = _script(ReturnsInts(), tmp_path / "ints.ts")
     with pytest.raises(
-        CheckpointError, match=r"ints\.ts: on a \(2, 1, 16, 16\) sample .* returned a int \(1\)"
+        CheckpointError, match=r"ints\.ts: on a \(2, 1, 16, 16\) sample .* returned an int \(1\)"
     ):
         load_model(ints, card=CARD)
     nan = _script(ReturnsNaN(), tmp_path / "nan.ts")
