@@ -30,10 +30,11 @@ from medrobust import distributed as dist_utils
 from medrobust.errors import ConfigError, DataError
 from medrobust.limits import MAX_IMAGE_PIXELS
 from medrobust.metrics import classification_metrics
-from medrobust.models.card import ModelCard
+from medrobust.models.card import ModelCard, format_validation_error
 from medrobust.models.checkpoint import WEIGHTS_NAME, environment_info, save_checkpoint, unwrap_model
 from medrobust.models.classifier import build_classifier
 from medrobust.models.registry import MAX_PARAMETERS, check_arch_kwargs, count_parameters, get_classifier_arch
+from medrobust.registry import did_you_mean
 from medrobust.utils.io import atomic_write_json, atomic_write_text
 from medrobust.utils.logging import get_logger
 from medrobust.validation import check_float
@@ -89,8 +90,6 @@ def _param_name(field: str) -> str:
 
 def _describe_error(err: Any, fields: list[str]) -> str:
     """One readable sentence for one pydantic error of the training config."""
-    from medrobust.registry import did_you_mean
-
     loc = ".".join(str(p) for p in err.get("loc", ())) or "config"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "value_error":
@@ -606,20 +605,32 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
                 "fix or drop those images before training.",
             )
         positive = config.positive_class or data.positive_class
-        card = ModelCard(
-            in_channels=data.in_channels,
-            class_names=list(data.class_names),
-            spatial_size=tuple(data.spatial_size),
-            spatial_dims=len(data.spatial_size),  # type: ignore[arg-type]
-            modality=data.modality,
-            bounds=data.bounds,
-            mean=mean,
-            std=std,
-            positive_class=positive,
-            arch=config.arch,
-            source=data.source,
-            notes=[f"Trained by medrobust train classifier ({config.arch}, seed {config.seed})."],
-        )
+        if positive is not None and positive not in data.class_names:
+            hint = did_you_mean(str(positive), list(data.class_names))
+            raise ConfigError(
+                f"The 'positive_class' parameter of train classifier must be one of the data's classes "
+                f"{list(data.class_names)[:10]}. Got {positive!r}.{hint}"
+            )
+        try:
+            card = ModelCard(
+                in_channels=data.in_channels,
+                class_names=list(data.class_names),
+                spatial_size=tuple(data.spatial_size),
+                spatial_dims=len(data.spatial_size),  # type: ignore[arg-type]
+                modality=data.modality,
+                bounds=data.bounds,
+                mean=mean,
+                std=std,
+                positive_class=positive,
+                arch=config.arch,
+                source=data.source,
+                notes=[f"Trained by medrobust train classifier ({config.arch}, seed {config.seed})."],
+            )
+        except ValidationError as exc:
+            raise DataError(
+                data.source or "the training data",
+                f"the data do not make a valid model card: {format_validation_error(exc)}",
+            ) from None
         model = build_classifier(config.arch, card, **config.arch_kwargs).to(device)
         use_cl = bool(
             config.channels_last and card.spatial_dims == 2 and get_classifier_arch(config.arch).channels_last

@@ -166,3 +166,10 @@ def test_non_finite_outputs_never_reach_the_metrics():
         TrainingDivergedError, match=r"epoch 3: the model's outputs on 2 of 4 validation images"
     ):
         _check_finite_outputs(bad, 3, 0.5)
+
+
+def test_positive_class_not_in_the_data_is_refused(tmp_path, blob_data):
+    with pytest.raises(
+        ConfigError, match=r"'positive_class' parameter .*Got 'lesoin'\. Did you mean 'lesion'"
+    ):
+        train_classifier(_config(tmp_path, positive_class="lesoin"), data=blob_data)
