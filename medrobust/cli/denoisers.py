@@ -33,10 +33,9 @@ def study(
     import json
 
     from medrobust.denoising.config import DenoiserStudyConfig
-    from medrobust.denoising.config_io import load_yaml_config
     from medrobust.denoising.study import run_study
 
-    cfg = load_yaml_config(DenoiserStudyConfig, config, overrides={"device": device})
+    cfg = DenoiserStudyConfig.from_yaml(config, device=device)
     if threads is not None:
         import torch
 

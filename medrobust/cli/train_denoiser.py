@@ -56,7 +56,6 @@ def denoiser(
     """Train a denoiser on y = x + n (MSE to x) and write a checkpoint folder."""
     import json
 
-    from medrobust.denoising.config_io import validate_config
     from medrobust.denoising.training import TrainDenoiserConfig, train_denoiser
     from medrobust.utils.yaml_io import read_yaml_mapping
 
@@ -91,7 +90,7 @@ def denoiser(
         merged["data"] = data_cfg
     if param:
         merged["params"] = {**(merged.get("params") or {}), **_params(param)}
-    cfg = validate_config(TrainDenoiserConfig, merged, str(config) if config else "train denoiser")
+    cfg = TrainDenoiserConfig.from_dict(merged, str(config) if config else None)
     run = train_denoiser(cfg, progress=not no_progress)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     typer.echo(f"run folder: {run}")

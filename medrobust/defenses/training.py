@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from medrobust.defenses.adversarial import AttackMixItem, craft, default_mix
 from medrobust.errors import ConfigError
+from medrobust.run.config import ConfigModel
 from medrobust.utils.logging import get_logger
 from medrobust.validation import parse_number
 
@@ -31,7 +32,7 @@ log = get_logger("defenses.training")
 ABLATABLE = ("rec", "siam", "cls")
 
 
-class TrainDefenseConfig(BaseModel):
+class TrainDefenseConfig(ConfigModel):
     """Everything ``medrobust train defense`` needs; loadable from YAML (``yaml.safe_load``).
 
     Attributes:
@@ -75,7 +76,7 @@ class TrainDefenseConfig(BaseModel):
         overwrite: Allow writing into a folder that already holds a denoiser.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    config_name = "defense training config"
 
     classifier: str
     data: str | None = None
@@ -182,24 +183,6 @@ class TrainDefenseConfig(BaseModel):
             return self.val_attack
         hi = max(item.eps[1] for item in self.attacks)
         return AttackMixItem(name="pgd", eps=(hi, hi), steps=10)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainDefenseConfig:
-        """Validate a mapping, turning pydantic errors into one readable :class:`ConfigError`."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            lines = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()]
-            raise ConfigError("Invalid defense training config: " + "; ".join(lines)) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainDefenseConfig:
-        """Load a YAML config (``yaml.safe_load``: plain values only) and apply non-None overrides."""
-        from medrobust.utils.yaml_io import read_yaml_mapping
-
-        values = read_yaml_mapping(path, "defense training config")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(values)
 
 
 # --------------------------------------------------------------------------- helpers

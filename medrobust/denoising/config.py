@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medrobust.denoising.data import DenoisingData
 from medrobust.denoising.training import parse_sigma, parse_sigma_range
 from medrobust.errors import ConfigError
+from medrobust.run.config import ConfigModel
 from medrobust.validation import parse_number
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -193,10 +194,10 @@ class AttackSettings(BaseModel):
         return self
 
 
-class DenoiserStudyConfig(BaseModel):
+class DenoiserStudyConfig(ConfigModel):
     """The whole study: data, noise level, zoo, hybrids and attack settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    config_name = "denoiser study config"
 
     version: Literal[1] = 1
     seed: int = Field(default=0, ge=0)

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from medrobust.denoising.data import CleanImages, DenoisingData, load_clean_images
 from medrobust.errors import ConfigError
+from medrobust.run.config import ConfigModel
 from medrobust.validation import parse_number
 
 log = logging.getLogger("medrobust.denoising.training")
@@ -58,7 +59,7 @@ def deep_denoiser_names() -> list[str]:
     return [n for n in list_denoisers() if getattr(DENOISERS.get(n), "kind", "deep") == "deep"]
 
 
-class TrainDenoiserConfig(BaseModel):
+class TrainDenoiserConfig(ConfigModel):
     """Settings of :func:`train_denoiser` (YAML-loadable; fractions such as "15/255" accepted).
 
     Attributes:
@@ -77,7 +78,7 @@ class TrainDenoiserConfig(BaseModel):
         overwrite: Allow replacing a denoiser checkpoint already in ``out``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    config_name = "denoiser training config"
 
     arch: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -123,13 +124,6 @@ class TrainDenoiserConfig(BaseModel):
         if not self.blind and self.sigma is None:
             raise ConfigError("Non-blind training needs sigma (e.g. '15/255'), or set blind: true.")
         return self
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainDenoiserConfig:
-        """Load a config from YAML (safe loader only); errors raise :class:`ConfigError`."""
-        from medrobust.denoising.config_io import load_yaml_config
-
-        return load_yaml_config(cls, path)
 
 
 def _random_crop(x: Any, size: int, gen: Any) -> Any:

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from medrobust.errors import ConfigError
 from medrobust.limits import MAX_PHANTOM_IMAGES
+from medrobust.run.config import ConfigModel, merge_overrides, read_config
 from medrobust.validation import parse_number
 
 #: Threat models an audit can run for defended targets (the bare classifier is always "whitebox").
@@ -42,8 +43,8 @@ BARE = "bare"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+class _Strict(ConfigModel):
+    pass
 
 
 def eps_label(value: float) -> str:
@@ -308,6 +309,8 @@ class Budgets(_Strict):
 class AuditConfig(_Strict):
     """A full audit: data, model, defenses, attacks, budgets, threats and run settings."""
 
+    config_name = "audit config"
+
     name: str = Field("audit", description="Title of the report.")
     data: DataConfig
     model: ModelConfig
@@ -419,36 +422,16 @@ class AuditConfig(_Strict):
         raise ConfigError(f"no attack labelled {label!r}; labels are {[a.label for a in self.attacks]}")
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        for prefix in ("Value error, ", "Assertion failed, "):
-            msg = msg.removeprefix(prefix)
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see pipelines/*.yaml for the valid fields)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        got = err.get("input")
-        skip = err["type"] == "missing" or isinstance(got, (dict, list)) or repr(str(got)) in msg
-        tail = "" if skip else f" Got {got!r}."
-        lines.append(f"{loc}: {msg}.{tail}".replace("..", "."))
-    return f"invalid audit config {source}:\n  " + "\n  ".join(lines)
+__all__ = ["AuditConfig", "config_from_dict", "load_config", "merge_overrides", "read_config_data"]
 
 
-def config_from_dict(data: dict[str, Any], source: str = "(dict)") -> AuditConfig:
+def config_from_dict(data: dict[str, Any], source: str = "audit config") -> AuditConfig:
     """Validate a config mapping; errors name the field and what was expected.
 
     Raises:
         ConfigError: for any invalid field (unknown attack → "did you mean", bad ε, missing file).
     """
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid audit config {source}: expected a mapping at the top level.")
-    try:
-        return AuditConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+    return AuditConfig.from_dict(data, source)
 
 
 def read_config_data(path: str | Path) -> dict[str, Any]:
@@ -457,28 +440,14 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
     Command-line overrides are merged into this mapping before validation, so a config
     whose model path does not exist here can still be used with ``--model``.
     """
-    from medrobust.utils.yaml_io import read_yaml_mapping
-
-    return read_yaml_mapping(path, "audit config")
+    return read_config(path, AuditConfig.config_name)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AuditConfig:
-    """Read a YAML audit config (``yaml.safe_load``), apply ``overrides`` and validate it."""
-    data = read_config_data(path)
-    if overrides:
-        data = merge_overrides(data, overrides)
-    return config_from_dict(data, str(path))
+    """Read a YAML audit config, merge ``overrides`` and validate it (the kernel's loader)."""
+    from medrobust.run.config import load_config as load
 
-
-def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``overrides`` into ``data`` (dicts merge, other values replace)."""
-    out = dict(data)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_overrides(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return load(AuditConfig, path, overrides, AuditConfig.config_name)
 
 
 def dump_config(config: AuditConfig) -> str:

@@ -5,7 +5,7 @@ import torch
 
 from medrobust.defenses.checkpoint import load_denoiser
 from medrobust.defenses.denoisers import create_denoiser, list_denoisers
-from medrobust.denoising.config_io import validate_config
+from medrobust.run.config import validate_config
 from medrobust.denoising.data import DenoisingData, load_clean_images
 from medrobust.denoising.training import TrainDenoiserConfig, parse_sigma_range, train_denoiser
 from medrobust.errors import ConfigError

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from medrobust.denoising.config import DenoiserStudyConfig
-from medrobust.denoising.config_io import validate_config
+from medrobust.run.config import validate_config
 from medrobust.denoising.study import run_study
 from medrobust.errors import ConfigError
 
@@ -137,7 +137,7 @@ def test_changed_config_is_refused_unless_fresh(study, tmp_path):
             },
             "classical",
         ),
-        ({"unknown_key": 1}, "Extra inputs"),
+        ({"unknown_key": 1}, "unknown_key: unknown field"),
     ],
 )
 def test_config_validation(patch, match):
