@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
@@ -35,6 +35,7 @@ from medrobust.models.checkpoint import WEIGHTS_NAME, environment_info, save_che
 from medrobust.models.classifier import build_classifier
 from medrobust.models.registry import MAX_PARAMETERS, check_arch_kwargs, count_parameters, get_classifier_arch
 from medrobust.registry import did_you_mean
+from medrobust.run.config import ConfigModel
 from medrobust.utils.io import atomic_write_json, atomic_write_text
 from medrobust.utils.logging import get_logger
 from medrobust.validation import check_float
@@ -88,19 +89,7 @@ def _param_name(field: str) -> str:
     return f"The {field!r} parameter" + (f" ({flag})" if flag else "")
 
 
-def _describe_error(err: Any, fields: list[str]) -> str:
-    """One readable sentence for one pydantic error of the training config."""
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "config"
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    if err.get("type") == "value_error":
-        return msg.rstrip(".") + "."
-    if err.get("type") == "extra_forbidden":
-        return f"Unknown option {loc!r}.{did_you_mean(loc, fields)} Valid options: {', '.join(fields)}."
-    top = str(err.get("loc", ("config",))[0])
-    return f"{_param_name(top)}{'' if loc == top else f' at {loc}'}: {msg}. Got {err.get('input')!r:.80}."
-
-
-class TrainClassifierConfig(BaseModel):
+class TrainClassifierConfig(ConfigModel):
     """Everything ``medrobust train classifier`` needs; loadable from YAML.
 
     Attributes:
@@ -133,6 +122,8 @@ class TrainClassifierConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    config_name = "classifier training config"
+    flag_names = CLI_FLAGS
 
     data: str | None = None
     source_kind: str | None = None
@@ -208,31 +199,6 @@ class TrainClassifierConfig(BaseModel):
                     "(medrobust.models.registry.MAX_PARAMETERS) are built."
                 )
         return self
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainClassifierConfig:
-        """Validate a mapping, turning pydantic errors into one readable :class:`ConfigError`."""
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"The classifier training config must be a mapping. Got {type(values).__name__}."
-            )
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            fields = list(cls.model_fields)
-            lines = [_describe_error(e, fields) for e in exc.errors()]
-            raise ConfigError(
-                "Invalid classifier training config: " + " ".join(" ".join(lines).split())
-            ) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainClassifierConfig:
-        """Load a YAML config (``yaml.safe_load``: plain values only) and apply overrides."""
-        from medrobust.utils.yaml_io import read_yaml_mapping
-
-        values = read_yaml_mapping(path, "classifier training config")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(values)
 
 
 @dataclass

@@ -48,11 +48,17 @@ def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def validation_message(exc: ValidationError, cls: type[BaseModel] | None = None) -> str:
-    """Flatten a pydantic ``ValidationError`` into ``"field.path: message. Got X.; ..."`` (one line)."""
+    """Flatten a pydantic ``ValidationError`` into ``"field.path: message. Got X.; ..."`` (one line).
+
+    A model's ``flag_names`` (field → command-line flag) are shown beside the field: ``lr (--lr)``.
+    """
+    flags: dict[str, str] = getattr(cls, "flag_names", {}) or {}
     parts = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         where = ".".join(str(p) for p in loc) or "(top level)"
+        if loc and loc[0] in flags:
+            where += f" ({flags[loc[0]]})"
         msg = str(err.get("msg", "invalid value"))
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
@@ -128,6 +134,8 @@ class ConfigModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     config_name: ClassVar[str] = "config"
+    #: Command-line flag of each field, named in error messages.
+    flag_names: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def from_dict(cls: type[M], values: Any, origin: str | None = None) -> M:
