@@ -284,7 +284,7 @@ def fit_denoiser(
     from medrobust.defenses.checkpoint import save_denoiser
     from medrobust.defenses.denoisers import create_denoiser
     from medrobust.defenses.objectives import DEFENSE_KINDS, Batch
-    from medrobust.models.checkpoint import environment_info
+    from medrobust.run.environment import environment
     from medrobust.utils.device import resolve_device
     from medrobust.utils.io import atomic_write_json, atomic_write_text
     from medrobust.utils.seed import make_generator, numpy_rng, seed_everything
@@ -420,7 +420,7 @@ def fit_denoiser(
             }
         },
     )
-    atomic_write_json(out / "environment.json", environment_info(device, config.seed))
+    atomic_write_json(out / "environment.json", environment(device, config.seed))
     for p in trainable:
         p.requires_grad_(True)
     return FitResult(out=out, denoiser=denoiser, metrics=rows, undefended=undefended)

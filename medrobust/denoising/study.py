@@ -33,6 +33,7 @@ from medrobust.denoising.config import DenoiserStudyConfig, MemberSpec
 from medrobust.denoising.data import load_clean_images
 from medrobust.denoising.metrics import denoise, normality, perturbation_stats, quality, summarize
 from medrobust.errors import ConfigError
+from medrobust.run.environment import environment
 from medrobust.utils.io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("medrobust.denoising.study")
@@ -519,7 +520,7 @@ def run_study(
     atomic_write_text(
         out / "config.resolved.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     )
-    atomic_write_json(out / "environment.json", environment(device))
+    atomic_write_json(out / "environment.json", environment(device, config.seed))
     if report:
         from medrobust.denoising.report import write_reports
 
@@ -669,31 +670,3 @@ def _findings(members: dict[str, Member], wb: dict, tables: dict, hybrids: list[
         for h in hybrids
     ]
     return out
-
-
-def environment(device: torch.device | None = None) -> dict[str, Any]:
-    """Versions and machine facts recorded beside the results."""
-    import os
-    import platform
-    import sys
-
-    import monai
-    import scipy
-    import skimage
-
-    from medrobust import __version__
-
-    return {
-        "medrobust": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-image": skimage.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device) if device is not None else None,
-        "cuda": torch.cuda.is_available(),
-    }

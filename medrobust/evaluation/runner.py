@@ -46,11 +46,12 @@ from torch import nn
 
 from medrobust import __version__
 from medrobust.errors import ConfigError
+from medrobust.evaluation.audited import audited_data_summary, import_summary
 from medrobust.evaluation.cells import AuditPlan, CellSpec, Craft, derive_seed, plan_audit, safe_id
 from medrobust.evaluation.config import BARE, AttackConfig, AuditConfig, dump_config
 from medrobust.evaluation.distributed import ShardContext, open_shard_context
 from medrobust.evaluation.flags import run_model_checks, run_results_checks
-from medrobust.evaluation.gate import check_gates_match, evaluate_gates, parse_gate
+from medrobust.evaluation.gate import check_gate_metrics, check_gates_match, parse_gate
 from medrobust.evaluation.metrics import (
     cell_metrics,
     effective_predictions,
@@ -72,6 +73,7 @@ from medrobust.evaluation.targets import (
     load_classifier,
     open_audit_data,
 )
+from medrobust.evaluation.verdict import complete_results
 from medrobust.utils.hashing import sha256_json
 from medrobust.utils.io import atomic_path
 from medrobust.utils.lock import RunLock
@@ -249,31 +251,11 @@ def _save_examples(
 
 
 def _environment(config: AuditConfig, device: torch.device, ctx: ShardContext) -> dict[str, Any]:
-    import datetime
-    import platform
-    import sys
+    from medrobust.run.environment import environment
 
-    env: dict[str, Any] = {
-        "medrobust": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "cuda": torch.version.cuda,
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "torch_threads": torch.get_num_threads(),
-        "world_size": ctx.world_size,
-        "backend": ctx.backend,
-        "num_workers": config.num_workers,
-        "seed": config.seed,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    for mod in ("monai", "numpy", "torchvision"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except ImportError:
-            env[mod] = None
-    return env
+    return environment(
+        device, config.seed, world_size=ctx.world_size, backend=ctx.backend, num_workers=config.num_workers
+    )
 
 
 def _resolve_device(config: AuditConfig, ctx: ShardContext) -> torch.device:
@@ -439,6 +421,7 @@ def _run_audit(
         return classifier.card, samples, build_targets(config, classifier, device)
 
     card, samples, targets = ctx.agree(load)
+    check_gate_metrics(gates, card.num_classes)  # descriptive metrics refused before any attack
 
     def open_state() -> AuditState | None:
         if not ctx.is_main:
@@ -548,8 +531,7 @@ def _run_audit(
             }
             target_info.append(info)
         cells = [state.load(c.id) for c in plan.cells]
-        all_flags = list(flags or []) + run_results_checks(cells, target_info)
-        gate_results = evaluate_gates(gates, cells)
+        base_flags = list(flags or []) + run_results_checks(cells, target_info)
         results: dict[str, Any] = {
             "schema": SCHEMA,
             "medrobust_version": __version__,
@@ -567,8 +549,13 @@ def _run_audit(
                 "indices": list(samples.indices),
                 "ids": ids,
                 "labels": labels_np.tolist(),
+                **audited_data_summary(samples, labels_np, list(card.class_names)),
             },
-            "model": {"path": str(config.model.path), "card": card.model_dump(mode="json")},
+            "model": {
+                "path": str(config.model.path),
+                "card": card.model_dump(mode="json"),
+                "import": import_summary(targets[BARE], card),
+            },
             "bounds": [float(b) for b in card.bounds],
             "targets": target_info,
             "threats": ["whitebox", *config.threats] if config.defenses else ["whitebox"],
@@ -584,10 +571,11 @@ def _run_audit(
             ],
             "budgets": {"linf": config.budgets.linf, "l2": config.budgets.l2},
             "cells": cells,
-            "flags": [f.to_dict() for f in all_flags],
-            "gates": [g.to_dict() for g in gate_results],
+            "flags": [f.to_dict() for f in base_flags],
+            "gates": [],
             "notes": list(config.notes),
         }
+        complete_results(results, gates, base_flags)  # intervals, audit flags, worst cases, gates, verdict
         atomic_write_text(out / "config.resolved.yaml", dump_config(config))
         atomic_write_json(out / "environment.json", _environment(config, device, ctx))
         write_reports(results, out)

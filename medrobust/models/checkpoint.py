@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import platform
-import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,32 +69,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
-def environment_info(device: str | torch.device | None = None, seed: int | None = None) -> dict[str, Any]:
-    """Versions and runtime facts recorded beside every checkpoint."""
-    import medrobust
-
-    try:
-        import monai
-
-        monai_version = monai.__version__
-    except ImportError:  # pragma: no cover - monai is a hard dependency
-        monai_version = None
-    from medrobust.distributed import world_size
-
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "monai": monai_version,
-        "medrobust": medrobust.__version__,
-        "cuda_available": torch.cuda.is_available(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "device": None if device is None else str(device),
-        "seed": seed,
-        "world_size": world_size(),
-    }
-
-
 def save_checkpoint(
     model: nn.Module,
     run_dir: str | Path,
@@ -109,7 +81,7 @@ def save_checkpoint(
         model: A :class:`MedicalClassifier` (possibly wrapped in DDP).
         run_dir: Output folder (created).
         config: Resolved config written as ``config.yaml`` (plain YAML types only).
-        environment: Written as ``environment.json`` (see :func:`environment_info`).
+        environment: Written as ``environment.json`` (see :func:`medrobust.run.environment.environment`).
 
     Returns:
         The run folder.

@@ -31,11 +31,12 @@ from medrobust.errors import ConfigError, DataError
 from medrobust.limits import MAX_IMAGE_PIXELS
 from medrobust.metrics import classification_metrics
 from medrobust.models.card import ModelCard, format_validation_error
-from medrobust.models.checkpoint import WEIGHTS_NAME, environment_info, save_checkpoint, unwrap_model
+from medrobust.models.checkpoint import WEIGHTS_NAME, save_checkpoint, unwrap_model
 from medrobust.models.classifier import build_classifier
 from medrobust.models.registry import MAX_PARAMETERS, check_arch_kwargs, count_parameters, get_classifier_arch
 from medrobust.registry import did_you_mean
 from medrobust.run.config import ConfigModel
+from medrobust.run.environment import environment
 from medrobust.utils.io import atomic_write_json, atomic_write_text
 from medrobust.utils.logging import get_logger
 from medrobust.validation import check_float
@@ -737,7 +738,7 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
                 model,
                 run_dir,
                 config=resolved,
-                environment=environment_info(device, config.seed) | {"amp": use_amp, "channels_last": use_cl},
+                environment=environment(device, config.seed, amp=use_amp, channels_last=use_cl),
             )
             atomic_write_json(
                 run_dir / SUMMARY_NAME,

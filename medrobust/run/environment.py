@@ -27,11 +27,19 @@ def package_versions(names: tuple[str, ...] = _PACKAGES) -> dict[str, str | None
     return out
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def environment(device: Any = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
     """Versions and machine facts; ``extra`` adds run-specific keys (world size, AMP, ...).
 
     Keys (always present): ``schema``, ``medrobust``, ``python``, ``platform``, ``cpu_count``,
-    ``packages`` (name → version), ``cuda`` (the CUDA version torch was built with, or None),
+    one key per package (``torch``, ``torchvision``, ``monai``, ``numpy``, ``scipy``,
+    ``scikit-image``, ``pydicom``, ``nibabel``: version or None), ``cuda`` (the CUDA version
+    torch was built with, or None),
     ``cuda_available`` (bool), ``gpu`` (device name or None), ``device``, ``torch_threads``,
     ``seed``, ``created`` (UTC ISO time).
     """
@@ -49,13 +57,15 @@ def environment(device: Any = None, seed: int | None = None, **extra: Any) -> di
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "packages": package_versions(),
+        **package_versions(),
+        "torch": torch.__version__,  # with the build tag (+cpu, +cu130) the metadata lacks
         "cuda": torch.version.cuda,
         "cuda_available": bool(torch.cuda.is_available()),
         "gpu": gpu,
         "device": None if dev is None else str(dev),
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
+        "world_size": _world_size(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     record.update(extra)
