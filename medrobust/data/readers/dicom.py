@@ -155,7 +155,8 @@ def decoder_output() -> Iterator[list[str]]:
 
 
 def _with_notes(reason: str, notes: list[str], limit: int = 300) -> str:
-    """``reason`` plus the first captured decoder message (shortened), if any."""
+    """``reason`` on one line plus the first captured decoder message (shortened), if any."""
+    reason = " ".join(reason.split())
     extra = next((n for n in notes if n and n not in reason), None)
     if extra is None:
         return reason

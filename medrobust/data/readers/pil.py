@@ -106,6 +106,8 @@ class ImageFileReader(PILReader):
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Array (H, W) or (H, W, 3) and meta with MONAI's spatial keys."""
         data, meta = super().get_data(img)
+        if not data.flags.writeable:  # Pillow's buffer is read-only; torch warns on such arrays
+            data = data.copy()
         meta = {
             "format": str(meta.get("format") or "").lower() or None,
             "mode": meta.get("mode"),

@@ -11,6 +11,7 @@ import numpy as np
 
 from medrobust.data.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, Record, Source, file_suffix
 from medrobust.errors import ConfigError, DataError
+from medrobust.validation import check_choice, check_int
 
 
 def _item_choice(value: Any, name: str, owner: str) -> str | int:
@@ -50,19 +51,29 @@ class FileSource(Source):
         volume: int = 0,
         **kwargs: Any,
     ) -> None:
-        from medrobust.data.readers import ImageFileLoader
-
         owner = type(self).__name__
         self.frame_choice = _item_choice(frame, "frame", owner)
         self.slice_choice = _item_choice(slice, "slice", owner)
-        self.loader = ImageFileLoader(
-            window=window,
-            frame="middle" if self.frame_choice == "all" else self.frame_choice,
-            axis=axis,
-            slice="middle" if self.slice_choice == "all" else self.slice_choice,
-            volume=volume,
-        )
+        # Validated now; the loader (which imports MONAI and torch) is built on first use, so
+        # listing a source, and refusing a bad manifest, stays light.
+        self._loader_options: dict[str, Any] = {
+            "window": check_choice(window, "window", ("none", "auto"), owner),
+            "frame": "middle" if self.frame_choice == "all" else self.frame_choice,
+            "axis": check_int(axis, "axis", owner, low=0, high=2),
+            "slice": "middle" if self.slice_choice == "all" else self.slice_choice,
+            "volume": check_int(volume, "volume", owner, low=0),
+        }
+        self._loader: Any = None
         super().__init__(root, **kwargs)
+
+    @property
+    def loader(self) -> Any:
+        """The :class:`~medrobust.data.readers.ImageFileLoader` reading this source's files."""
+        if self._loader is None:
+            from medrobust.data.readers import ImageFileLoader
+
+            self._loader = ImageFileLoader(**self._loader_options)
+        return self._loader
 
     def expand(self, records: list[Record]) -> list[Record]:
         """Turn each file into one record per frame/slice when ``frame``/``slice`` is ``"all"``."""

@@ -112,6 +112,17 @@ def read_manifest(path: Path, wanted: tuple[str, ...] = ()) -> tuple[list[str], 
     return header, rows
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is not a regular file: missing, a broken or looping link, a folder or a device."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "is a broken symbolic link" if os.path.islink(path) else "does not exist"
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or type(exc).__name__})"
+    return "is a folder" if path.is_dir() else "is not a regular file (a device, pipe or socket)"
+
+
 @register_source("csv", "manifest")
 class CsvSource(FileSource):
     """Images listed in a CSV manifest (see the module docstring for what is refused).
@@ -224,7 +235,9 @@ class CsvSource(FileSource):
                 )
             seen[key] = (line, label_text)
             if not path.is_file():
-                self._skip_or_raise(path, f"listed in {self.csv_path.name} line {line} but does not exist")
+                self._skip_or_raise(
+                    path, f"listed in {self.csv_path.name} line {line} but {_not_a_file(path)}"
+                )
                 continue
             label = self._label_index(label_text, index, len(class_names))
             if label is None:
