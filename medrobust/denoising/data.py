@@ -100,7 +100,9 @@ def synthetic_images(n: int, size: int, channels: int = 1, seed: int = 0) -> np.
 
 
 def _split(images: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed + 1).permutation(images.shape[0])
+    from medrobust.run.seeds import derive_seed
+
+    order = np.random.default_rng(derive_seed(seed, "split")).permutation(images.shape[0])
     n_test = max(1, round(images.shape[0] * test_fraction))
     return images[order[n_test:]], images[order[:n_test]]
 

@@ -21,7 +21,6 @@ import logging
 import math
 import shutil
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,8 @@ from medrobust.denoising.data import load_clean_images
 from medrobust.denoising.metrics import denoise, normality, perturbation_stats, quality, summarize
 from medrobust.errors import ConfigError
 from medrobust.run.environment import environment
-from medrobust.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from medrobust.run.seeds import derive_seed
+from medrobust.utils.io import atomic_path, atomic_write_json, atomic_write_text, finite_or_none
 
 log = logging.getLogger("medrobust.denoising.study")
 
@@ -70,30 +70,15 @@ class Member:
             "kind": self.kind,
             "noise_model": self.noise_model,
             "differentiable": bool(getattr(self.denoiser, "differentiable", True)),
-            "params": _jsonable(self.denoiser.config()),
+            "params": finite_or_none(self.denoiser.config()),
             "training": self.training,
             **({"parts": self.parts} if self.parts else {}),
         }
 
 
-def _jsonable(obj: Any) -> Any:
-    """Recursively make ``obj`` strict-JSON friendly (tuples → lists, NaN/inf → None)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
-
-
 def member_seed(seed: int, name: str) -> int:
-    """Per-member seed: distinct random starts per member, stable across runs."""
-    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**31 - 1)
+    """Per-member seed: distinct random starts per member, stable across runs (the kernel's derivation)."""
+    return derive_seed(seed, "member", name)
 
 
 def fingerprint(config: DenoiserStudyConfig) -> str:
@@ -309,7 +294,7 @@ def _run_attack(name: str, den: Any, x: torch.Tensor, y: torch.Tensor, batch: in
 
     advs, queries, method, info = [], [], "", {}
     for k, i in enumerate(range(0, x.shape[0], batch)):
-        atk = create_denoiser_attack(name, den, seed=seed + k, **params)
+        atk = create_denoiser_attack(name, den, seed=derive_seed(seed, "batch", k), **params)
         res = atk(x[i : i + batch], y[i : i + batch], score=False)
         advs.append(res.adv)
         queries.append(res.queries)
@@ -340,12 +325,12 @@ def _whitebox_unit(
         "norm": norm,
         "attack": name,
         "method": method,
-        "params": _jsonable({k: v for k, v in params.items()}),
+        "params": finite_or_none({k: v for k, v in params.items()}),
         "eps_abs": info.get("eps_abs"),
         "seed": seed,
         "queries": queries.tolist(),
         "per_image": q_adv,
-        "random": {"attack": "random-noise", "params": _jsonable(rparams), "per_image": q_rand},
+        "random": {"attack": "random-noise", "params": finite_or_none(rparams), "per_image": q_rand},
         "perturbation": perturbation_stats(adv - y, scale),
         "normality": {
             "adversarial": normality(adv - x, sigma_abs, seed=seed),
@@ -353,7 +338,7 @@ def _whitebox_unit(
             "clean_noise": normality(y - x, sigma_abs, seed=seed),
         },
     }
-    return _jsonable(record), adv
+    return finite_or_none(record), adv
 
 
 def _mean(values: list[float]) -> float:
@@ -508,13 +493,13 @@ def run_study(
                 wbq = whitebox[norm][a]["per_image"]
                 q = {**{k: wbq[k] for k in q}, "recomputed_psnr_drop": q["psnr_drop"]}
             cell = {"unit": "transfer", "norm": norm, "source": a, "target": b, **q}
-            atomic_write_json(path, _jsonable(cell))
+            atomic_write_json(path, finite_or_none(cell))
             timings[f"transfer/{norm}/{a}__{b}"] = time.perf_counter() - t0
         transfer.setdefault(norm, {}).setdefault(a, {})[b] = json.loads(path.read_text(encoding="utf-8"))
 
     results = _assemble(config, images, members, whitebox, transfer, advs, y, ctx, transfer_tables)
     results_path = out / "results.json"
-    atomic_write_json(results_path, _jsonable(results))
+    atomic_write_json(results_path, finite_or_none(results))
     import yaml
 
     atomic_write_text(

@@ -19,15 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medrobust.evaluation.config import BARE, AuditConfig, eps_label
+from medrobust.run.seeds import derive_seed
 
 #: Threat name of the bare classifier's cells.
 WHITEBOX = "whitebox"
-
-
-def derive_seed(seed: int, key: str) -> int:
-    """A stable 31-bit seed from a run seed and a text key (SHA-256, not Python's ``hash``)."""
-    digest = hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def safe_id(key: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -73,9 +74,30 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+def finite_or_none(obj: Any) -> Any:
+    """The JSON policy for non-finite numbers, applied recursively: NaN and ±inf become ``None``.
+
+    Every JSON file medrobust writes is strict JSON (RFC 8259 has no NaN or Infinity, and
+    browsers, ``jq`` and JSON-schema validators reject them): a number that is not finite is
+    written as ``null``. Readers treat ``null`` as "not defined" (an unbounded budget, an AUROC
+    with one class present). numpy scalars and arrays become Python numbers and lists.
+    """
+    if isinstance(obj, float) or type(obj).__name__.startswith("float"):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return finite_or_none(obj.tolist())
+    return obj
+
+
 def dumps_json(obj: Any) -> str:
-    """Serialize ``obj`` as stable, indented JSON (numpy and pydantic values allowed)."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True) + "\n"
+    """Serialize ``obj`` as stable, indented, strict JSON (see :func:`finite_or_none`)."""
+    clean = finite_or_none(json.loads(json.dumps(obj, default=_json_default, allow_nan=True)))
+    return json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
