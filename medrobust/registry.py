@@ -57,6 +57,24 @@ class Registry(Generic[T]):
 
         return deco
 
+    def decorator(self, attr: str = "name") -> Callable[..., Callable[[T], T]]:
+        """Make this registry's class decorator: ``register_X = REGISTRY.decorator()``.
+
+        ``@register_X("name", "alias")`` stores ``"name"`` on the class as ``attr`` and registers
+        it under the name and its aliases. Every component family gets its decorator here,
+        so the rule (primary name on the class, aliases resolve, duplicates refused) is one.
+        """
+
+        def register(name: str, *aliases: str) -> Callable[[T], T]:
+            def deco(obj: T) -> T:
+                setattr(obj, attr, name)
+                return self.register(name, *aliases)(obj)
+
+            return deco
+
+        register.__doc__ = f"Class decorator registering a {self.kind} under ``name`` (and ``aliases``)."
+        return register
+
     def add(self, name: str, obj: T) -> T:
         """Register ``obj`` under ``name`` without a decorator."""
         return self.register(name)(obj)

@@ -25,14 +25,8 @@ from medrobust.validation import check_bounds, check_int
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-def register_attack(name: str, *aliases: str):
-    """Class decorator registering an :class:`Attack` subclass under ``name``."""
-
-    def deco(cls: type[Attack]) -> type[Attack]:
-        cls.name = name
-        return ATTACKS.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_attack("name", *aliases)``: registers the class and sets its ``name``.
+register_attack = ATTACKS.decorator("name")
 
 
 @dataclass

@@ -35,14 +35,8 @@ CLASSIFIERS: Registry[type[ClassifierArch]] = Registry("classifier")
 MAX_PARAMETERS = 2_000_000_000
 
 
-def register_classifier(name: str, *aliases: str):
-    """Class decorator registering a :class:`ClassifierArch` subclass under ``name``."""
-
-    def deco(cls: type[ClassifierArch]) -> type[ClassifierArch]:
-        cls.name = name
-        return CLASSIFIERS.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_classifier("name", *aliases)``: registers the class and sets its ``name``.
+register_classifier = CLASSIFIERS.decorator("name")
 
 
 class ClassifierArch(ABC):

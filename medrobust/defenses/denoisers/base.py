@@ -20,14 +20,8 @@ from medrobust.validation import check_bounds, check_int
 DENOISERS: Registry[type[Denoiser]] = Registry("denoiser")
 
 
-def register_denoiser(name: str, *aliases: str):
-    """Class decorator registering a :class:`Denoiser` subclass under ``name``."""
-
-    def deco(cls: type[Denoiser]) -> type[Denoiser]:
-        cls.name = name
-        return DENOISERS.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_denoiser("name", *aliases)``: registers the class and sets its ``name``.
+register_denoiser = DENOISERS.decorator("name")
 
 
 def bpda(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -24,14 +24,8 @@ DEFENSE_KINDS: Registry[type[DefenseObjective]] = Registry("defense kind")
 WEIGHT_FIELDS = {"rec": "w_rec", "siam": "w_siam", "cls": "w_cls"}
 
 
-def register_defense_kind(name: str, *aliases: str):
-    """Class decorator registering a :class:`DefenseObjective` under ``name``."""
-
-    def deco(cls: type[DefenseObjective]) -> type[DefenseObjective]:
-        cls.name = name
-        return DEFENSE_KINDS.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_defense_kind("name", *aliases)``: registers the class and sets its ``name``.
+register_defense_kind = DEFENSE_KINDS.decorator("name")
 
 
 @dataclass

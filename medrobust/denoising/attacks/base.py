@@ -38,14 +38,8 @@ from medrobust.validation import check_bounds, check_int
 DENOISER_ATTACKS: Registry[type[DenoiserAttack]] = Registry("denoiser attack")
 
 
-def register_denoiser_attack(name: str, *aliases: str):
-    """Class decorator registering a :class:`DenoiserAttack` subclass under ``name``."""
-
-    def deco(cls: type[DenoiserAttack]) -> type[DenoiserAttack]:
-        cls.name = name
-        return DENOISER_ATTACKS.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_denoiser_attack("name", *aliases)``: registers the class and sets its ``name``.
+register_denoiser_attack = DENOISER_ATTACKS.decorator("name")
 
 
 @dataclass
