@@ -463,7 +463,9 @@ def open_source(spec: str | os.PathLike[str] | Source, kind: str | None = None, 
         **options: Passed to the source class (e.g. ``split_seed``, ``channels``, ``window``).
 
     Raises:
-        DataError: naming the path when it does not exist or its kind cannot be told.
+        DataError: naming the path when it does not exist, is not a regular file or folder
+            (``/dev/null``, a named pipe, a symlink loop), its kind cannot be told, or a
+            labelled source has fewer than two classes ("found 1 class (NAME), need ≥ 2").
         ConfigError: for an unknown ``kind`` or option.
     """
     if isinstance(spec, Source):

@@ -15,6 +15,12 @@ Order of operations for a greyscale image (PS3.4 grayscale pipeline):
 Colour images (RGB, YBR_* converted to RGB by pydicom, PALETTE COLOR through its LUT)
 come out channel-last and are made channel-first by MONAI's ``EnsureChannelFirst``.
 
+Before decoding, the header is checked (:func:`check_pixel_data`): Rows x Columns x the
+frames to decode must not exceed :data:`~medrobust.limits.MAX_IMAGE_PIXELS`, and for
+uncompressed transfer syntaxes the pixel data must be exactly as long as the header says.
+What pydicom and its decoder plugins log or warn while a file is read is captured
+(:func:`decoder_output`) into the reason of the :class:`DataError`, never printed.
+
 Privacy: the meta dict this reader returns is built from a whitelist; no patient,
 study or institution element is ever copied, and error messages are scrubbed of
 identifying values of the file being read.

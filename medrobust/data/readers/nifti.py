@@ -3,7 +3,9 @@
 Slices are read through nibabel's array proxy, so only the slice asked for is loaded
 and the header's ``scl_slope``/``scl_inter`` are applied. Arrays keep the file's
 voxel order: a slice along ``axis=2`` of an (X, Y, Z) volume is returned as (X, Y),
-i.e. rows are the file's first axis.
+i.e. rows are the file's first axis. The size of what would be read (a slice or the
+volume) is checked from the header against :data:`~medrobust.limits.MAX_IMAGE_PIXELS`
+before any data are.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Pillow modes are normalised first: palette and 1-bit images become ``L`` or ``RGB``,
 alpha channels are dropped (``LA`` -> ``L``, ``RGBA`` -> ``RGB``), 16-bit greyscale
 stays 16-bit (``I;16`` -> ``I``), so values remain the file's own (0..255 for 8-bit).
+
+Decompression bombs: the decoded size is read from the header (Pillow opens lazily) and
+an image of more than :data:`~medrobust.limits.MAX_IMAGE_PIXELS` pixels is refused,
+naming the file and the size, before any pixel is decoded.
 """
 
 from __future__ import annotations

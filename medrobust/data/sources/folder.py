@@ -11,7 +11,10 @@ Class names are the folder names (sorted, case kept); labels index them.
 
 Listing never opens an image file: files are found with ``os.scandir`` by name
 (hidden entries skipped, symlinked folders not followed) and the records' ids are
-their paths relative to the root, so 100 000 files list in about a second. Files are
+their paths relative to the root, so 100 000 files list in about a second. An entry
+with an image name that is not a usable file (a symlink to itself or in a loop, a broken
+link, a device) is refused naming it, or with ``on_error="skip"`` listed in ``skipped``.
+A tree with a single class folder is refused ("found 1 class ..., need ≥ 2"). Files are
 opened only by :meth:`~medrobust.data.base.Source.load` (and, for DICOM/NIfTI with
 ``frame="all"``/``slice="all"``, to count frames/slices).
 """
