@@ -6,8 +6,7 @@ sub-packages that need them, and the public helpers below are resolved lazily.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medrobust.utils.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -29,16 +28,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["__version__", *sorted(_LAZY)]
 
-
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'medrobust' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

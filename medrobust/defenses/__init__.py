@@ -9,9 +9,6 @@ is resolved lazily because it pulls in the model, attack and data packages.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from medrobust.defenses.checkpoint import load_denoiser, save_denoiser
 from medrobust.defenses.defended import DefendedClassifier, defend
 from medrobust.defenses.denoisers import (
@@ -22,6 +19,7 @@ from medrobust.defenses.denoisers import (
     list_denoisers,
     register_denoiser,
 )
+from medrobust.utils.lazy import lazy_attributes
 
 _LAZY = {
     "TrainDefenseConfig": "medrobust.defenses.training",
@@ -46,11 +44,4 @@ __all__ = [
     *sorted(_LAZY),
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medrobust.defenses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -11,8 +11,7 @@ Submodules are imported on first use so ``import medrobust.denoising`` stays lig
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medrobust.utils.lazy import lazy_attributes
 
 _LAZY = {
     "DENOISER_ATTACKS": "medrobust.denoising.attacks",
@@ -31,11 +30,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medrobust.denoising' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

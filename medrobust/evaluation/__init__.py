@@ -9,8 +9,7 @@ Submodules are imported on first use so ``import medrobust.evaluation`` stays li
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medrobust.utils.lazy import lazy_attributes
 
 _LAZY = {
     "AuditConfig": "medrobust.evaluation.config",
@@ -29,11 +28,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medrobust.evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -8,9 +8,6 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from medrobust.models.card import ModelCard
 from medrobust.models.checkpoint import load_model, save_checkpoint
 from medrobust.models.classifier import MedicalClassifier, Normalize, build_classifier, wrap_imported
@@ -23,6 +20,7 @@ from medrobust.models.registry import (
     register_classifier,
 )
 from medrobust.registry import import_submodules
+from medrobust.utils.lazy import lazy_attributes
 
 import_submodules("medrobust.models.archs")
 
@@ -33,12 +31,6 @@ _LAZY = {
     "train_classifier": "medrobust.models.training",
     "prepare_data": "medrobust.models.training",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medrobust.models' has no attribute {name!r}")
 
 
 __all__ = [
@@ -60,3 +52,5 @@ __all__ = [
     "train_classifier",
     "wrap_imported",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
