@@ -10,7 +10,8 @@ names from sub-packages written later (presets, phantoms) resolve once they exis
 
 from __future__ import annotations
 
-from medrobust.utils.lazy import lazy_attributes
+import importlib
+from typing import Any
 
 _LAZY: dict[str, str] = {
     "SOURCES": "medrobust.data.base",
@@ -36,4 +37,15 @@ _LAZY: dict[str, str] = {
 
 __all__ = sorted(_LAZY)
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'medrobust.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
