@@ -10,8 +10,7 @@ names from sub-packages written later (presets, phantoms) resolve once they exis
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medrobust.utils.lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "SOURCES": "medrobust.data.base",
@@ -37,15 +36,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'medrobust.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
