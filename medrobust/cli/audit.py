@@ -4,7 +4,9 @@ Sharded over processes with ``torchrun --nproc_per_node N -m medrobust audit --c
 (gloo on CPU, NCCL on CUDA): batches are split over the ranks, results equal a single
 process's, and rank 0 alone writes the run folder and prints the summary.
 
-Exit codes: 0 success (all gates pass), 1 a gate failed, 2 invalid config/gate/input.
+Exit codes: 0 success (all gates pass), 1 a gate failed (a gate on a target with an
+error-level flag fails too), 2 invalid config/gate/input. ``--json`` prints one summary
+document, ``--junit FILE`` writes JUnit XML, ``-q`` prints only the verdict.
 """
 
 from __future__ import annotations
@@ -55,7 +57,12 @@ def audit(
     data: str | None = typer.Option(
         None, "--data", help="Data source path, or 'phantom:MODALITY' for built-in phantom data."
     ),
-    split: str | None = typer.Option(None, "--split", help="Split to audit (default: test)."),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="Split to audit: auto (default: the source's own test split; a folder without splits is "
+        "audited whole), all, train, val or test.",
+    ),
     modality: str | None = typer.Option(
         None, "--modality", "--preset", help="Modality preset, e.g. chest_xray."
     ),
@@ -88,6 +95,18 @@ def audit(
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda[:N]."),
     seed: int | None = typer.Option(None, "--seed", help="Run seed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON summary (verdict, gates, worst cases with intervals, flags with levels) "
+        "instead of the tables; schema: medrobust/evaluation/schemas/summary.schema.json.",
+    ),
+    junit: Path | None = typer.Option(
+        None, "--junit", help="Write a JUnit XML report: one testcase per gate and per error-level flag."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print only the verdict, failed gates and error-level flags."
+    ),
 ) -> None:
     """Audit a classifier (and its defenses) under attacks at several budgets; write a report."""
     from medrobust.errors import ConfigError
@@ -146,33 +165,101 @@ def audit(
     from medrobust.distributed import launch_rank
     from medrobust.evaluation.runner import run_audit
 
+    if junit is not None:
+        _check_junit_path(junit)
     # Under torchrun every rank runs the audit (sharded); rank 0 alone writes and reports.
-    results = run_audit(cfg, out, fresh=fresh, progress=progress)
+    results = run_audit(cfg, out, fresh=fresh, progress=progress and not (quiet or json_out))
     main_rank = launch_rank() == 0
-    if main_rank:
-        _print_summary(results, out)
     failed = [g for g in results["gates"] if not g["passed"]]
-    for g in failed if main_rank else []:
-        typer.echo(f"GATE FAILED: {g['gate']}", err=True)
-        for f in g["failures"]:
-            typer.echo(f"  {f['cell']}: {g['metric']} = {f['value']}", err=True)
+    if main_rank:
+        if junit is not None:
+            from medrobust.evaluation.machine_output import junit_xml
+            from medrobust.utils.io import atomic_write_text
+
+            atomic_write_text(junit, junit_xml(results))
+        if json_out:
+            from medrobust.evaluation.machine_output import summary_json
+
+            typer.echo(summary_json(results, out))
+        else:
+            _print_summary(results, out, quiet=quiet)
+        for g in failed:
+            typer.echo(f"GATE FAILED: {g['gate']}", err=True)
+            for f in g["failures"]:
+                reason = f" ({f['reason']})" if f.get("reason") else ""
+                bound = "" if g.get("bound", "value") == "value" else f" ({g['bound']} 95% bound)"
+                typer.echo(f"  {f['cell']}: {g['metric']}{bound} = {f['value']}{reason}", err=True)
     if failed:
         raise typer.Exit(1)
 
 
-def _print_summary(results: dict, out: Path) -> None:
-    from medrobust.reporting.tables import fmt
+def _check_junit_path(path: Path) -> None:
+    """Refuse a ``--junit`` path that cannot be written, before the audit runs."""
+    from medrobust.errors import ConfigError
 
-    typer.echo(f"{'target':<14} {'threat':<9} {'attack':<12} {'eps':>8} {'clean':>6} {'robust':>6}")
+    if path.is_dir():
+        raise ConfigError(f"The '--junit' option must name a file to write; {str(path)!r} is a folder.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(
+            f"The '--junit' option names {str(path)!r}, but its folder {str(parent)!r} does not exist."
+        )
+
+
+def _print_summary(results: dict, out: Path, quiet: bool = False) -> None:
+    from medrobust.evaluation.audited import describe_audited
+    from medrobust.evaluation.statistics import fmt_interval
+
+    verdict = results.get("verdict") or {}
+    status = verdict.get("status", "no-gates")
+    gates = verdict.get("gates") or {}
+    counts = verdict.get("flags") or {}
+    line = {
+        "pass": f"verdict: PASS ({gates.get('passed', 0)} of {gates.get('total', 0)} gate(s) passed)",
+        "fail": f"verdict: FAIL ({gates.get('failed', 0)} of {gates.get('total', 0)} gate(s) failed)",
+        "no-gates": "verdict: no gates set (add --gate to make this a pass/fail check)",
+    }[status]
+    flags_line = (
+        f"flags: {counts.get('error', 0)} error(s), {counts.get('warning', 0)} warning(s), "
+        f"{counts.get('info', 0)} info"
+    )
+    if quiet:
+        typer.echo(f"{line}; {flags_line}")
+        for f in results["flags"]:
+            if f["severity"] == "error":
+                typer.echo(f"  error {f['id']}: {f['message']}")
+        return
+    typer.echo(f"audited: {describe_audited(results['data'])}")
+    head = f"{'target':<14} {'threat':<9} {'attack':<12} {'eps':>8}"
+    typer.echo(f"{head} {'clean [95% CI]':>20} {'robust [95% CI]':>20}")
     for c in results["cells"]:
+        iv = c.get("intervals") or {}
         m = c["metrics"]
+        clean = iv.get("clean_accuracy") or {"value": m.get("clean_accuracy")}
+        robust = iv.get("robust_accuracy") or {"value": m.get("robust_accuracy")}
         typer.echo(
             f"{c['target']:<14} {c['threat']:<9} {c['attack']:<12} {c['eps_label']:>8} "
-            f"{fmt(m['clean_accuracy']):>6} {fmt(m['robust_accuracy']):>6}"
+            f"{fmt_interval(clean):>20} {fmt_interval(robust):>20}"
         )
-    warnings = [f for f in results["flags"] if f["severity"] == "warning"]
-    if warnings:
-        typer.echo(f"{len(warnings)} sanity flag(s) raised; see the report and docs/flags.md.")
+    headline = verdict.get("headline") or []
+    if headline:
+        typer.echo("worst case per sample (robust only if no attack under any threat model fooled it):")
+        for h in headline:
+            ra = fmt_interval(h["robust_accuracy"])
+            typer.echo(f"  {h['target']:<14} {h['norm']:<4} ε={h['eps_label']:<8} {ra}")
+    stats = results.get("statistics") or {}
+    if stats.get("half_width_at_0.5") is not None:
+        need = (stats.get("samples_needed") or {}).get("0.05")
+        typer.echo(
+            f"intervals: 95% ({stats.get('proportions')}); with n={stats.get('n')} a rate near 0.5 is "
+            f"±{stats['half_width_at_0.5'] * 100:.0f} points"
+            + (f", ±5 points needs ~{need} samples" if need else "")
+        )
+    typer.echo(flags_line + ("" if not results["flags"] else " (docs/flags.md)"))
+    for f in results["flags"]:
+        where = " · ".join(str(f[k]) for k in ("target", "threat", "attack", "eps_label") if f.get(k))
+        typer.echo(f"  {f['severity']:<7} {f['id']}{f' ({where})' if where else ''}: {f['message']}")
+    typer.echo(line)
     typer.echo(f"report: {Path(out) / 'report.html'}")
 
 

@@ -103,7 +103,12 @@ class DataConfig(_Strict):
     source: Path | None = Field(None, description="npz / CSV / class folders / DICOM / NIfTI path.")
     phantom: PhantomSpec | None = None
     kind: str | None = Field(None, description="Source kind when auto-detection is not wanted.")
-    split: str | None = Field("test", description="Split to audit (None: all records).")
+    split: str | None = Field(
+        "auto",
+        description="Split to audit: 'auto' (the source's own test split; a source without splits is "
+        "audited whole unless the model was trained on it), 'all' (or null: every record), or "
+        "train/val/test.",
+    )
     preset: str | None = Field(None, description="Modality preset (default: the phantom modality).")
     size: list[int] | None = Field(None, description="Spatial size (default: the model card's).")
     on_error: Literal["raise", "skip"] = "raise"
@@ -306,6 +311,37 @@ class Budgets(_Strict):
         return sorted(set(out))
 
 
+class ChecksConfig(_Strict):
+    """Thresholds of the audit's degenerate-target checks (docs/flags.md)."""
+
+    chance_margin: float = Field(
+        0.10, ge=0, le=1, description="Margin above chance for the chance-level flag (0.10 = 10 points)."
+    )
+    max_defense_cost: float = Field(
+        0.05, ge=0, le=1, description="Clean-accuracy points a defense may cost before defense-cost fires."
+    )
+    min_samples: int = Field(30, ge=1, description="Audited samples below which small-sample fires.")
+    gradient_free_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="gradient-free-underpowered fires when SPSA/Square fool fewer than this share of "
+        "FGSM's samples on the bare model.",
+    )
+
+    @field_validator("chance_margin", "max_defense_cost", "gradient_free_ratio", mode="before")
+    @classmethod
+    def _number(cls, v: Any, info: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            return (
+                parse_number(text[:-1], f"checks.{info.field_name}") / 100
+                if text.endswith("%")
+                else (parse_number(text, f"checks.{info.field_name}"))
+            )
+        return v
+
+
 class AuditConfig(_Strict):
     """A full audit: data, model, defenses, attacks, budgets, threats and run settings."""
 
@@ -327,6 +363,7 @@ class AuditConfig(_Strict):
     device: str = "auto"
     save_examples: int = Field(8, ge=0, description="Adversarial examples saved per cell (gallery).")
     gates: list[str] = Field(default_factory=list)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
     notes: list[str] = Field(default_factory=list, description="Free text copied into the report.")
 
     @field_validator("attacks", mode="before")
@@ -356,6 +393,8 @@ class AuditConfig(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> AuditConfig:
         labels = [a.label for a in self.attacks]
+        if any(x.lower() == "worst" for x in labels):
+            raise ValueError("attack label 'worst' is reserved for the per-sample worst case (set 'label')")
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"attack labels must be unique; repeated: {dup} (set 'label')")
@@ -388,7 +427,7 @@ class AuditConfig(_Strict):
         cell's own key (see :mod:`medrobust.evaluation.state`).
         """
         data = self.resolved()
-        for key in ("gates", "name", "notes", "num_workers"):
+        for key in ("gates", "name", "notes", "num_workers", "checks"):
             data.pop(key, None)
         if isinstance(data.get("data"), dict):
             data["data"].pop("cache_dir", None)

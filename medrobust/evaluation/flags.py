@@ -3,8 +3,14 @@
 Model checks look at a target on one batch before attacking (gradients, randomness,
 probability outputs); results checks look at the finished cells (a black-box attack
 beating white-box ones, robust accuracy rising with ε, an unbounded attack short of
-0 %, budget violations, BPDA notes). Every flag links to its section of
+0 %, budget violations, BPDA notes); audit checks look at the whole results (degenerate
+targets: constant predictions, chance-level accuracy, a class never recognised, a costly
+defense, a target the attack makes *more* accurate, too few or missing-class samples,
+under-powered gradient-free attacks). Every flag links to its section of
 ``docs/flags.md``, which says what it means and what to do.
+
+Levels: ``error`` (the target's numbers are not evidence of robustness; every gate on it
+fails), ``warning`` (a number may be too optimistic) and ``info``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ if TYPE_CHECKING:
 DOC = "docs/flags.md"
 #: Robust accuracy an unbounded (minimal-norm) attack may leave before it is flagged.
 UNBOUNDED_TOLERANCE = 0.05
+#: Flag levels, most severe first.
+SEVERITIES = ("error", "warning", "info")
+#: Defaults of the thresholds of the audit checks (``checks:`` in the audit config).
+CHECK_DEFAULTS: dict[str, float] = {
+    "chance_margin": 0.10,
+    "max_defense_cost": 0.05,
+    "min_samples": 30,
+    "gradient_free_ratio": 0.5,
+}
 
 
 @dataclass
@@ -51,10 +66,12 @@ class FlagCheck:
     id: ClassVar[str] = "flag"
     severity: ClassVar[str] = "warning"
     title: ClassVar[str] = ""
+    #: One or two sentences: why it matters and what to do (shown in the report's flag reference).
+    advice: ClassVar[str] = ""
 
-    def flag(self, message: str, **where: Any) -> Flag:
-        """Build a :class:`Flag` of this check."""
-        return Flag(self.id, self.severity, message, doc=f"{DOC}#{self.id}", **where)
+    def flag(self, message: str, severity: str | None = None, **where: Any) -> Flag:
+        """Build a :class:`Flag` of this check (``severity`` overrides the check's level)."""
+        return Flag(self.id, severity or self.severity, message, doc=f"{DOC}#{self.id}", **where)
 
     def check_model(
         self, target: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
@@ -66,6 +83,10 @@ class FlagCheck:
         self, cells: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
     ) -> list[Flag]:
         """Inspect finished cells."""
+        return []
+
+    def check_audit(self, results: Mapping[str, Any]) -> list[Flag]:
+        """Inspect the whole results dict (data, targets with clean metrics, cells, config)."""
         return []
 
 
@@ -102,6 +123,11 @@ class ZeroGradients(FlagCheck):
     """Input gradients of the loss are zero or NaN for some samples (masked gradients)."""
 
     title = "Zero or NaN input gradients"
+    advice = (
+        "Gradient-based attacks make no progress where gradients vanish, so robust accuracy looks high "
+        "(gradient masking). Check that the model returns logits, compare with SPSA/Square, use BPDA for "
+        "non-differentiable steps."
+    )
 
     def check_model(self, target, model, images, labels):  # noqa: D102
         import torch
@@ -132,6 +158,10 @@ class StochasticModel(FlagCheck):
     """Two forward passes on the same input give different logits (randomised defense)."""
 
     title = "Stochastic model"
+    advice = (
+        "Randomised outputs make single-pass gradients noisy and results irreproducible. Attack with "
+        "Expectation over Transformation and report averaged predictions, or remove the randomness."
+    )
 
     def check_model(self, target, model, images, labels):  # noqa: D102
         import torch
@@ -159,6 +189,10 @@ class ProbabilityOutputs(FlagCheck):
     """The model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits."""
 
     title = "Outputs look like probabilities"
+    advice = (
+        "Cross-entropy on probabilities gives vanishing gradients, so attacks look weak. Declare "
+        "outputs: probabilities in the model card."
+    )
 
     def check_model(self, target, model, images, labels):  # noqa: D102
         import torch
@@ -187,6 +221,10 @@ class BlackBoxBeatsWhiteBox(FlagCheck):
     """A gradient-free attack gets lower robust accuracy than every gradient attack (same cell)."""
 
     title = "Black-box attack beats white-box attacks"
+    advice = (
+        "With gradients, white-box attacks should be at least as strong: the gradients are likely masked. "
+        "Trust the per-sample worst case; investigate with BPDA/EOT, more steps or other losses."
+    )
 
     def check_results(self, cells, targets):  # noqa: D102
         groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
@@ -217,6 +255,10 @@ class RisesWithEps(FlagCheck):
     """Robust accuracy is higher at a larger budget for the same attack and target."""
 
     title = "Robust accuracy rises with ε"
+    advice = (
+        "A larger ball contains the smaller one: the attack has not converged or its gradients are "
+        "unreliable. Increase steps/restarts or use APGD/AutoAttack."
+    )
 
     def check_results(self, cells, targets):  # noqa: D102
         groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
@@ -243,6 +285,10 @@ class UnboundedNotZero(FlagCheck):
     """An unbounded minimal-norm attack (CW, DeepFool) leaves robust accuracy above 5 % (not graybox)."""
 
     title = "Unbounded attack short of 0 %"
+    advice = (
+        "Without a budget every input can be moved across the boundary; raise the attack's steps or "
+        "constants, or suspect gradient masking."
+    )
 
     def check_results(self, cells, targets):  # noqa: D102
         out = []
@@ -270,6 +316,7 @@ class BudgetViolation(FlagCheck):
     """A bounded attack returned perturbations larger than its budget (not counted)."""
 
     title = "Perturbation over budget"
+    advice = "The attack implementation is wrong (projection or clamping); its numbers cannot be trusted."
 
     def check_results(self, cells, targets):  # noqa: D102
         out = []
@@ -292,6 +339,10 @@ class BPDAUsed(FlagCheck):
 
     severity = "info"
     title = "BPDA used"
+    advice = (
+        "The denoiser's gradient was replaced by the identity (straight-through), the standard attack on "
+        "non-differentiable defenses; adaptive results are an upper bound on robustness."
+    )
 
     def check_results(self, cells, targets):  # noqa: D102
         out = []
@@ -305,6 +356,302 @@ class BPDAUsed(FlagCheck):
                         "(identity gradient through the denoiser).",
                         target=t["name"],
                         threat="adaptive",
+                    )
+                )
+        return out
+
+
+# -- audit checks: degenerate targets and under-powered evidence ---------------------------------
+def check_setting(results: Mapping[str, Any], name: str) -> float:
+    """Threshold ``name`` of the audit checks: the config's ``checks`` or :data:`CHECK_DEFAULTS`."""
+    checks = (results.get("config") or {}).get("checks") or {}
+    value = checks.get(name)
+    return float(CHECK_DEFAULTS[name] if value is None else value)
+
+
+def _clean_preds(target: Mapping[str, Any]) -> list[int]:
+    return list((target.get("clean") or {}).get("pred") or [])
+
+
+def _chance(results: Mapping[str, Any], target: Mapping[str, Any]):
+    from medrobust.evaluation.degenerate import assess_chance
+    from medrobust.evaluation.statistics import resampler_for
+
+    labels = results["data"]["labels"]
+    preds = _clean_preds(target)
+    if len(preds) != len(labels) or not labels:
+        return None
+    return assess_chance(
+        labels,
+        preds,
+        len(results["data"]["class_names"]),
+        check_setting(results, "chance_margin"),
+        resampler=resampler_for(results),
+    )
+
+
+@register_flag("constant-predictions")
+class ConstantPredictions(FlagCheck):
+    """A target predicts one class for every clean sample although several classes are present."""
+
+    severity = "error"
+    title = "Constant predictions"
+    advice = (
+        "The target ignores its input (e.g. a collapsed denoiser), so no attack can flip it and its "
+        "robust accuracy is just the share of that class. Its numbers are not evidence of robustness; "
+        "every gate on it fails. Retrain the defense or model."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        names = results["data"]["class_names"]
+        out = []
+        for t in results["targets"]:
+            a = _chance(results, t)
+            if a is not None and a.constant:
+                only = int(_clean_preds(t)[0])
+                out.append(
+                    self.flag(
+                        f"{t['name']}: predicts {names[only]!r} for all {a.n} clean images "
+                        f"({a.classes_present} classes present); its robust accuracy is that class's share, "
+                        "not robustness.",
+                        target=t["name"],
+                    )
+                )
+        return out
+
+
+@register_flag("chance-level")
+class ChanceLevel(FlagCheck):
+    """Clean (balanced) accuracy at or near chance."""
+
+    severity = "error"
+    title = "Clean accuracy at chance level"
+    advice = (
+        "Error when the upper 95 % bound of clean balanced accuracy is at most chance (1/K) plus the "
+        "margin, or that of accuracy at most the majority-class share plus the margin: the target has "
+        "not learned the task, and every gate on it fails. Warning when only the point estimate is "
+        "that close (too few samples to tell)."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        out = []
+        for t in results["targets"]:
+            a = _chance(results, t)
+            if a is None or a.constant:
+                continue  # constant-predictions says it already
+            margin = check_setting(results, "chance_margin")
+            if a.at_chance:
+                out.append(
+                    self.flag(
+                        f"{t['name']}: clean accuracy is at chance level ({a.describe()}; margin "
+                        f"{margin:.0%}); robust accuracy on it is not evidence of robustness.",
+                        target=t["name"],
+                    )
+                )
+            elif a.near_chance:
+                out.append(
+                    self.flag(
+                        f"{t['name']}: clean accuracy within {margin:.0%} of chance ({a.describe()}); "
+                        f"with {a.n} samples it may be at chance.",
+                        severity="warning",
+                        target=t["name"],
+                    )
+                )
+        return out
+
+
+@register_flag("class-never-recognised")
+class ClassNeverRecognised(FlagCheck):
+    """A class present in the audited samples has clean sensitivity (recall) 0 on a target."""
+
+    title = "A class is never recognised"
+    advice = (
+        "The target never predicts this class correctly on clean images (e.g. it misses every "
+        "diseased image); robust accuracy cannot drop for those samples and hides the failure. "
+        "Check the model on that class before reading robustness numbers."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        names = results["data"]["class_names"]
+        labels = results["data"]["labels"]
+        out = []
+        for t in results["targets"]:
+            preds = _clean_preds(t)
+            if len(preds) != len(labels) or len(set(preds)) <= 1:
+                continue  # constant predictions are flagged as such
+            for c, name in enumerate(names):
+                idx = [i for i, y in enumerate(labels) if y == c]
+                if idx and not any(preds[i] == c for i in idx):
+                    out.append(
+                        self.flag(
+                            f"{t['name']}: clean sensitivity of class {name!r} is 0 (0 of {len(idx)} "
+                            "recognised).",
+                            target=t["name"],
+                        )
+                    )
+        return out
+
+
+@register_flag("defense-cost")
+class DefenseCost(FlagCheck):
+    """A defense costs more than ``checks.max_defense_cost`` of clean accuracy vs the bare model."""
+
+    title = "Defense costs clean accuracy"
+    advice = (
+        "The defended model is less accurate on clean images than the bare model by more than the "
+        "allowed cost (checks.max_defense_cost, default 5 points): robustness bought with clinical "
+        "accuracy. Report both, or retrain the defense."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        bare = next((t for t in results["targets"] if t.get("kind") == "classifier"), None)
+        limit = check_setting(results, "max_defense_cost")
+        if bare is None or (bare.get("clean") or {}).get("accuracy") is None:
+            return []
+        ref = float(bare["clean"]["accuracy"])
+        out = []
+        for t in results["targets"]:
+            acc = (t.get("clean") or {}).get("accuracy")
+            if t is bare or acc is None:
+                continue
+            cost = ref - float(acc)
+            if cost > limit + 1e-12:
+                out.append(
+                    self.flag(
+                        f"{t['name']}: clean accuracy {float(acc):.3f} is {cost * 100:.1f} points below the "
+                        f"bare model's {ref:.3f} (allowed: {limit * 100:.0f}).",
+                        target=t["name"],
+                    )
+                )
+        return out
+
+
+@register_flag("robust-above-clean")
+class RobustAboveClean(FlagCheck):
+    """A defended target is right more often on adversarial inputs than on clean ones."""
+
+    title = "More accurate under attack than clean"
+    advice = (
+        "An attack should not help: the target's answers hardly depend on the input, or the "
+        "examples were not aimed at it (gray-box transfer). The reported robust accuracy "
+        "(worst of clean and adversarial per sample) hides it; check the target's clean behaviour."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        labels = results["data"]["labels"]
+        n = len(labels)
+        clean = {t["name"]: (t.get("clean") or {}).get("accuracy") for t in results["targets"]}
+        kinds = {t["name"]: t.get("kind") for t in results["targets"]}
+        out = []
+        for c in results["cells"]:
+            if kinds.get(c["target"]) != "defended" or not n or clean.get(c["target"]) is None:
+                continue
+            raw = c["samples"].get("adv_raw_pred")
+            if not raw or len(raw) != n:
+                continue
+            raw_acc = sum(int(p == y) for p, y in zip(raw, labels, strict=True)) / n
+            tol = max(2.0 / n, 0.02)
+            if raw_acc > float(clean[c["target"]]) + tol:
+                out.append(
+                    self.flag(
+                        f"accuracy on the adversarial inputs {raw_acc:.3f} exceeds the clean accuracy "
+                        f"{float(clean[c['target']]):.3f}: the attack makes this target more accurate.",
+                        **_where(c),
+                    )
+                )
+        return out
+
+
+@register_flag("small-sample")
+class SmallSample(FlagCheck):
+    """Fewer audited samples than ``checks.min_samples`` (default 30)."""
+
+    title = "Too few audited samples"
+    advice = (
+        "Every rate is uncertain by ± (half-width of its 95 % interval): about ±18 points at 30 "
+        "samples, ±10 at 97, ±5 at 385. Audit more samples (n_samples, or the whole folder)."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        from medrobust.evaluation.statistics import samples_for_half_width, wilson_half_width
+
+        n = len(results["data"]["labels"])
+        limit = int(check_setting(results, "min_samples"))
+        if n >= limit:
+            return []
+        hw = wilson_half_width(n) if n else math.nan
+        return [
+            self.flag(
+                f"only {n} sample(s) audited (< {limit}): a rate near 0.5 is uncertain by about "
+                f"±{hw * 100:.0f} points; ±10 points needs {samples_for_half_width(0.10)} samples."
+            )
+        ]
+
+
+@register_flag("missing-class")
+class MissingClass(FlagCheck):
+    """A class of the model card has no sample in the audited split."""
+
+    title = "A class is missing from the audited samples"
+    advice = (
+        "Nothing is known about the model's robustness on that class (e.g. the diseased class). "
+        "Audit a split that contains every class (data.split: all, or more samples)."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        names = results["data"]["class_names"]
+        present = set(results["data"]["labels"])
+        missing = [name for c, name in enumerate(names) if c not in present]
+        if not missing:
+            return []
+        split = results["data"].get("split")
+        return [
+            self.flag(
+                f"class(es) {missing} have no sample among the {len(results['data']['labels'])} audited "
+                f"(split {split!r}); robustness on them is not measured."
+            )
+        ]
+
+
+@register_flag("gradient-free-underpowered")
+class GradientFreeUnderpowered(FlagCheck):
+    """On the bare model, a gradient-free attack fools far fewer samples than FGSM at the same budget."""
+
+    title = "Gradient-free attack under-powered"
+    advice = (
+        "With too few queries or iterations, SPSA/Square find fewer adversarial examples than one "
+        "gradient step on an undefended model: their numbers (also on defended targets) are not "
+        "evidence of robustness. Raise their steps/queries."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        ratio = check_setting(results, "gradient_free_ratio")
+        bare = [c for c in results["cells"] if c["threat"] == "whitebox" and c.get("eps") is not None]
+        out = []
+        for c in bare:
+            if not c.get("gradient_free"):
+                continue
+            refs = [
+                r
+                for r in bare
+                if not r.get("gradient_free")
+                and not r.get("minimal")
+                and r["norm"] == c["norm"]
+                and r["eps_label"] == c["eps_label"]
+                and r["target"] == c["target"]
+            ]
+            if not refs:
+                continue
+            fgsm = [r for r in refs if r.get("attack_name") == "fgsm"]
+            ref = fgsm[0] if fgsm else min(refs, key=lambda r: int(r["metrics"].get("n_fooled") or 0))
+            k_ref = int(ref["metrics"].get("n_fooled") or 0)
+            k = int(c["metrics"].get("n_fooled") or 0)
+            if k_ref >= 4 and k < ratio * k_ref:
+                out.append(
+                    self.flag(
+                        f"{c['attack']} fools {k} sample(s), {ref['attack']} {k_ref} at the same budget on "
+                        f"the undefended model (< {ratio:.0%}): the gradient-free attack is under-powered.",
+                        **_where(c),
                     )
                 )
         return out
@@ -326,3 +673,20 @@ def run_results_checks(
     for name in FLAG_CHECKS.names():
         out += FLAG_CHECKS.get(name)().check_results(cells, targets)
     return out
+
+
+def run_audit_checks(results: Mapping[str, Any]) -> list[Flag]:
+    """Run every registered audit check on a results dict (after intervals are added)."""
+    out: list[Flag] = []
+    for name in FLAG_CHECKS.names():
+        out += FLAG_CHECKS.get(name)().check_audit(results)
+    return out
+
+
+def error_targets(flags: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """``{target: [error-level flag ids]}`` (flags without a target apply to no single target)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for f in flags:
+        if f.get("severity") == "error" and f.get("target"):
+            out[f["target"]].append(f["id"])
+    return dict(out)

@@ -2,25 +2,35 @@
 
 Grammar::
 
-    GATE      := ATTACK "@" EPS (":" QUALIFIER)* OP VALUE
-    ATTACK    := an attack label from the config, or "*" (every attack)
+    GATE      := ATTACK "@" EPS (":" QUALIFIER)* OP VALUE [":" BOUND]
+    ATTACK    := an attack label from the config, "*" (every attack) or "worst" (the
+                 per-sample worst case over all attacks of the budget's norm)
     EPS       := a budget ("2/255", "0.5", "inf" for minimal attacks' unbounded cell) or "*"
-    QUALIFIER := METRIC | "metric=" METRIC | "target=" NAME | "threat=" NAME
+    QUALIFIER := METRIC | "metric=" METRIC | "target=" NAME | "threat=" NAME | BOUND
+    BOUND     := "lower" | "upper" (test that end of the metric's 95 % interval)
     OP        := ">=" | "<=" | ">" | "<" | "=="
     VALUE     := a number, a fraction ("3/5") or a percentage ("60%")
 
 The metric defaults to ``robust_accuracy``; without ``target=``/``threat=`` the gate
 applies to every matching cell (all targets and threat models), and *every* matching
-cell must satisfy it. Examples::
+cell must satisfy it. ``worst`` cells exist per target, threat and budget, plus
+``threat=all`` (the worst case over every threat model). Examples::
 
     pgd@2/255>=0.60                           robust accuracy >= 0.60 in every PGD 2/255 cell
+    pgd@2/255>=0.60:lower                     ... its 95 % interval's lower bound >= 0.60
+    worst@8/255:target=siamese:threat=all>=0.4   no attack and no threat model fools > 60 %
     pgd@2/255:balanced_accuracy>=0.5          on balanced accuracy
     pgd@8/255:target=siamese:threat=adaptive>=40%
     cw@inf:median_l2>=0.2                     CW's median L2 of successful perturbations
     *@8/255:target=bare>=0.10                 every attack at 8/255 on the bare classifier
 
-A gate that does not parse, names an unknown metric, or matches no cell is a
-:class:`~medrobust.errors.ConfigError` (the CLI exits 2).
+A gate on a target with an error-level flag (constant predictions, chance-level accuracy)
+fails, whatever its value: such numbers are not evidence of robustness. Gates on metrics
+that untargeted attacks do not aim at are refused (AUROC under attack always; specificity
+under attack for more than two classes): they are descriptive only.
+
+A gate that does not parse, names an unknown or descriptive metric, or matches no cell is
+a :class:`~medrobust.errors.ConfigError` (the CLI exits 2).
 """
 
 from __future__ import annotations
@@ -54,6 +64,29 @@ GATE_METRICS = (
     "seconds",
 )
 
+#: Metrics with a 95 % interval (``:lower`` / ``:upper`` gates).
+INTERVAL_METRICS = (
+    "robust_accuracy",
+    "clean_accuracy",
+    "balanced_accuracy",
+    "clean_balanced_accuracy",
+    "clean_auroc",
+    "sensitivity",
+    "clean_sensitivity",
+    "specificity",
+    "clean_specificity",
+    "success_rate",
+)
+#: Metrics a ``worst`` gate may name (the per-sample worst case is an accuracy).
+WORST_METRICS = ("robust_accuracy", "clean_accuracy")
+#: Attack name of the per-sample worst-case cells.
+WORST = "worst"
+BOUNDS = ("value", "lower", "upper")
+_DESCRIPTIVE_WHY = (
+    "untargeted attacks stop at the first misclassification and never push the score ranking "
+    "(a stronger attack can show a higher AUROC), so AUROC under attack is descriptive only"
+)
+
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _NUM = r"[0-9][0-9.eE+-]*(?:/[0-9.]+)?"
 _GATE_RE = re.compile(
@@ -61,14 +94,18 @@ _GATE_RE = re.compile(
     rf"@(?P<eps>\*|inf|{_NUM})"
     r"(?P<quals>(?::[A-Za-z0-9_.+=-]+)*)"
     r"\s*(?P<op>>=|<=|==|>|<)\s*"
-    rf"(?P<value>{_NUM}%?)\s*$"
+    rf"(?P<value>{_NUM}%?)"
+    r"\s*(?::\s*(?P<bound>[A-Za-z]+))?\s*$"
 )
-_SYNTAX = 'ATTACK@EPS[:METRIC][:target=NAME][:threat=NAME] OP VALUE, e.g. "pgd@2/255>=0.60"'
+_SYNTAX = (
+    'ATTACK@EPS[:METRIC][:target=NAME][:threat=NAME] OP VALUE[:lower|:upper], e.g. "pgd@2/255>=0.60" '
+    'or "pgd@2/255>=0.60:lower"'
+)
 
 
 @dataclass(frozen=True)
 class Gate:
-    """One parsed gate."""
+    """One parsed gate (``bound``: compare the value, or the lower/upper end of its 95 % interval)."""
 
     text: str
     attack: str | None
@@ -78,9 +115,17 @@ class Gate:
     value: float
     target: str | None = None
     threat: str | None = None
+    bound: str = "value"
 
     def matches(self, cell: Mapping[str, Any]) -> bool:
-        """Whether ``cell`` (a dict with attack, eps, target, threat) falls under this gate."""
+        """Whether ``cell`` (a dict with attack, eps, target, threat) falls under this gate.
+
+        ``worst`` cells (per-sample worst case) match only gates naming ``worst``, and
+        ``worst`` gates match only them.
+        """
+        is_worst = str(cell["attack"]).lower() == WORST
+        if (self.attack is not None and self.attack.lower() == WORST) != is_worst:
+            return False
         if self.attack is not None and str(cell["attack"]).lower() != self.attack.lower():
             return False
         if self.target is not None and cell["target"] != self.target:
@@ -94,20 +139,40 @@ class Gate:
             return math.isclose(eps, self.eps, rel_tol=1e-6, abs_tol=1e-12)
         return True
 
+    def value_of(self, cell: Mapping[str, Any]) -> float | None:
+        """The number this gate tests in ``cell``: the metric, or an end of its interval."""
+        if self.bound == "value":
+            return cell["metrics"].get(self.metric)
+        entry = (cell.get("intervals") or {}).get(self.metric) or {}
+        ci = entry.get("ci")
+        if not ci:
+            return None
+        return ci[0] if self.bound == "lower" else ci[1]
+
     def passes(self, value: float | None) -> bool:
         """Whether a metric value satisfies the gate (missing/NaN values fail)."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False
         return bool(_OPS[self.op](float(value), self.value))
 
+    @property
+    def tested(self) -> str:
+        """What is compared: ``robust_accuracy`` or ``robust_accuracy (lower 95% bound)``."""
+        return self.metric if self.bound == "value" else f"{self.metric} ({self.bound} 95% bound)"
+
 
 @dataclass
 class GateResult:
-    """Outcome of one gate over the cells it matched."""
+    """Outcome of one gate over the cells it matched.
+
+    ``failures`` holds ``(cell key, value)`` pairs; ``reasons`` says, per failing cell, why a
+    cell failed other than by its value (an error-level flag on its target, no interval).
+    """
 
     gate: Gate
     checked: list[str] = field(default_factory=list)
     failures: list[tuple[str, float | None]] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -119,9 +184,13 @@ class GateResult:
         return {
             "gate": self.gate.text,
             "metric": self.gate.metric,
+            "bound": self.gate.bound,
             "passed": self.passed,
             "checked": list(self.checked),
-            "failures": [{"cell": k, "value": v} for k, v in self.failures],
+            "failures": [
+                {"cell": k, "value": v, **({"reason": self.reasons[k]} if k in self.reasons else {})}
+                for k, v in self.failures
+            ],
         }
 
 
@@ -129,7 +198,8 @@ def parse_gate(text: str) -> Gate:
     """Parse one gate expression.
 
     Raises:
-        ConfigError: when ``text`` does not follow the grammar or names an unknown metric.
+        ConfigError: when ``text`` does not follow the grammar, names an unknown metric, a
+            descriptive one (AUROC under attack), or a bound on a metric without an interval.
     """
     if not isinstance(text, str):
         raise ConfigError(f"A gate must be a string like {_SYNTAX}. Got {text!r}.")
@@ -145,8 +215,12 @@ def parse_gate(text: str) -> Gate:
     else:
         eps = parse_number(eps_text, "eps", f"gate {text!r}")
     metric, target, threat = "robust_accuracy", None, None
+    bounds = [m["bound"]] if m["bound"] else []
     for qual in filter(None, m["quals"].split(":")):
         key, sep, val = qual.partition("=")
+        if not sep and qual in BOUNDS[1:]:
+            bounds.append(qual)
+            continue
         if not sep:
             key, val = "metric", qual
         if not val:
@@ -166,15 +240,56 @@ def parse_gate(text: str) -> Gate:
             threat = val
         else:
             raise ConfigError(
-                f"Gate {text!r}: unknown qualifier {key!r} (use a metric name, target= or threat=)."
+                f"Gate {text!r}: unknown qualifier {key!r} (use a metric name, target=, threat=, "
+                "lower or upper)."
             )
+    if len(bounds) > 1 or any(b not in BOUNDS[1:] for b in bounds):
+        raise ConfigError(
+            f"Gate {text!r}: the bound after the value must be 'lower' or 'upper' (once). Got {bounds}."
+        )
+    bound = bounds[0] if bounds else "value"
+    if metric == "auroc":
+        raise ConfigError(
+            f"Gate {text!r}: 'auroc' under attack cannot be gated: {_DESCRIPTIVE_WHY}. Gate on "
+            "robust_accuracy, balanced_accuracy or sensitivity, or on clean_auroc."
+        )
+    if bound != "value" and metric not in INTERVAL_METRICS:
+        raise ConfigError(
+            f"Gate {text!r}: {metric!r} has no 95% interval, so ':{bound}' does not apply. Metrics with "
+            f"intervals: {', '.join(INTERVAL_METRICS)}."
+        )
+    if attack is not None and attack.lower() == WORST and metric not in WORST_METRICS:
+        raise ConfigError(
+            f"Gate {text!r}: a 'worst' gate tests the per-sample worst-case robust accuracy; metric "
+            f"{metric!r} is not defined for it. Use one of {', '.join(WORST_METRICS)}."
+        )
     raw = m["value"]
     value = (
         parse_number(raw[:-1], "value", f"gate {text!r}") / 100.0
         if raw.endswith("%")
         else (parse_number(raw, "value", f"gate {text!r}"))
     )
-    return Gate(text.strip(), attack, eps, metric, m["op"], value, target, threat)
+    return Gate(text.strip(), attack, eps, metric, m["op"], value, target, threat, bound)
+
+
+def check_gate_metrics(gates: Iterable[Gate], num_classes: int) -> None:
+    """Refuse gates on metrics that are descriptive for this task (before any attack runs).
+
+    Specificity under attack is descriptive for more than two classes: an untargeted attack on
+    a sample of class j moves it to *any* wrong class, not towards a false alarm of the class
+    whose specificity is measured.
+
+    Raises:
+        ConfigError: naming the gate, the metric and why.
+    """
+    for gate in gates:
+        if gate.metric == "specificity" and num_classes > 2:
+            raise ConfigError(
+                f"Gate {gate.text!r}: 'specificity' under attack is descriptive for a {num_classes}-class "
+                "model (untargeted attacks move a sample to any wrong class, not towards a false alarm of "
+                "the class whose specificity is measured); gate on robust_accuracy, balanced_accuracy, "
+                "sensitivity or clean_specificity instead."
+            )
 
 
 def cell_key(cell: Mapping[str, Any]) -> str:
@@ -183,24 +298,47 @@ def cell_key(cell: Mapping[str, Any]) -> str:
 
 
 def check_gates_match(gates: Iterable[Gate], cells: Iterable[Mapping[str, Any]]) -> None:
-    """Raise :class:`ConfigError` for a gate that matches none of ``cells`` (planned or finished)."""
+    """Raise :class:`ConfigError` for a gate that matches none of ``cells`` (planned or finished).
+
+    ``worst`` gates match the per-sample worst-case cells derived from ``cells``.
+    """
+    from medrobust.evaluation.verdict import worst_case_stubs
+
     cells = list(cells)
+    cells = cells + worst_case_stubs(cells)
     for gate in gates:
         if not any(gate.matches(c) for c in cells):
-            available = sorted({f"{c['attack']}@{c.get('eps_label', c['eps'])}" for c in cells})
+            real = [c for c in cells if str(c["attack"]).lower() != WORST]
+            available = sorted({f"{c['attack']}@{c.get('eps_label', c['eps'])}" for c in real})
             raise ConfigError(
                 f"Gate {gate.text!r} matches no audit cell. Cells have attack@eps in: {', '.join(available)}"
+                " (and worst@EPS for the per-sample worst case)"
                 + ("" if gate.target is None else f"; targets: {sorted({c['target'] for c in cells})}")
                 + ("" if gate.threat is None else f"; threats: {sorted({c['threat'] for c in cells})}")
                 + "."
             )
 
 
-def evaluate_gates(gates: Iterable[Gate], cells: Iterable[Mapping[str, Any]]) -> list[GateResult]:
-    """Check every gate on the finished ``cells`` (each with a ``metrics`` dict)."""
-    cells = list(cells)
+def evaluate_gates(
+    gates: Iterable[Gate],
+    cells: Iterable[Mapping[str, Any]],
+    flags: Iterable[Mapping[str, Any]] | None = None,
+    worst: Iterable[Mapping[str, Any]] | None = None,
+) -> list[GateResult]:
+    """Check every gate on the finished ``cells`` (each with a ``metrics`` dict).
+
+    Args:
+        gates: Parsed gates.
+        cells: Finished cells (with ``metrics``, and ``intervals`` for bound gates).
+        flags: The audit's flags: a cell whose target has an error-level flag fails.
+        worst: The per-sample worst-case records (``worst`` gates).
+    """
+    from medrobust.evaluation.flags import error_targets
+
+    cells = list(cells) + list(worst or [])
     gates = list(gates)
     check_gates_match(gates, cells)
+    flagged = error_targets(list(flags or []))
     out = []
     for gate in gates:
         res = GateResult(gate)
@@ -209,8 +347,17 @@ def evaluate_gates(gates: Iterable[Gate], cells: Iterable[Mapping[str, Any]]) ->
                 continue
             key = cell_key(cell)
             res.checked.append(key)
-            value = cell["metrics"].get(gate.metric)
-            if not gate.passes(value):
+            value = gate.value_of(cell)
+            if cell["target"] in flagged:
                 res.failures.append((key, value))
+                ids = ", ".join(flagged[cell["target"]])
+                res.reasons[key] = (
+                    f"target {cell['target']!r} has error-level flag(s) {ids}: "
+                    "its numbers are not evidence of robustness"
+                )
+            elif not gate.passes(value):
+                res.failures.append((key, value))
+                if value is None and gate.bound != "value":
+                    res.reasons[key] = f"no 95% interval for {gate.metric}"
         out.append(res)
     return out

@@ -134,6 +134,8 @@ class AuditSamples:
         self.preset = preset
         self.num_workers = int(num_workers)
         self.describe = dict(describe or {})
+        #: Patient/group key per audited sample (in memory only; ``None`` without a patient column).
+        self.groups: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -231,16 +233,20 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
             list(spec.size),
             list(card_size),
         )
+    from medrobust.evaluation.audited import record_groups, resolve_split
+
+    split, split_info = resolve_split(spec.split, source, Path(str(path)), config.model.path)
     dataset = make_dataset(
         source,
-        split=spec.split,
+        split=split,
         preset=spec.preset,
         spatial_size=tuple(size) if size else None,
         on_error=spec.on_error,
     )
     total = len(dataset)
     if total == 0:
-        raise DataError(path, f"no samples in split {spec.split!r}")
+        raise DataError(path, f"no samples in split {split_info['split']!r}")
+    groups_all = record_groups(dataset, range(total))
     if spec.cache_dir is not None:
         from medrobust.data.item_cache import CachedImages
 
@@ -254,14 +260,16 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
     indices = select_indices(total, config.n_samples, config.seed)
     describe = {
         "source": str(path),
-        "split": spec.split,
+        **split_info,
         "preset": spec.preset,
         "spatial_size": None,  # filled from the first batch read
         "n_available": total,
     }
-    return AuditSamples(
+    samples = AuditSamples(
         dataset, indices, config.batch_size, card, Path(str(path)), spec.preset, config.num_workers, describe
     )
+    samples.groups = None if groups_all is None else [groups_all[i] for i in indices]
+    return samples
 
 
 def load_audit_data(config: AuditConfig, card: Any) -> AuditData:

@@ -162,7 +162,7 @@ def test_gate_evaluation():
             "attack": "pgd",
             "eps": 2 / 255,
             "eps_label": "2/255",
-            "metrics": {"robust_accuracy": 0.7, "auroc": None},
+            "metrics": {"robust_accuracy": 0.7, "clean_auroc": None},
         },
         {
             "target": "med",
@@ -170,14 +170,14 @@ def test_gate_evaluation():
             "attack": "pgd",
             "eps": 2 / 255,
             "eps_label": "2/255",
-            "metrics": {"robust_accuracy": 0.4, "auroc": 0.9},
+            "metrics": {"robust_accuracy": 0.4, "clean_auroc": 0.9},
         },
     ]
     ok, bad, undefined = evaluate_gates(
         [
             parse_gate("pgd@2/255:target=bare>=0.6"),
             parse_gate("pgd@2/255>=0.6"),
-            parse_gate("pgd@2/255:auroc>=0.5"),
+            parse_gate("pgd@2/255:clean_auroc>=0.5"),
         ],
         cells,
     )
@@ -186,3 +186,5 @@ def test_gate_evaluation():
     assert undefined.failures == [("bare/whitebox/pgd@2/255", None)]
     with pytest.raises(ConfigError, match="matches no audit cell"):
         evaluate_gates([parse_gate("fgsm@2/255>=0.1")], cells)
+    with pytest.raises(ConfigError, match="'auroc' under attack cannot be gated"):
+        parse_gate("pgd@2/255:auroc>=0.5")  # descriptive under untargeted attacks

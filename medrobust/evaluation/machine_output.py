@@ -1,0 +1,151 @@
+"""Machine-readable audit outputs for CI: the ``--json`` summary document and ``--junit`` XML.
+
+* :func:`summary_document` is what ``medrobust audit --json`` prints: the verdict, every
+  gate, the per-sample worst-case robust accuracy with its 95 % interval per target, threat
+  model and budget, and every flag with its level. Its JSON schema is kept in
+  ``medrobust/evaluation/schemas/summary.schema.json`` (:data:`SUMMARY_SCHEMA_PATH`).
+* :func:`junit_xml` writes one ``<testcase>`` per gate and per error-level flag (a failed
+  gate or any error-level flag is a ``<failure>``), for CI systems that read JUnit reports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from medrobust.evaluation.verdict import flag_counts
+
+SUMMARY_SCHEMA = "medrobust.audit-summary/1"
+SUMMARY_SCHEMA_PATH = Path(__file__).parent / "schemas" / "summary.schema.json"
+
+
+def _summary_gates(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "gate": g["gate"],
+            "metric": g.get("metric", "robust_accuracy"),
+            "bound": g.get("bound", "value"),
+            "passed": bool(g["passed"]),
+            "n_checked": len(g.get("checked", [])),
+            "failures": [
+                {
+                    "cell": f["cell"],
+                    "value": f.get("value"),
+                    **({"reason": f["reason"]} if f.get("reason") else {}),
+                }
+                for f in g.get("failures", [])
+            ],
+        }
+        for g in results.get("gates", [])
+    ]
+
+
+def summary_document(results: Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The ``--json`` summary (schema ``medrobust.audit-summary/1``) of a finished audit's results."""
+    gates = _summary_gates(results)
+    failed = any(not g["passed"] for g in gates)
+    verdict = "no-gates" if not gates else ("fail" if failed else "pass")
+    worst = []
+    for w in results.get("worst_cases", []):
+        iv = (w.get("intervals") or {}).get("robust_accuracy") or {}
+        eps = w.get("eps")
+        worst.append(
+            {
+                "target": w["target"],
+                "threat": w["threat"],
+                "norm": w["norm"],
+                "eps": None if eps is None or isinstance(eps, str) else float(eps),
+                "eps_label": str(w["eps_label"]),
+                "robust_accuracy": w["metrics"].get("robust_accuracy"),
+                "ci": iv.get("ci"),
+                "method": iv.get("method", "wilson"),
+                "n": int(w["metrics"].get("n", 0)),
+                "clean_accuracy": w["metrics"].get("clean_accuracy"),
+                "attacks": list(w.get("attacks", [])),
+            }
+        )
+    flags = [
+        {
+            "id": f["id"],
+            "level": f.get("severity", "warning"),
+            "message": f["message"],
+            **{k: f.get(k) for k in ("target", "threat", "attack", "eps_label")},
+            "doc": f.get("doc", ""),
+        }
+        for f in results.get("flags", [])
+    ]
+    data = results.get("data", {})
+    stats = dict(results.get("statistics") or {"confidence": 0.95})
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "name": str(results.get("name", "audit")),
+        "medrobust_version": str(results.get("medrobust_version", "")),
+        "verdict": verdict,
+        "exit_code": 1 if failed else 0,
+        "gates": gates,
+        "worst_cases": worst,
+        "flags": flags,
+        "flag_counts": flag_counts(results.get("flags", [])),
+        "data": {
+            "source": str(data.get("source", "")),
+            "split": data.get("split"),
+            "split_reason": str(data.get("split_reason", "as configured")),
+            "n": int(data.get("n", len(data.get("labels", [])))),
+            "n_available": data.get("n_available"),
+            "class_counts": dict(data.get("class_counts") or {}),
+            "n_patients": data.get("n_patients"),
+        },
+        "statistics": {
+            k: stats[k] for k in ("confidence", "proportions", "clustered", "averaging") if k in stats
+        },
+        "run_dir": None if run_dir is None else str(run_dir),
+    }
+
+
+def summary_json(results: Mapping[str, Any], run_dir: str | Path | None = None) -> str:
+    """:func:`summary_document` as indented JSON text."""
+    return json.dumps(summary_document(results, run_dir), indent=2, allow_nan=False)
+
+
+def load_summary_schema() -> dict[str, Any]:
+    """The JSON schema of :func:`summary_document` (for validators such as ``jsonschema``)."""
+    return json.loads(SUMMARY_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def junit_xml(results: Mapping[str, Any]) -> str:
+    """JUnit XML: one testcase per gate and one per error-level flag (each flag a failure)."""
+    suite = ET.Element("testsuite", name=f"medrobust audit: {results.get('name', 'audit')}")
+    failures = 0
+    tests = 0
+    for g in _summary_gates(results):
+        tests += 1
+        case = ET.SubElement(suite, "testcase", classname="medrobust.gate", name=g["gate"])
+        if not g["passed"]:
+            failures += 1
+            lines = [
+                f"{f['cell']}: {g['metric']} = {f['value']}"
+                + (f" ({f['reason']})" if f.get("reason") else "")
+                for f in g["failures"]
+            ]
+            fail = ET.SubElement(case, "failure", message=f"gate failed on {len(g['failures'])} cell(s)")
+            fail.text = "\n".join(lines)
+        else:
+            ET.SubElement(case, "system-out").text = f"passed on {g['n_checked']} cell(s)"
+    for f in results.get("flags", []):
+        if f.get("severity") != "error":
+            continue
+        tests += 1
+        failures += 1
+        where = " · ".join(str(f[k]) for k in ("target", "threat", "attack", "eps_label") if f.get(k))
+        name = f"{f['id']}" + (f" ({where})" if where else "")
+        case = ET.SubElement(suite, "testcase", classname="medrobust.flag", name=name)
+        fail = ET.SubElement(case, "failure", message=f"error-level flag {f['id']}")
+        fail.text = f"{f['message']} See {f.get('doc', '')}."
+    suite.set("tests", str(tests))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"

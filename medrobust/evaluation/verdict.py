@@ -1,0 +1,263 @@
+"""The audit's headline and verdict: per-sample worst case, gates, flag counts, threat model.
+
+**Per-sample worst case.** For a target, a threat model and a budget, a sample counts as
+robust only if *no* attack of that norm fooled it at that budget (its effective adversarial
+prediction is right under every attack). This is at most the lowest robust accuracy of any
+single attack, and it is the headline: a defense that resists PGD on some images and
+AutoAttack on others is not robust on either set. ``threat="all"`` combines every threat
+model of the target (whitebox for the bare classifier; graybox and adaptive for a defended
+one), so a sample counts only if it survived every attack under every threat model.
+
+:func:`complete_results` is what the runner calls on the assembled results dict: intervals,
+audit flags, worst cases, gates and the verdict, in that order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medrobust.evaluation.gate import WORST
+
+#: Threat name of the worst case over every threat model of a target.
+ALL_THREATS = "all"
+
+#: Attacker knowledge per threat model (the report's threat-model statement).
+THREAT_KNOWLEDGE = {
+    "whitebox": "full knowledge of the classifier (architecture, weights, gradients); no defense",
+    "graybox": (
+        "full knowledge of the classifier, none of the defense: examples crafted on the bare "
+        "classifier are passed through the defense (optimistic for every defense)"
+    ),
+    "adaptive": (
+        "full knowledge of classifier and defense: attacks crafted end to end through denoiser + "
+        "classifier (BPDA, an identity gradient, through non-differentiable denoisers)"
+    ),
+}
+
+
+def _eps_sort(eps: float | None) -> float:
+    return math.inf if eps is None else float(eps)
+
+
+def _worst_groups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
+    """Cells grouped by (target, threat, norm, eps_label), plus (target, "all", norm, eps_label)."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for c in cells:
+        if str(c["attack"]).lower() == WORST:
+            continue
+        for threat in (c["threat"], ALL_THREATS):
+            label = c.get("eps_label", str(c["eps"]))
+            groups.setdefault((c["target"], threat, c.get("norm"), label), []).append(c)
+    return groups
+
+
+def worst_case_stubs(cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The worst-case cells ``cells`` give rise to (identity fields only; gate matching)."""
+    out = []
+    for (target, threat, norm, label), group in _worst_groups(cells).items():
+        eps = group[0]["eps"]
+        out.append(
+            {
+                "target": target,
+                "threat": threat,
+                "attack": WORST,
+                "norm": norm,
+                "eps": None if eps is None or math.isinf(eps) else eps,
+                "eps_label": label,
+            }
+        )
+    return out
+
+
+def worst_cases(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per-sample worst case per (target, threat or ``all``, norm, budget), with its interval.
+
+    Each record looks like a cell (``key``, ``target``, ``threat``, ``attack="worst"``,
+    ``norm``, ``eps``, ``eps_label``, ``metrics``, ``intervals``) plus ``attacks`` (the
+    attacks combined), ``threats`` and ``weakest_single`` (the lowest single-attack robust
+    accuracy, for comparison). Gates address them as ``worst@EPS``.
+    """
+    from medrobust.evaluation.statistics import proportion_interval, resampler_for
+
+    labels = np.asarray(results["data"]["labels"], dtype=np.int64)
+    n = int(labels.size)
+    rs = resampler_for(results)
+    out = []
+    groups = _worst_groups(results["cells"])
+    order = sorted(
+        groups,
+        key=lambda k: (
+            [t["name"] for t in results["targets"]].index(k[0]) if k[0] in _names(results) else 99,
+            k[1] == ALL_THREATS,
+            k[1],
+            k[2],
+            _eps_sort(groups[k][0]["eps"]),
+        ),
+    )
+    for key in order:
+        target, threat, norm, label = key
+        group = groups[key]
+        robust = np.ones(n, dtype=bool)
+        for c in group:
+            robust &= np.asarray(c["samples"]["adv_pred"], dtype=np.int64) == labels
+        clean = group[0]["metrics"].get("clean_accuracy")
+        value = float(robust.mean()) if n else None
+        singles = [c["metrics"].get("robust_accuracy") for c in group]
+        singles = [s for s in singles if s is not None]
+        clean_iv = (group[0].get("intervals") or {}).get("clean_accuracy")
+        out.append(
+            {
+                "key": f"{target}/{threat}/{WORST}@{label}",
+                "target": target,
+                "threat": threat,
+                "attack": WORST,
+                "norm": norm,
+                "eps": group[0]["eps"],
+                "eps_label": label,
+                "attacks": list(dict.fromkeys(c["attack"] for c in group)),
+                "threats": list(dict.fromkeys(c["threat"] for c in group)),
+                "weakest_single": min(singles) if singles else None,
+                "metrics": {
+                    "n": n,
+                    "n_robust": int(robust.sum()),
+                    "robust_accuracy": value,
+                    "clean_accuracy": clean,
+                },
+                "intervals": {
+                    "robust_accuracy": proportion_interval(robust, np.ones(n, dtype=bool), value, rs),
+                    **({"clean_accuracy": clean_iv} if clean_iv else {}),
+                },
+            }
+        )
+    return out
+
+
+def _names(results: Mapping[str, Any]) -> list[str]:
+    return [t["name"] for t in results["targets"]]
+
+
+def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The verdict's rows: per target, its overall worst case (``threat="all"``) at each bounded budget."""
+    return [
+        w
+        for w in results.get("worst_cases", [])
+        if w["threat"] == ALL_THREATS and w["eps"] is not None and not _is_inf(w["eps"])
+    ]
+
+
+def _is_inf(eps: Any) -> bool:
+    try:
+        return math.isinf(float(eps))
+    except (TypeError, ValueError):
+        return str(eps) == "inf"
+
+
+def eps_in_grey_levels(eps: float, norm: str, bounds: Sequence[float]) -> str:
+    """A budget in the units a reader knows: 8-bit grey levels of the card's intensity range.
+
+    ``linf`` 2/255 on bounds [0, 1] is "2 of 255 grey levels per pixel"; an L2 budget is
+    spread over the image, so it is given per image in grey-level units.
+    """
+    low, high = float(bounds[0]), float(bounds[1])
+    levels = eps / (high - low) * 255.0
+    if norm == "linf":
+        return f"{levels:.3g} of 255 grey levels per pixel (range [{low:g}, {high:g}])"
+    return f"L2 norm {levels:.3g} in 8-bit grey levels over the whole image (range [{low:g}, {high:g}])"
+
+
+def threat_model(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The threat-model statement: knowledge per threat, goal, where the perturbation acts, budgets."""
+    bounds = results.get("bounds") or [0.0, 1.0]
+    preset = results["data"].get("preset")
+    budgets = []
+    for norm in ("linf", "l2"):
+        for eps in (results.get("budgets") or {}).get(norm) or []:
+            from medrobust.evaluation.config import eps_label
+
+            budgets.append(
+                {
+                    "norm": norm,
+                    "eps": eps,
+                    "eps_label": eps_label(eps),
+                    "grey": eps_in_grey_levels(eps, norm, bounds),
+                }
+            )
+    return {
+        "knowledge": {t: THREAT_KNOWLEDGE.get(t, t) for t in results.get("threats", [])},
+        "goal": (
+            "evasion: change the predicted class of each correctly classified image (untargeted), "
+            "within the budget; attacks stop at the first misclassification"
+        ),
+        "where": (
+            f"on the preprocessed image the model receives (after the {preset or 'data'} preset: "
+            f"resizing and intensity scaling to [{bounds[0]:g}, {bounds[1]:g}]), before any defense; "
+            "not on raw DICOM values or in the acquisition"
+        ),
+        "budgets": budgets,
+    }
+
+
+def flag_counts(flags: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """``{"error": n, "warning": n, "info": n}``."""
+    counts = {"error": 0, "warning": 0, "info": 0}
+    for f in flags:
+        counts[f.get("severity", "warning")] = counts.get(f.get("severity", "warning"), 0) + 1
+    return counts
+
+
+def verdict(results: Mapping[str, Any]) -> dict[str, Any]:
+    """``results["verdict"]``: status (pass/fail/no-gates), gate and flag counts, headline, threat model."""
+    gates = results.get("gates", [])
+    failed = [g for g in gates if not g["passed"]]
+    status = "no-gates" if not gates else ("fail" if failed else "pass")
+    return {
+        "status": status,
+        "gates": {"total": len(gates), "passed": len(gates) - len(failed), "failed": len(failed)},
+        "flags": flag_counts(results.get("flags", [])),
+        "headline": [
+            {
+                "target": w["target"],
+                "norm": w["norm"],
+                "eps": w["eps"],
+                "eps_label": w["eps_label"],
+                "robust_accuracy": w["intervals"]["robust_accuracy"],
+                "clean_accuracy": (w.get("intervals") or {}).get("clean_accuracy"),
+                "attacks": w["attacks"],
+                "threats": w["threats"],
+            }
+            for w in headline(results)
+        ],
+        "threat_model": threat_model(results),
+    }
+
+
+def complete_results(results: dict[str, Any], gates: Sequence[Any], flags: Sequence[Any]) -> dict[str, Any]:
+    """Add intervals, audit flags, worst cases, gate results and the verdict to ``results``.
+
+    Args:
+        results: The assembled results dict (data, targets with clean metrics, cells, config).
+        gates: Parsed :class:`~medrobust.evaluation.gate.Gate` objects.
+        flags: :class:`~medrobust.evaluation.flags.Flag` objects raised so far (model and
+            results checks).
+
+    Returns:
+        ``results``, completed in place.
+    """
+    from medrobust.evaluation.flags import SEVERITIES, run_audit_checks
+    from medrobust.evaluation.gate import evaluate_gates
+    from medrobust.evaluation.statistics import add_intervals
+
+    add_intervals(results)
+    all_flags = [f.to_dict() for f in [*flags, *run_audit_checks(results)]]
+    all_flags.sort(key=lambda f: SEVERITIES.index(f["severity"]) if f["severity"] in SEVERITIES else 9)
+    results["flags"] = all_flags
+    results["worst_cases"] = worst_cases(results)
+    results["gates"] = [
+        g.to_dict() for g in evaluate_gates(gates, results["cells"], all_flags, results["worst_cases"])
+    ]
+    results["verdict"] = verdict(results)
+    return results
