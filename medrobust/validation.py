@@ -98,3 +98,41 @@ def check_bounds(bounds: Any, name: str = "bounds", owner: str | None = None) ->
     if not low < high:
         raise ConfigError(f"{where} must satisfy low < high. Got {bounds!r}.")
     return (low, high)
+
+
+def is_range_fraction(value: Any) -> bool:
+    """True for a budget written as a fraction such as ``"2/255"`` (k/255 of the bounds' range)."""
+    return isinstance(value, str) and "/" in value
+
+
+def budget_to_image_units(
+    value: Any, bounds: tuple[float, float], name: str = "eps", owner: str | None = None
+) -> float:
+    """The one unit of ε: image units within the card's bounds, converted here and only here.
+
+    ``"k/255"`` (any text with a slash) means k/255 of the bounds' range: ``"2/255"`` is
+    2/255 on a [0, 1] card and 2/255 × 4095 ≈ 32.1 HU on a CT card with bounds
+    [-1024, 3071]. A number (or numeric text) is already in image units. The same rule holds
+    for the audit's budgets, attack parameters in Python and YAML, denoiser attacks and
+    adversarial training.
+
+    Raises:
+        ConfigError: naming the parameter when the value is not a finite number.
+    """
+    number = parse_number(value, name, owner)
+    low, high = (float(b) for b in bounds)
+    width = high - low
+    if is_range_fraction(value):
+        return number * width
+    if width > 2.0 and 0.0 < number < width / 1000.0:
+        # Before the one unit of ε, denoiser attacks and adversarial training read a plain
+        # number as a fraction of the range; such a config now asks for under 0.1 % of the
+        # range in image units, which no real budget is. Refuse and say how to convert.
+        where = f"The {name!r} parameter" + (f" of {owner}" if owner else "")
+        raise ConfigError(
+            f"{where} is {number:g} in image units of the bounds [{low:g}, {high:g}], under 0.1 % of "
+            f"the range: budgets are image units (medrobust < 0.2 read a plain number here as a fraction "
+            f"of the range). Write '{number * 255:.4g}/255' for {number:g} of the range "
+            f"(= {number * width:.4g} image units), or the budget in image units."
+        )
+    return number

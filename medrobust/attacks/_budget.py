@@ -11,7 +11,7 @@ from torch import nn
 from medrobust.attacks._utils import to_format, use_channels_last
 from medrobust.attacks.base import Attack
 from medrobust.errors import ConfigError
-from medrobust.validation import check_choice, check_float
+from medrobust.validation import check_choice
 
 
 class BudgetAttack(Attack):
@@ -41,8 +41,7 @@ class BudgetAttack(Attack):
         super().__init__(model, bounds=bounds, seed=seed, **unused)
         owner = type(self).__name__
         self.norm = check_choice(norm, "norm", ("linf", "l2"), owner)
-        low, high = self.bounds
-        self.eps = check_float(eps, "eps", owner, low=0.0, high=(high - low) if self.norm == "linf" else None)
+        self.eps = self.budget(eps, "eps", linf=self.norm == "linf")
         if channels_last is not None and not isinstance(channels_last, bool):
             raise ConfigError(
                 f"The 'channels_last' parameter of {owner} must be a bool or None. Got {channels_last!r}."

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from medrobust.attacks._layout import conv_weights_channels_last, use_channels_last
+from medrobust.attacks.perturbation import Perturbation
 from medrobust.errors import ConfigError
 from medrobust.registry import Registry
-from medrobust.validation import check_bounds, check_int
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
@@ -75,20 +75,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = was_training
 
 
-def resolve_bounds(model: nn.Module, bounds: Any, owner: str) -> tuple[float, float]:
-    """Explicit ``bounds`` if given, else the model card's bounds; no silent [0, 1]."""
-    if bounds is not None:
-        return check_bounds(bounds, "bounds", owner)
-    card = getattr(model, "card", None)
-    if card is not None and getattr(card, "bounds", None) is not None:
-        return check_bounds(card.bounds, "bounds", owner)
-    raise ConfigError(
-        f"{owner} needs intensity bounds: pass bounds=(low, high) or use a model with a card "
-        "(medrobust.models.MedicalClassifier). Got a model without a card and bounds=None."
-    )
-
-
-class Attack(ABC):
+class Attack(Perturbation, ABC):
     """Base class of all classifier attacks.
 
     Subclasses set ``norm`` ("linf", "l2" or None for minimal-norm attacks; a bounded
@@ -104,58 +91,11 @@ class Attack(ABC):
     """
 
     name: ClassVar[str] = "attack"
-    norm: ClassVar[str | None] = None
     minimal: ClassVar[bool] = False
-    gradient_free: ClassVar[bool] = False
-    #: Cheap settings used by the conformance tests and smoke runs (e.g. few steps).
-    fast_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: nn.Module, *, bounds: Any = None, seed: int = 0, **unused: Any) -> None:
-        if unused:
-            raise ConfigError(
-                f"{type(self).__name__} got unexpected parameter(s) {sorted(unused)}. "
-                f"Valid parameters: {sorted(self.param_names())}."
-            )
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"The 'model' parameter of {type(self).__name__} must be a torch.nn.Module.")
+        super().__init__(model, bounds=bounds, seed=seed, **unused)
         self.model = model
-        self.bounds = resolve_bounds(model, bounds, type(self).__name__)
-        self.seed = check_int(seed, "seed", type(self).__name__, low=0, high=2**63 - 1)
-
-    @classmethod
-    def check_params(cls, params: dict[str, Any], bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-        """Validate ``params`` as the constructor would, without a model (configs call this early).
-
-        Raises:
-            ConfigError: naming the first invalid parameter, as the constructor does.
-        """
-        cls(nn.Identity(), bounds=bounds, **params)
-
-    @classmethod
-    def param_names(cls) -> list[str]:
-        """Names of the keyword parameters this attack accepts."""
-        import inspect
-
-        names: set[str] = set()
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"):
-                    names.add(p.name)
-        names.discard("model")
-        return sorted(names)
-
-    def params(self) -> dict[str, Any]:
-        """The attack's resolved parameters (recorded beside results)."""
-        return {k: getattr(self, k) for k in self.param_names() if hasattr(self, k)}
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """A fresh generator seeded with ``self.seed`` on ``device`` (same seed, same output)."""
-        gen = torch.Generator(device=device)
-        gen.manual_seed(self.seed)
-        return gen
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Model logits (float32)."""

@@ -14,7 +14,6 @@ from torch import nn
 
 from medrobust.attacks._utils import check_bool, frozen_params, make_result, to_format, use_channels_last
 from medrobust.attacks.base import Attack, AttackResult, register_attack
-from medrobust.validation import check_float
 
 
 @register_attack("fgsm")
@@ -45,7 +44,7 @@ class FGSM(Attack):
     ) -> None:
         super().__init__(model, bounds=bounds, seed=seed, **unused)
         owner = type(self).__name__
-        self.eps = check_float(eps, "eps", owner, low=0.0, high=self.bounds[1] - self.bounds[0])
+        self.eps = self.budget(eps, "eps")
         self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
 
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:

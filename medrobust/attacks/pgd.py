@@ -24,7 +24,7 @@ from medrobust.attacks._utils import (
 )
 from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.limits import MAX_ATTACK_RESTARTS, MAX_ATTACK_STEPS
-from medrobust.validation import check_float, check_int
+from medrobust.validation import check_int
 
 
 @register_attack("pgd", "pgd-linf")
@@ -69,13 +69,10 @@ class PGD(Attack):
     ) -> None:
         super().__init__(model, bounds=bounds, seed=seed, **unused)
         owner = type(self).__name__
-        width = self.bounds[1] - self.bounds[0]
         # An L∞ budget cannot exceed the intensity width; an L2 budget sums over pixels.
-        self.eps = check_float(eps, "eps", owner, low=0.0, high=width if self.norm == "linf" else None)
+        self.eps = self.budget(eps, "eps", linf=self.norm == "linf")
         self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
-        self.alpha = (
-            2.5 * self.eps / self.steps if alpha is None else check_float(alpha, "alpha", owner, low=0.0)
-        )
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else self.budget(alpha, "alpha", linf=False)
         self.random_start = check_bool(random_start, "random_start", owner)
         self.restarts = check_int(restarts, "restarts", owner, low=1, high=MAX_ATTACK_RESTARTS)
         self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)

@@ -103,7 +103,7 @@ class SPSA(Attack):
         super().__init__(model, bounds=bounds, seed=seed, **unused)
         owner = type(self).__name__
         low, high = self.bounds
-        self.eps = check_float(eps, "eps", owner, low=0.0, high=high - low)
+        self.eps = self.budget(eps, "eps")
         self.steps = check_int(steps, "steps", owner, low=1, high=MAX_ATTACK_STEPS)
         self.samples = check_int(samples, "samples", owner, low=1, high=MAX_ATTACK_QUERIES)
         self.delta = check_float(delta, "delta", owner, low=0.0, high=high - low)

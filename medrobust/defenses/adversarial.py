@@ -10,7 +10,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
-from medrobust.validation import check_choice, check_int, parse_number
+from medrobust.validation import (
+    budget_to_image_units,
+    check_choice,
+    check_int,
+    is_range_fraction,
+    parse_number,
+)
 
 #: Attacks usable in a training mix (L-infinity, cheap, deterministic given a seed).
 MIX_ATTACKS = ("fgsm", "pgd")
@@ -21,8 +27,9 @@ class AttackMixItem(BaseModel):
 
     Attributes:
         name: "fgsm" or "pgd".
-        eps: ``[low, high]`` budget range, *bounds-relative* (fractions of ``high - low`` of
-            the card's bounds, e.g. ``["1/255", "8/255"]``); a budget is drawn uniformly per batch.
+        eps: ``[low, high]`` budget range in the one unit of ε: ``"k/255"`` is k/255 of the
+            card's range (``["1/255", "8/255"]``), a number is in image units (HU on a CT card);
+            a budget is drawn uniformly per batch.
         steps: PGD steps (ignored by FGSM).
         weight: Relative probability of picking this attack for a batch.
     """
@@ -30,7 +37,7 @@ class AttackMixItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    eps: tuple[float, float]
+    eps: tuple[float | str, float | str]
     steps: int = 5
     weight: float = 1.0
 
@@ -41,17 +48,18 @@ class AttackMixItem(BaseModel):
 
     @field_validator("eps", mode="before")
     @classmethod
-    def _eps(cls, v: Any) -> tuple[float, float]:
+    def _eps(cls, v: Any) -> tuple[float | str, float | str]:
         if isinstance(v, (str, int, float)):
             v = [v, v]
         if not isinstance(v, Sequence) or len(v) != 2:
             raise ValueError(f"eps must be a range [low, high] (fractions like '2/255' accepted). Got {v!r}.")
         lo, hi = (parse_number(e, "eps", "the attack mix") for e in v)
-        if not 0.0 < lo <= hi <= 1.0:
+        if not 0.0 < lo <= hi or is_range_fraction(v[0]) != is_range_fraction(v[1]):
             raise ValueError(
-                f"eps range must satisfy 0 < low <= high <= 1 (bounds-relative). Got [{v[0]!r}, {v[1]!r}]."
+                f"eps range must satisfy 0 < low <= high, both written alike ('k/255' or image units). "
+                f"Got [{v[0]!r}, {v[1]!r}]."
             )
-        return (lo, hi)
+        return tuple(e.strip() if isinstance(e, str) else float(e) for e in v)  # type: ignore[return-value]
 
     @model_validator(mode="after")
     def _rest(self) -> AttackMixItem:
@@ -64,8 +72,8 @@ class AttackMixItem(BaseModel):
 def default_mix() -> list[AttackMixItem]:
     """FGSM and 5-step PGD, each with budgets in [1/255, 8/255] of the intensity range."""
     return [
-        AttackMixItem(name="fgsm", eps=(1 / 255, 8 / 255)),
-        AttackMixItem(name="pgd", eps=(1 / 255, 8 / 255), steps=5),
+        AttackMixItem(name="fgsm", eps=("1/255", "8/255")),
+        AttackMixItem(name="pgd", eps=("1/255", "8/255"), steps=5),
     ]
 
 
@@ -85,7 +93,7 @@ def craft(
         y: Labels.
         mix: The attack mix.
         rng: NumPy generator choosing the attack, the budget and the attack's seed.
-        bounds: Intensity interval (budgets are scaled by its width).
+        bounds: Intensity interval ("k/255" budgets are k/255 of its width).
 
     Returns:
         Detached adversarial images, same shape as ``x``.
@@ -94,7 +102,8 @@ def craft(
 
     weights = np.array([m.weight for m in mix], dtype=float)
     item = mix[int(rng.choice(len(mix), p=weights / weights.sum()))]
-    eps = float(rng.uniform(item.eps[0], item.eps[1])) * (bounds[1] - bounds[0])
+    lo, hi = (budget_to_image_units(e, bounds, "eps", "the attack mix") for e in item.eps)
+    eps = float(rng.uniform(lo, hi))
     params: dict[str, Any] = {"eps": eps, "bounds": bounds, "seed": int(rng.integers(0, 2**31 - 1))}
     if item.name == "pgd":
         params["steps"] = item.steps

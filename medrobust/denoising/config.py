@@ -145,10 +145,11 @@ class AttackSettings(BaseModel):
     """Denoising-PGD settings shared by all members.
 
     Attributes:
-        eps: L∞ budget (fraction of the range).
+        eps: L∞ budget: ``"k/255"`` (k/255 of the range) or a number in image units.
         steps: PGD iterations.
         alpha: L∞ step (default 2.5 * eps / steps).
-        l2_rms: Per-pixel RMS of the zero-mean L2 attack (``eps_l2 = l2_rms * sqrt(C*H*W)``);
+        l2_rms: Per-pixel RMS of the zero-mean L2 attack, units as ``eps``
+            (``eps_l2 = l2_rms * sqrt(C*H*W)``);
             null disables the L2 attack.
         classical: White-box method for non-differentiable classical members: "bpda"
             (denoise-pgd with the straight-through gradient) or "spsa" (gradient-free);
@@ -162,28 +163,25 @@ class AttackSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    eps: float = 4 / 255
+    eps: float | str = "4/255"
     steps: int = Field(default=20, ge=1)
-    alpha: float | None = None
-    l2_rms: float | None = 2 / 255
+    alpha: float | str | None = None
+    l2_rms: float | str | None = "2/255"
     classical: Literal["bpda", "spsa"] = "bpda"
     spsa_samples: int = Field(default=8, ge=1)
     clip: Literal["none", "extended"] = "none"
     clip_sigmas: float = Field(default=3.0, gt=0.0)
     transfer_norms: list[Literal["linf", "l2"]] = Field(default_factory=lambda: ["linf"])
 
-    @field_validator("eps", mode="before")
+    @field_validator("eps", "alpha", "l2_rms", mode="before")
     @classmethod
-    def _eps(cls, v: Any) -> float:
-        out = _fraction(v, "eps")
-        if out > 1:
-            raise ConfigError(f"The 'eps' parameter must be a fraction of the range in (0, 1]. Got {v!r}.")
-        return out
-
-    @field_validator("alpha", "l2_rms", mode="before")
-    @classmethod
-    def _positive(cls, v: Any, info: Any) -> float | None:
-        return None if v is None else _fraction(v, info.field_name)
+    def _budget(cls, v: Any, info: Any) -> float | str | None:
+        # Kept as written: "k/255" is k/255 of the data's range, a number is in image units;
+        # the attacks convert once the bounds are known (medrobust.validation.budget_to_image_units).
+        if v is None and info.field_name != "eps":
+            return None
+        _fraction(v, info.field_name)
+        return v.strip() if isinstance(v, str) else float(v)
 
     @model_validator(mode="after")
     def _check(self) -> AttackSettings:

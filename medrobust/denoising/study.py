@@ -35,6 +35,7 @@ from medrobust.errors import ConfigError
 from medrobust.run.environment import environment
 from medrobust.run.seeds import derive_seed
 from medrobust.utils.io import atomic_path, atomic_write_json, atomic_write_text, finite_or_none
+from medrobust.validation import budget_to_image_units
 
 log = logging.getLogger("medrobust.denoising.study")
 
@@ -275,11 +276,14 @@ def _build_members(
     return members
 
 
-def _attack_plan(member: Member, norm: str, config: DenoiserStudyConfig, n_values: int) -> tuple[str, dict]:
+def _attack_plan(
+    member: Member, norm: str, config: DenoiserStudyConfig, n_values: int, bounds: tuple[float, float]
+) -> tuple[str, dict]:
     a = config.attack
     steps = member.attack_steps or a.steps
     if norm == "l2":
-        return "denoise-pgd-l2", {"eps": a.l2_rms * math.sqrt(n_values), "steps": steps}  # type: ignore[operator]
+        rms = budget_to_image_units(a.l2_rms, bounds, "l2_rms", "the study's attack")
+        return "denoise-pgd-l2", {"eps": rms * math.sqrt(n_values), "steps": steps}
     differentiable = bool(getattr(member.denoiser, "differentiable", True))
     if member.kind == "classical" and not differentiable and a.classical == "spsa":
         return "denoise-spsa", {"eps": a.eps, "steps": steps, "samples": a.spsa_samples}
@@ -307,7 +311,7 @@ def _whitebox_unit(
 ) -> tuple[dict[str, Any], torch.Tensor]:
     bounds, sigma_abs, scale = ctx["bounds"], ctx["sigma_abs"], ctx["scale"]
     seed = member_seed(config.seed, member.name)
-    name, params = _attack_plan(member, norm, config, int(np.prod(x.shape[1:])))
+    name, params = _attack_plan(member, norm, config, int(np.prod(x.shape[1:])), ctx["bounds"])
     if ctx["clip_range"] is not None:
         params["clip_range"] = ctx["clip_range"]
     bs = config.batch_size

@@ -16,13 +16,13 @@ def test_registry_lists_all_attacks():
 def test_pgd_linf_respects_budget_and_beats_random_sign_noise(tiny_denoiser, pair, bounds):
     den = tiny_denoiser(bounds=bounds)
     x, y = pair(bounds=bounds)
-    eps = 4 / 255
-    res = create_denoiser_attack("denoise-pgd", den, eps=eps, steps=10, seed=1)(x, y)
+    eps = 4 / 255  # "4/255" = 4/255 of the bounds' range (the one unit of ε)
+    res = create_denoiser_attack("denoise-pgd", den, eps="4/255", steps=10, seed=1)(x, y)
     scale = bounds[1] - bounds[0]
     assert res.method == "gradient"
     assert torch.all(res.linf <= eps * scale * (1 + 1e-5))
     assert torch.allclose(res.adv, y + res.delta)
-    rnd = create_denoiser_attack("random-noise", den, eps=eps, norm="linf", seed=1)(x, y)
+    rnd = create_denoiser_attack("random-noise", den, eps=eps * scale, norm="linf", seed=1)(x, y)
     assert torch.allclose(rnd.linf, torch.full_like(rnd.linf, eps * scale), rtol=1e-4)  # same L∞ norm
     assert res.method != rnd.method
     # the adversarial error beats random sign noise of the same L∞ norm on every image

@@ -15,9 +15,12 @@ Bounds and noisy inputs (the rule used everywhere in :mod:`medrobust.denoising`)
   projected back into the ε-ball: the budget always holds, and where ``y`` itself lies
   outside ``clip_range`` by more than ε, ``y + δ`` only moves toward it.
 
-Budgets ``eps`` and step sizes ``alpha`` are fractions of the dynamic range
-``bounds[1] − bounds[0]`` (``4/255`` means four grey levels of an 8-bit image), the
-same unit as the noise level σ; results record the absolute values too.
+Budgets ``eps`` and step sizes ``alpha`` are in **image units** within the bounds, the one
+unit of ε shared with the classifier attacks and the audit
+(:func:`medrobust.validation.budget_to_image_units`): ``"4/255"`` means 4/255 of the range
+``bounds[1] − bounds[0]`` (four grey levels of an 8-bit image), a plain number is already in
+image units (HU on a CT card). The same ε therefore gives the same perturbation norm
+whether a classifier or a denoiser is attacked.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ import torch
 from torch import nn
 
 from medrobust.attacks.base import eval_mode, plain_tensor
+from medrobust.attacks.perturbation import Perturbation
 from medrobust.errors import ConfigError
 from medrobust.registry import Registry
-from medrobust.validation import check_bounds, check_int
+from medrobust.validation import check_bounds
 
 DENOISER_ATTACKS: Registry[type[DenoiserAttack]] = Registry("denoiser attack")
 
@@ -75,12 +79,13 @@ def per_image_mse(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (out.float() - x.float()).flatten(1).pow(2).mean(dim=1)
 
 
-class DenoiserAttack(ABC):
-    """Base class of attacks on denoisers.
+class DenoiserAttack(Perturbation, ABC):
+    """Base class of attacks on denoisers (the :class:`~medrobust.attacks.perturbation.Perturbation` base).
 
     Subclasses set ``norm`` ("linf" or "l2"), validate their parameters in ``__init__``
-    (after ``super().__init__``) and implement :meth:`_attack`. Call the attack like a
-    function: ``result = attack(x, y)`` with clean ``x`` and noisy ``y``.
+    (after ``super().__init__``; budgets through :meth:`budget`) and implement
+    :meth:`_attack`. Call the attack like a function: ``result = attack(x, y)`` with clean
+    ``x`` and noisy ``y``.
 
     Args:
         denoiser: A :class:`~medrobust.defenses.denoisers.base.Denoiser` (or any module
@@ -92,53 +97,15 @@ class DenoiserAttack(ABC):
 
     name: ClassVar[str] = "denoiser-attack"
     norm: ClassVar[str] = "linf"
-    gradient_free: ClassVar[bool] = False
-    fast_params: ClassVar[dict[str, Any]] = {}
+    module_arg: ClassVar[str] = "denoiser"
 
     def __init__(
         self, denoiser: nn.Module, *, bounds: Any = None, clip_range: Any = None, seed: int = 0, **unused: Any
     ) -> None:
-        owner = type(self).__name__
-        if unused:
-            raise ConfigError(
-                f"{owner} got unexpected parameter(s) {sorted(unused)}. Valid parameters: "
-                f"{sorted(self.param_names())}."
-            )
-        if not isinstance(denoiser, nn.Module):
-            raise ConfigError(f"The 'denoiser' parameter of {owner} must be a torch.nn.Module.")
+        super().__init__(denoiser, bounds=bounds, seed=seed, **unused)
         self.denoiser = denoiser
-        if bounds is None:
-            bounds = getattr(denoiser, "bounds", None)
-            if bounds is None:
-                raise ConfigError(f"{owner} needs bounds=(low, high) for a denoiser without .bounds.")
-        self.bounds = check_bounds(bounds, "bounds", owner)
+        owner = type(self).__name__
         self.clip_range = None if clip_range is None else check_bounds(clip_range, "clip_range", owner)
-        self.seed = check_int(seed, "seed", owner, low=0, high=2**63 - 1)
-
-    @property
-    def scale(self) -> float:
-        """Dynamic range ``bounds[1] − bounds[0]`` (unit of ``eps`` and ``alpha``)."""
-        return self.bounds[1] - self.bounds[0]
-
-    @classmethod
-    def param_names(cls) -> list[str]:
-        """Names of the keyword parameters this attack accepts."""
-        import inspect
-
-        names: set[str] = set()
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self":
-                    names.add(p.name)
-        names.discard("denoiser")
-        return sorted(names)
-
-    def params(self) -> dict[str, Any]:
-        """Resolved parameters (recorded beside results)."""
-        return {k: getattr(self, k) for k in self.param_names() if hasattr(self, k)}
 
     @property
     def method(self) -> str:
@@ -150,8 +117,8 @@ class DenoiserAttack(ABC):
         return (self.denoiser(y_adv).float() - x.float()).flatten(1).pow(2).sum(dim=1)
 
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
-        """Project ``δ`` onto the attack's ε-ball (``self.eps`` × range, ``self.norm``)."""
-        eps = float(getattr(self, "eps", math.inf)) * self.scale
+        """Project ``δ`` onto the attack's ε-ball (``self.eps`` in image units, ``self.norm``)."""
+        eps = float(getattr(self, "eps", math.inf))
         if self.norm == "l2":
             norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (delta.ndim - 1)))
             return delta * (eps / norms).clamp(max=1.0)
@@ -190,8 +157,7 @@ class DenoiserAttack(ABC):
                 f"{owner}: clean images must lie inside bounds [{low:g}, {high:g}]. "
                 f"Got values in [{x.min().item():g}, {x.max().item():g}]."
             )
-        gen = torch.Generator(device=y.device)
-        gen.manual_seed(self.seed)
+        gen = self.generator(y.device)
         with eval_mode(self.denoiser):
             delta, queries, info = self._attack(x, y, gen)
             delta = delta.detach()
@@ -204,7 +170,7 @@ class DenoiserAttack(ABC):
             else:
                 mse_clean = mse_adv = torch.full((x.shape[0],), float("nan"))
         flat = delta.flatten(1).float()
-        info = {**info, "params": self.params(), "norm": self.norm, "scale": self.scale}
+        info = {**info, "params": self.params(), "norm": self.norm, "range": self.width}
         return DenoiserAttackResult(
             delta=delta,
             adv=adv,

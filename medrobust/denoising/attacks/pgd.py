@@ -9,7 +9,7 @@ from torch import nn
 
 from medrobust.denoising.attacks.base import DenoiserAttack, register_denoiser_attack
 from medrobust.limits import MAX_ATTACK_STEPS
-from medrobust.validation import check_float, check_int
+from medrobust.validation import check_int
 
 
 @register_denoiser_attack("denoise-pgd", "denoising-pgd")
@@ -23,9 +23,9 @@ class DenoisePGD(DenoiserAttack):
 
     Args:
         denoiser: Denoiser to attack.
-        eps: L∞ budget as a fraction of the dynamic range, in (0, 1].
+        eps: L∞ budget in image units ("k/255": k/255 of the range), in (0, 1].
         steps: Number of iterations (>= 1).
-        alpha: Step size (fraction of the range); default ``2.5 * eps / steps``.
+        alpha: Step size (image units; "k/255": k/255 of the range); default ``2.5 * eps / steps``.
         random_start: Start from δ ~ U(−ε, ε) drawn from the attack's generator.
         bounds, clip_range, seed: See :class:`DenoiserAttack`.
     """
@@ -44,19 +44,15 @@ class DenoisePGD(DenoiserAttack):
         **kw: Any,
     ) -> None:
         super().__init__(denoiser, **kw)
-        self.eps = check_float(eps, "eps", "DenoisePGD", low=0.0, high=1.0)
+        self.eps = self.budget(eps, "eps")
         self.steps = check_int(steps, "steps", "DenoisePGD", low=1, high=MAX_ATTACK_STEPS)
-        self.alpha = (
-            2.5 * self.eps / self.steps
-            if alpha is None
-            else check_float(alpha, "alpha", "DenoisePGD", low=0.0, high=1.0)
-        )
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else self.budget(alpha, "alpha")
         self.random_start = bool(random_start)
 
     def _attack(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        eps, alpha = self.eps * self.scale, self.alpha * self.scale
+        eps, alpha = self.eps, self.alpha
         if self.random_start:
             delta = (torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype) * 2 - 1) * eps
         else:

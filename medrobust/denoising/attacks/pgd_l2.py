@@ -9,7 +9,7 @@ from torch import nn
 
 from medrobust.denoising.attacks.base import DenoiserAttack, register_denoiser_attack
 from medrobust.limits import MAX_ATTACK_STEPS
-from medrobust.validation import check_float, check_int
+from medrobust.validation import check_int
 
 
 def zero_mean(t: torch.Tensor) -> torch.Tensor:
@@ -35,10 +35,10 @@ class DenoisePGDL2(DenoiserAttack):
 
     Args:
         denoiser: Denoiser to attack.
-        eps: L2 radius as a fraction of the dynamic range (a per-pixel RMS of ``r`` on
+        eps: L2 radius in image units ("k/255": k/255 of the range) (a per-pixel RMS of ``r`` on
             an image of ``P`` values is ``eps = r * sqrt(P)``), > 0.
         steps: Number of iterations (>= 1).
-        alpha: Step length (fraction of the range); default ``2.5 * eps / steps``.
+        alpha: Step length (image units; "k/255": k/255 of the range); default ``2.5 * eps / steps``.
         random_start: Start from a random zero-mean Gaussian direction with radius ~ U(0, ε).
         bounds, clip_range, seed: See :class:`DenoiserAttack`.
     """
@@ -57,13 +57,9 @@ class DenoisePGDL2(DenoiserAttack):
         **kw: Any,
     ) -> None:
         super().__init__(denoiser, **kw)
-        self.eps = check_float(eps, "eps", "DenoisePGDL2", low=0.0, high=None)
+        self.eps = self.budget(eps, "eps", linf=False)
         self.steps = check_int(steps, "steps", "DenoisePGDL2", low=1, high=MAX_ATTACK_STEPS)
-        self.alpha = (
-            2.5 * self.eps / self.steps
-            if alpha is None
-            else check_float(alpha, "alpha", "DenoisePGDL2", low=0.0, high=None)
-        )
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else self.budget(alpha, "alpha", linf=False)
         self.random_start = bool(random_start)
 
     def _project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -72,7 +68,7 @@ class DenoisePGDL2(DenoiserAttack):
     def _attack(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        eps, alpha = self.eps * self.scale, self.alpha * self.scale
+        eps, alpha = self.eps, self.alpha
         shape = (-1, *([1] * (y.ndim - 1)))
         if self.random_start:
             d = zero_mean(torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype))

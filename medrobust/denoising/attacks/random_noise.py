@@ -9,7 +9,7 @@ from torch import nn
 
 from medrobust.denoising.attacks.base import DenoiserAttack, register_denoiser_attack
 from medrobust.denoising.attacks.pgd_l2 import zero_mean
-from medrobust.validation import check_choice, check_float
+from medrobust.validation import check_choice
 
 
 @register_denoiser_attack("random-noise")
@@ -22,7 +22,7 @@ class RandomNoise(DenoiserAttack):
 
     Args:
         denoiser: Denoiser to evaluate.
-        eps: Budget (fraction of the range), > 0 (and <= 1 for L∞).
+        eps: Budget (image units; "k/255": k/255 of the range), > 0 (and <= 1 for L∞).
         norm: "linf" or "l2".
         bounds, clip_range, seed: See :class:`DenoiserAttack`.
     """
@@ -32,7 +32,7 @@ class RandomNoise(DenoiserAttack):
     def __init__(self, denoiser: nn.Module, *, eps: Any = 4 / 255, norm: str = "linf", **kw: Any) -> None:
         super().__init__(denoiser, **kw)
         self.norm = check_choice(norm, "norm", ["linf", "l2"], "RandomNoise")  # type: ignore[misc]
-        self.eps = check_float(eps, "eps", "RandomNoise", low=0.0, high=1.0 if self.norm == "linf" else None)
+        self.eps = self.budget(eps, "eps", linf=self.norm == "linf")
 
     @property
     def method(self) -> str:
@@ -42,7 +42,7 @@ class RandomNoise(DenoiserAttack):
     def _attack(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        eps = self.eps * self.scale
+        eps = self.eps
         if self.norm == "linf":
             signs = torch.randint(0, 2, y.shape, generator=generator, device=y.device).to(y.dtype) * 2 - 1
             return signs * eps, 0, {"eps_abs": eps}

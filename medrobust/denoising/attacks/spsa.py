@@ -9,7 +9,7 @@ from torch import nn
 
 from medrobust.denoising.attacks.base import DenoiserAttack, register_denoiser_attack
 from medrobust.limits import MAX_ATTACK_QUERIES, MAX_ATTACK_STEPS
-from medrobust.validation import check_float, check_int
+from medrobust.validation import check_int
 
 
 @register_denoiser_attack("denoise-spsa")
@@ -23,11 +23,11 @@ class DenoiseSPSA(DenoiserAttack):
 
     Args:
         denoiser: Denoiser to attack.
-        eps: L∞ budget (fraction of the range), in (0, 1].
+        eps: L∞ budget (image units; "k/255": k/255 of the range), in (0, 1].
         steps: Iterations (>= 1).
         samples: Direction pairs per step (>= 1); each costs two forward passes.
-        delta_fd: Finite-difference size ``c`` (fraction of the range); default ``eps / 2``.
-        alpha: Step size (fraction of the range); default ``2.5 * eps / steps``.
+        delta_fd: Finite-difference size ``c`` (image units, like ``eps``); default ``eps / 2``.
+        alpha: Step size (image units; "k/255": k/255 of the range); default ``2.5 * eps / steps``.
         bounds, clip_range, seed: See :class:`DenoiserAttack`.
     """
 
@@ -47,19 +47,11 @@ class DenoiseSPSA(DenoiserAttack):
         **kw: Any,
     ) -> None:
         super().__init__(denoiser, **kw)
-        self.eps = check_float(eps, "eps", "DenoiseSPSA", low=0.0, high=1.0)
+        self.eps = self.budget(eps, "eps")
         self.steps = check_int(steps, "steps", "DenoiseSPSA", low=1, high=MAX_ATTACK_STEPS)
         self.samples = check_int(samples, "samples", "DenoiseSPSA", low=1, high=MAX_ATTACK_QUERIES)
-        self.delta_fd = (
-            self.eps / 2
-            if delta_fd is None
-            else check_float(delta_fd, "delta_fd", "DenoiseSPSA", low=0.0, high=1.0)
-        )
-        self.alpha = (
-            2.5 * self.eps / self.steps
-            if alpha is None
-            else check_float(alpha, "alpha", "DenoiseSPSA", low=0.0, high=1.0)
-        )
+        self.delta_fd = self.eps / 2 if delta_fd is None else self.budget(delta_fd, "delta_fd")
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else self.budget(alpha, "alpha")
 
     @property
     def method(self) -> str:
@@ -70,7 +62,7 @@ class DenoiseSPSA(DenoiserAttack):
     def _attack(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        eps, alpha, c = self.eps * self.scale, self.alpha * self.scale, self.delta_fd * self.scale
+        eps, alpha, c = self.eps, self.alpha, self.delta_fd
         shape = (-1, *([1] * (y.ndim - 1)))
         delta = torch.zeros_like(y)
         best, best_loss = delta.clone(), self.loss(self.apply(y, delta), x)
