@@ -16,8 +16,8 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
 ) -> None:
     """Counts per split and class, shapes, dtypes, intensity ranges and unreadable files."""
-    from medrobust.data.base import open_source
     from medrobust.data.inspect import inspect_source
+    from medrobust.data.opening import open_source
     from medrobust.utils.io import dumps_json
 
     src = open_source(source, kind=kind, on_error="skip")

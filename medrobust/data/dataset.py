@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from monai.data import Dataset
 
-from medrobust.data.base import ON_ERROR_CHOICES, Record, Source, open_source
+from medrobust.data.base import ON_ERROR_CHOICES, Record, Source
+from medrobust.data.opening import open_source
 from medrobust.errors import ConfigError, DataError, MedrobustError
 from medrobust.validation import check_choice, check_int
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.base import Source, open_source
+from medrobust.data.base import Source
+from medrobust.data.opening import open_source
 from medrobust.errors import DataError
 from medrobust.utils.seed import numpy_rng
 from medrobust.validation import check_int

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.base import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, file_suffix
 from medrobust.data.readers.dicom import WINDOW_CHOICES, DicomReader, check_frame
 from medrobust.data.readers.nifti import NiftiReader, check_slice
 from medrobust.data.readers.pil import ImageFileReader
+from medrobust.data.suffixes import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, file_suffix
 from medrobust.errors import DataError
 from medrobust.validation import check_choice, check_int
 

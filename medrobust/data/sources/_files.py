@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, Record, Source, file_suffix
+from medrobust.data.base import Record, Source
+from medrobust.data.suffixes import DICOM_SUFFIXES, NIFTI_SUFFIXES, file_suffix
 from medrobust.errors import ConfigError, DataError
 from medrobust.validation import check_choice, check_int
 

@@ -29,8 +29,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medrobust.data.base import Record, canonical_split, check_label, file_suffix, register_source
+from medrobust.data.base import Record, canonical_split, check_label, register_source
 from medrobust.data.sources._files import FileSource
+from medrobust.data.suffixes import file_suffix
 from medrobust.errors import ConfigError, DataError
 from medrobust.limits import MAX_CLASSES
 

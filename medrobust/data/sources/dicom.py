@@ -16,8 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from medrobust.data.base import Record, is_dicom_file, register_source
+from medrobust.data.base import Record, register_source
 from medrobust.data.sources._files import FileSource
+from medrobust.data.suffixes import is_dicom_file
 from medrobust.errors import DataError
 from medrobust.validation import check_choice
 

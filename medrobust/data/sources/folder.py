@@ -27,8 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medrobust.data.base import ALL_IMAGE_SUFFIXES, SPLIT_ALIASES, Record, register_source
+from medrobust.data.base import SPLIT_ALIASES, Record, register_source
 from medrobust.data.sources._files import FileSource
+from medrobust.data.suffixes import ALL_IMAGE_SUFFIXES
 from medrobust.errors import DataError
 
 

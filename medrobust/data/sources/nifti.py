@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medrobust.data.base import NIFTI_SUFFIXES, Record, file_suffix, register_source
+from medrobust.data.base import Record, register_source
 from medrobust.data.sources._files import list_files
 from medrobust.data.sources.csv import CsvSource
+from medrobust.data.suffixes import NIFTI_SUFFIXES, file_suffix
 from medrobust.errors import DataError
 
 

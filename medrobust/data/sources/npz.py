@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.base import SPLIT_NAMES, Record, Source, check_label, file_suffix, register_source
+from medrobust.data.base import SPLIT_NAMES, Record, Source, check_label, register_source
 from medrobust.data.cache import CacheWriteError, member_header, open_npz_member
+from medrobust.data.suffixes import file_suffix
 from medrobust.errors import ConfigError, DataError
 from medrobust.validation import check_int
 
