@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,14 +86,8 @@ SAFE_META_KEYS: frozenset[str] = frozenset(
 ON_ERROR_CHOICES: tuple[str, ...] = ("raise", "skip")
 
 
-def register_source(name: str, *aliases: str) -> Callable[[type[Source]], type[Source]]:
-    """Class decorator registering a :class:`Source` subclass under ``name``."""
-
-    def deco(cls: type[Source]) -> type[Source]:
-        cls.kind = name
-        return SOURCES.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_source("name", *aliases)``: registers the class and sets its ``kind``.
+register_source = SOURCES.decorator("kind")
 
 
 def canonical_split(name: Any, where: object = "split") -> str:

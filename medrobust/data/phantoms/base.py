@@ -16,7 +16,7 @@ uses ``[seed, 1, b]``. Nothing touches global RNG state.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,14 +39,8 @@ MAX_PHANTOM_BYTES = 2 * 2**30
 _IMAGE_STREAM, _BLOCK_STREAM = 0, 1
 
 
-def register_phantom(name: str, *aliases: str) -> Callable[[type[PhantomGenerator]], type[PhantomGenerator]]:
-    """Class decorator registering a :class:`PhantomGenerator` subclass under ``name``."""
-
-    def deco(cls: type[PhantomGenerator]) -> type[PhantomGenerator]:
-        cls.modality = name
-        return PHANTOMS.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_phantom("name", *aliases)``: registers the class and sets its ``modality``.
+register_phantom = PHANTOMS.decorator("modality")
 
 
 @dataclass

@@ -35,14 +35,8 @@ PRESETS: Registry[type[Preset]] = Registry("preset")
 IMAGE_KEY = "image"
 
 
-def register_preset(name: str, *aliases: str) -> Callable[[type[Preset]], type[Preset]]:
-    """Class decorator registering a :class:`Preset` subclass under ``name``."""
-
-    def deco(cls: type[Preset]) -> type[Preset]:
-        cls.name = name
-        return PRESETS.register(name, *aliases)(cls)
-
-    return deco
+#: ``@register_preset("name", *aliases)``: registers the class and sets its ``name``.
+register_preset = PRESETS.decorator("name")
 
 
 def _check_spatial_size(value: Any, owner: str, allow_3d: bool) -> tuple[int, ...]:
