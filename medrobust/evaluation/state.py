@@ -25,10 +25,8 @@ warning naming it); a corrupt ``state.json`` is refused (naming it; ``--fresh`` 
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from medrobust.errors import ConfigError
+from medrobust.run.state import FRESH_HINT, RunState
 from medrobust.utils.hashing import FileHasher, manifest_sha256, sha256_json, short
-from medrobust.utils.io import atomic_path, atomic_write_json
+from medrobust.utils.io import atomic_path
 from medrobust.utils.logging import get_logger
 
 STATE_SCHEMA = "medrobust.audit-state/2"
@@ -48,16 +47,6 @@ CELL_FIELDS = ("id", "key", "target", "threat", "attack", "metrics", "samples", 
 log = get_logger("evaluation.state")
 
 
-def _diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            out += _diff_fields(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-# -- provenance ------------------------------------------------------------------------------------
 def _file_entry(hasher: FileHasher, path: Path | None) -> dict[str, Any] | None:
     """``{"path", "sha256", "size"}`` of a file, ``None`` when ``path`` is None or absent."""
     if path is None or not Path(path).is_file():
@@ -244,41 +233,8 @@ def describe_input_change(old: dict[str, Any], new: dict[str, Any]) -> str | Non
 
 
 # -- the state folder ------------------------------------------------------------------------------
-_FRESH_HINT = "rerun with --fresh to discard the old results, or use another --out"
-
-
-def _read_state(state_file: Path) -> dict[str, Any]:
-    """Read and check ``state.json``; every problem is a one-line error naming it and ``--fresh``."""
-    try:
-        old = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else f"not valid UTF-8 JSON: {exc}"
-        raise ConfigError(f"{state_file}: unreadable audit state ({reason}); {_FRESH_HINT}.") from None
-    if not isinstance(old, dict):
-        raise ConfigError(
-            f"{state_file}: not an audit state (expected a JSON object, got {type(old).__name__}); "
-            f"{_FRESH_HINT}."
-        )
-    if old.get("schema") != STATE_SCHEMA:
-        raise ConfigError(
-            f"{state_file}: audit state of schema {old.get('schema')!r}, expected {STATE_SCHEMA!r} "
-            f"(written by another medrobust version); {_FRESH_HINT}."
-        )
-    if not isinstance(old.get("fingerprint"), str) or not isinstance(old.get("run"), dict):
-        raise ConfigError(f"{state_file}: audit state without a fingerprint or run settings; {_FRESH_HINT}.")
-    return old
-
-
-def _config_mismatch(run_dir: Path, changed: list[str]) -> str:
-    shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
-    return (
-        f"{run_dir} holds an audit of a different config (changed: {shown}; attacks, budgets and "
-        f"threats may change on resume, these may not); {_FRESH_HINT}."
-    )
-
-
-class AuditState:
-    """The state folder of one audit run.
+class AuditState(RunState):
+    """The state folder of one audit run: the kernel's :class:`~medrobust.run.state.RunState` with cells.
 
     Args:
         run_dir: The audit's output folder (the state lives in ``run_dir/state``).
@@ -294,6 +250,12 @@ class AuditState:
             names what changed and says ``--fresh``).
     """
 
+    schema = STATE_SCHEMA
+    what = "audit"
+    units = "cells"
+    unit_fields = CELL_FIELDS
+    key_field = "cell_fingerprint"
+
     def __init__(
         self,
         run_dir: str | Path,
@@ -303,133 +265,31 @@ class AuditState:
         config: dict[str, Any],
         fresh: bool = False,
     ) -> None:
-        self.run_dir = Path(run_dir)
-        self.dir = self.run_dir / "state"
-        self.cells_dir = self.dir / "cells"
-        self.fingerprint = fingerprint
+        super().__init__(run_dir, fingerprint, run_inputs, provenance, {"config": config}, fresh)
+        self.cells_dir = self.units_dir
         self.provenance = provenance
-        self._expected: dict[str, str] = {}
-        self._status: dict[str, bool] = {}
-        state_file = self.dir / "state.json"
-        if fresh and self.dir.is_dir() and not self.dir.is_symlink():
-            shutil.rmtree(self.dir)
-        elif fresh and (self.dir.exists() or self.dir.is_symlink()):
-            self.dir.unlink()
-        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        if state_file.exists():
-            old = _read_state(state_file)
-            if old["fingerprint"] != fingerprint:
-                raise ConfigError(self._mismatch(old, run_inputs, provenance))
-            created = str(old.get("created", created))
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            state_file,
-            {
-                "schema": STATE_SCHEMA,
-                "fingerprint": fingerprint,
-                "created": created,
-                "run": run_inputs,
-                "provenance": provenance,
-                "config": config,
-            },
-        )
         self.pieces = PieceStore(self.run_dir)
 
-    @staticmethod
-    def precheck(run_dir: str | Path, run_inputs: dict[str, Any]) -> None:
-        """Refuse a resume early, before anything is loaded: a corrupt ``state.json`` or changed settings.
-
-        Args:
-            run_dir: The audit's output folder.
-            run_inputs: The new run-level settings (:meth:`AuditConfig.run_inputs`).
-
-        Raises:
-            ConfigError: naming ``state.json`` when it is unreadable, or the changed settings.
-        """
-        state_file = Path(run_dir) / "state" / "state.json"
-        if not state_file.exists():
-            return
-        old = _read_state(state_file)
-        changed = _diff_fields(old["run"], run_inputs)
-        if changed:
-            raise ConfigError(_config_mismatch(Path(run_dir), changed))
-
-    def _mismatch(self, old: dict[str, Any], run_inputs: dict[str, Any], provenance: dict[str, Any]) -> str:
-        changed = _diff_fields(old["run"], run_inputs)
-        if changed:
-            return _config_mismatch(self.run_dir, changed)
-        what = describe_input_change(old.get("provenance") or {}, provenance)
-        if what:
-            return f"{self.run_dir}: {what}; {_FRESH_HINT}."
+    @classmethod
+    def config_mismatch(cls, run_dir: Path, changed: list[str]) -> str:
+        """Changed run-level settings (attacks, budgets and threats may change; these may not)."""
+        shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
         return (
-            f"{self.run_dir} holds an audit whose inputs differ (fingerprint {old['fingerprint'][:12]} vs "
-            f"{self.fingerprint[:12]}); {_FRESH_HINT}."
+            f"{run_dir} holds an audit of a different config (changed: {shown}; attacks, budgets and "
+            f"threats may change on resume, these may not); {FRESH_HINT}."
         )
 
-    def expect(self, keys: dict[str, str]) -> None:
-        """Set each planned cell's key: ``{cell id: cell fingerprint}``.
+    def describe_input_change(self, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+        """Which input file changed (weights, card, a defense, a data file), with its hashes."""
+        return describe_input_change(old, new)
 
-        A stored cell then counts as finished only when its ``cell_fingerprint`` equals it.
-        """
-        self._expected = dict(keys)
-        self._status = {}
-
-    def path(self, cell_id: str) -> Path:
-        """File of a finished cell."""
-        return self.cells_dir / f"{cell_id}.json"
-
-    def _check(self, cell_id: str) -> bool:
-        path = self.path(cell_id)
-        if not path.exists():
+    def _usable(self, record: Any, path: Path) -> bool:
+        if not super()._usable(record, path):
             return False
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            log.warning("%s: unreadable audit cell (%s); recomputing it", path, type(exc).__name__)
-            return False
-        missing = [k for k in CELL_FIELDS if not isinstance(record, dict) or k not in record]
-        if missing or not isinstance(record["metrics"], dict) or not isinstance(record["samples"], dict):
-            why = f"missing {missing}" if missing else "metrics/samples are not objects"
-            log.warning("%s: not a finished audit cell (%s); recomputing it", path, why)
-            return False
-        expected = self._expected.get(cell_id)
-        if expected is not None and record["cell_fingerprint"] != expected:
-            log.info(
-                "cell %s: its attack settings changed since it was computed; recomputing it", record["key"]
-            )
+        if not isinstance(record["metrics"], dict) or not isinstance(record["samples"], dict):
+            log.warning("%s: not a finished audit cell (metrics/samples not objects); recomputing it", path)
             return False
         return True
-
-    def has(self, cell_id: str) -> bool:
-        """Whether ``cell_id`` is finished: its file is readable, complete and of the expected key.
-
-        Each file is checked once per run (an unusable one is warned about once and recomputed).
-        """
-        if cell_id not in self._status:
-            self._status[cell_id] = self._check(cell_id)
-        return self._status[cell_id]
-
-    def load(self, cell_id: str) -> dict[str, Any]:
-        """A finished cell's record."""
-        return json.loads(self.path(cell_id).read_text(encoding="utf-8"))
-
-    def save(self, cell_id: str, record: dict[str, Any]) -> None:
-        """Persist a finished cell atomically and log that it was computed."""
-        atomic_write_json(self.path(cell_id), record)
-        self._status[cell_id] = True
-        with open(self.dir / "computed.log", "a", encoding="utf-8") as fh:
-            fh.write(f"{record.get('key', cell_id)}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def finished(self) -> list[str]:
-        """Ids of cells with a file on disk (not checked; see :meth:`has`)."""
-        return sorted(p.stem for p in self.cells_dir.glob("*.json") if not p.name.startswith("."))
-
-    def computed_log(self) -> list[str]:
-        """Keys of every cell computed in this folder, in order (across resumed runs)."""
-        log = self.dir / "computed.log"
-        return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
 
 
 @dataclass
