@@ -6,10 +6,11 @@ denoising attacks per member (plus a random baseline of the same norm) → trans
 every member's adversarial inputs to every other member → ``results.json`` →
 reports.
 
-Resume: every finished unit (trained model, white-box attack, transfer pair) is saved
-under ``OUT/state`` as soon as it completes (atomic writes, JSON written last). A rerun
-skips finished units; ``results.json`` is rebuilt from the units and is identical. A
-different config is refused unless ``fresh=True`` (``--fresh``), which deletes the state.
+Resume: the kernel's state scheme (:class:`~medrobust.run.state.RunState`): every finished
+unit (trained model, white-box attack, transfer pair) is saved under ``OUT/state`` as soon
+as it completes (atomic writes, JSON written last). A rerun skips finished units;
+``results.json`` is rebuilt from the units and is identical. A different config, or other
+test images, are refused unless ``fresh=True`` (``--fresh``), which deletes the state.
 Timings go to ``timings.json``, never into ``results.json``.
 """
 
@@ -19,7 +20,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,8 @@ from medrobust.denoising.metrics import denoise, normality, perturbation_stats, 
 from medrobust.errors import ConfigError
 from medrobust.run.environment import environment
 from medrobust.run.seeds import derive_seed
+from medrobust.run.state import RunState
+from medrobust.utils.hashing import sha256_json
 from medrobust.utils.io import atomic_path, atomic_write_json, atomic_write_text, finite_or_none
 from medrobust.validation import budget_to_image_units
 
@@ -84,70 +86,38 @@ def member_seed(seed: int, name: str) -> int:
 
 def fingerprint(config: DenoiserStudyConfig) -> str:
     """SHA-256 of the resolved config (what decides whether state can be reused)."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_json(config.model_dump(mode="json"))
 
 
 def _tensor_sha(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-class StudyState:
-    """Files of finished units under ``OUT/state``."""
+class StudyState(RunState):
+    """The study's resumable state: the kernel's :class:`~medrobust.run.state.RunState`.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    Units are ``model/<name>``, ``whitebox/<norm>/<name>`` (JSON + safetensors of the
+    adversarial inputs) and ``transfer/<norm>/<source>__<target>``; its inputs are the hashes
+    of the test images.
+    """
+
+    schema = "medrobust.study-state/1"
+    what = "denoiser study"
+    unit_fields = ("unit",)
 
     def model_dir(self, name: str) -> Path:
         """Run folder of a trained member."""
-        return self.root / "models" / name
+        return self.dir / "models" / name
 
-    def whitebox(self, norm: str, name: str) -> tuple[Path, Path]:
-        """(JSON, safetensors) of a white-box unit."""
-        base = self.root / "whitebox" / norm
-        return base / f"{name}.json", base / f"{name}.safetensors"
+    def tensors(self, unit_id: str) -> Path:
+        """The safetensors file kept beside a unit."""
+        return self.units_dir / f"{unit_id}.safetensors"
 
-    def transfer(self, norm: str, source: str, target: str) -> Path:
-        """JSON of a transfer unit."""
-        return self.root / "transfer" / norm / f"{source}__{target}.json"
-
-    def check_config(self, config: DenoiserStudyConfig, fresh: bool) -> None:
-        """Refuse a changed config unless ``fresh``; record the config."""
-        study = self.root / "study.json"
-        fp = fingerprint(config)
-        if fresh and self.root.exists():
-            shutil.rmtree(self.root)
-        if study.is_file():
-            old = json.loads(study.read_text(encoding="utf-8"))
-            if old.get("fingerprint") != fp:
-                new_cfg = config.model_dump(mode="json")
-                changed = sorted(
-                    k
-                    for k in set(new_cfg) | set(old.get("config", {}))
-                    if new_cfg.get(k) != old["config"].get(k)
-                )
-                raise ConfigError(
-                    f"{study}: the study in this folder was run with a different config "
-                    f"(changed: {changed}). "
-                    "Rerun with --fresh to discard its state, or choose another --out folder."
-                )
-        atomic_write_json(
-            study, {"schema": SCHEMA, "fingerprint": fp, "config": config.model_dump(mode="json")}
-        )
-
-    def check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Refuse to resume when the clean or noisy test images differ from the stored run."""
-        path = self.root / "inputs.json"
-        current = {"x_sha256": _tensor_sha(x), "y_sha256": _tensor_sha(y), "shape": list(x.shape)}
-        if path.is_file():
-            old = json.loads(path.read_text(encoding="utf-8"))
-            if old != current:
-                raise ConfigError(
-                    f"{path}: the test images differ from the ones this state was computed on "
-                    "(data or library changed). Rerun with --fresh."
-                )
-        else:
-            atomic_write_json(path, current)
+    def describe_input_change(self, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+        """The test images changed (data, noise or library)."""
+        if old != new:
+            return "the clean or noisy test images differ from the ones this state was computed on"
+        return None
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -203,7 +173,7 @@ def _build_members(
             training = {"checkpoint": spec.checkpoint}
         else:
             run = state.model_dir(spec.name)
-            unit = run / "unit.json"
+            unit_id = f"model/{spec.name}"
             tr = spec.train
             train_cfg = TrainDenoiserConfig(
                 arch=spec.arch,
@@ -221,13 +191,13 @@ def _build_members(
                 out=run,
                 overwrite=True,  # a folder without unit.json is an interrupted unit
             )
-            if not unit.is_file():
+            if not (state.has(unit_id) and run.is_dir()):
                 t0 = time.perf_counter()
                 train_denoiser(train_cfg, images=images, progress=progress)
                 metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-                atomic_write_json(unit, {"unit": "model", "name": spec.name, "metrics": metrics})
+                state.save(unit_id, {"unit": "model", "name": spec.name, "metrics": metrics})
                 timings[f"train/{spec.name}"] = time.perf_counter() - t0
-            metrics = json.loads(unit.read_text(encoding="utf-8"))["metrics"]
+            metrics = state.load(unit_id)["metrics"]
             den = load_denoiser(run)
             training = {
                 "blind": train_cfg.blind,
@@ -419,11 +389,12 @@ def run_study(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = StudyState(out / "state")
+    settings = config.model_dump(mode="json")
     if fresh:
         for name in OUTPUTS:
             (out / name).unlink(missing_ok=True)
-    state.check_config(config, fresh)
+    else:
+        StudyState.precheck(out, settings)  # a changed config is refused before any work
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
@@ -439,7 +410,10 @@ def run_study(
     x = images.test[: config.n_test].contiguous()
     gen = torch.Generator().manual_seed(config.seed)
     y = (x + torch.randn(x.shape, generator=gen) * sigma_abs).contiguous()
-    state.check_inputs(x, y)
+    inputs = {"x_sha256": _tensor_sha(x), "y_sha256": _tensor_sha(y), "shape": list(x.shape)}
+    state = StudyState(
+        out, sha256_json({"config": settings, "inputs": inputs}), settings, inputs, fresh=fresh
+    )
     device = resolve_device(config.device)
     x_d, y_d = x.to(device), y.to(device)
     clip_range = None
@@ -466,21 +440,22 @@ def run_study(
     advs: dict[str, dict[str, torch.Tensor]] = {n: {} for n in norms}
     units = [(norm, name) for norm in norms for name in names]
     for norm, name in tqdm(units, desc="white-box attacks", disable=not progress, leave=False):
-        jpath, tpath = state.whitebox(norm, name)
-        if not (jpath.is_file() and tpath.is_file()):
+        unit_id = f"whitebox/{norm}/{name}"
+        tpath = state.tensors(unit_id)
+        if not (state.has(unit_id) and tpath.is_file()):
             t0 = time.perf_counter()
             rec, adv = _whitebox_unit(members[name], norm, config, x_d, y_d, ctx)
-            _save_tensors(tpath, {"adv": adv})
-            atomic_write_json(jpath, rec)
+            _save_tensors(tpath, {"adv": adv})  # the tensors first: the JSON marks the unit done
+            state.save(unit_id, rec)
             timings[f"whitebox/{norm}/{name}"] = time.perf_counter() - t0
-        whitebox[norm][name] = json.loads(jpath.read_text(encoding="utf-8"))
+        whitebox[norm][name] = state.load(unit_id)
         advs[norm][name] = _load_tensors(tpath)["adv"]
 
     transfer: dict[str, dict[str, dict[str, dict]]] = {}
     pairs = [(norm, a, b) for norm in config.attack.transfer_norms for a in names for b in names]
     for norm, a, b in tqdm(pairs, desc="transfer", disable=not progress, leave=False):
-        path = state.transfer(norm, a, b)
-        if not path.is_file():
+        unit_id = f"transfer/{norm}/{a}__{b}"
+        if not state.has(unit_id):
             t0 = time.perf_counter()
             q = quality(
                 members[b].denoiser,
@@ -497,9 +472,9 @@ def run_study(
                 wbq = whitebox[norm][a]["per_image"]
                 q = {**{k: wbq[k] for k in q}, "recomputed_psnr_drop": q["psnr_drop"]}
             cell = {"unit": "transfer", "norm": norm, "source": a, "target": b, **q}
-            atomic_write_json(path, finite_or_none(cell))
-            timings[f"transfer/{norm}/{a}__{b}"] = time.perf_counter() - t0
-        transfer.setdefault(norm, {}).setdefault(a, {})[b] = json.loads(path.read_text(encoding="utf-8"))
+            state.save(unit_id, finite_or_none(cell))
+            timings[unit_id] = time.perf_counter() - t0
+        transfer.setdefault(norm, {}).setdefault(a, {})[b] = state.load(unit_id)
 
     results = _assemble(config, images, members, whitebox, transfer, advs, y, ctx, transfer_tables)
     results_path = out / "results.json"

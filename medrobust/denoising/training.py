@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from medrobust.denoising.data import CleanImages, DenoisingData, load_clean_images
 from medrobust.errors import ConfigError
 from medrobust.run.config import ConfigModel
+from medrobust.run.loop import EpochContext, EpochEnd, LoopSettings, StepOutput, TrainingLoop
 from medrobust.validation import parse_number
 
 log = logging.getLogger("medrobust.denoising.training")
@@ -138,24 +140,62 @@ def _random_crop(x: Any, size: int, gen: Any) -> Any:
     )
 
 
+def _loop_settings(
+    config: TrainDenoiserConfig,
+    progress: bool,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[EpochEnd], None]] = (),
+) -> LoopSettings:
+    from medrobust.utils.device import resolve_device
+
+    return LoopSettings(
+        epochs=config.epochs,
+        seed=config.seed,
+        run_dir=run_dir,
+        config=config.model_dump(mode="json"),
+        resume=resume,
+        overwrite=config.overwrite,
+        device=resolve_device(config.device),
+        progress=progress,
+        desc=f"train {config.arch}",
+        lr=config.lr,
+        purpose="denoiser training",
+        callbacks=tuple(callbacks),
+    )
+
+
 def train_on_images(
-    config: TrainDenoiserConfig, images: CleanImages, progress: bool = False
+    config: TrainDenoiserConfig,
+    images: CleanImages,
+    progress: bool = False,
+    *,
+    loop: TrainingLoop | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train ``config.arch`` on clean ``images``; returns ``(denoiser in eval mode, metrics)``."""
+    """Train ``config.arch`` on clean ``images``; returns ``(denoiser in eval mode, metrics)``.
+
+    Args:
+        config: Training settings.
+        images: Clean training and test images.
+        progress: Show a progress bar.
+        loop: The :class:`~medrobust.run.loop.TrainingLoop` to run in, entered by the caller
+            (:func:`train_denoiser` passes one with checkpoints in its run folder); default: a
+            loop without checkpoints.
+    """
     import torch
-    from tqdm.auto import tqdm
 
     from medrobust.defenses.denoisers import create_denoiser
     from medrobust.denoising.metrics import denoise, psnr
-    from medrobust.utils.device import resolve_device
 
-    device = resolve_device(config.device)
+    if loop is None:
+        with TrainingLoop(_loop_settings(config, progress)) as own:
+            return train_on_images(config, images, progress, loop=own)
+    device = torch.device(loop.settings.device)
     bounds = images.bounds
     scale = bounds[1] - bounds[0]
     params = dict(config.params)
     if config.arch == "ffdnet" and "sigma" not in params:
         params["sigma"] = config.sigma if config.sigma is not None else sum(config.sigma_range) / 2  # type: ignore[arg-type]
-    gen = torch.Generator().manual_seed(config.seed)
     # Initialise the weights from the seed without touching the global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -168,37 +208,30 @@ def train_on_images(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     train = images.train
     n = train.shape[0]
-    steps_per_epoch = max(1, -(-n // config.batch_size))
     noise_level = bool(getattr(model, "accepts_noise_level", False))
-    history: list[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch, desc=f"train {config.arch}", disable=not progress, leave=False
-    )
-    for _ in range(config.epochs):
-        order = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        for i in range(0, n, config.batch_size):
-            x = train[order[i : i + config.batch_size]]
-            if config.patch_size is not None and config.patch_size < min(x.shape[-2:]):
-                x = _random_crop(x, config.patch_size, gen)
-            if config.blind:
-                lo, hi = config.sigma_range  # type: ignore[misc]
-                sig = lo + (hi - lo) * torch.rand((x.shape[0],), generator=gen)
-            else:
-                sig = torch.full((x.shape[0],), float(config.sigma))
-            y = x + torch.randn(x.shape, generator=gen) * (sig * scale).view(-1, 1, 1, 1)
-            x, y = x.to(device), y.to(device)
-            out = model(y, sigma=sig.to(device)) if noise_level else model(y)
-            loss = torch.nn.functional.mse_loss(out, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * x.shape[0]
-            count += x.shape[0]
-            bar.update(1)
-        history.append(total / max(count, 1))
-    bar.close()
+
+    def batches(ctx: EpochContext) -> list[Any]:
+        order = torch.randperm(n, generator=ctx.generator)
+        return [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
+
+    def step(idx: Any, ctx: EpochContext) -> StepOutput:
+        gen = ctx.generator
+        x = train[idx]
+        if config.patch_size is not None and config.patch_size < min(x.shape[-2:]):
+            x = _random_crop(x, config.patch_size, gen)
+        if config.blind:
+            lo, hi = config.sigma_range  # type: ignore[misc]
+            sig = lo + (hi - lo) * torch.rand((x.shape[0],), generator=gen)
+        else:
+            sig = torch.full((x.shape[0],), float(config.sigma))
+        y = x + torch.randn(x.shape, generator=gen) * (sig * scale).view(-1, 1, 1, 1)
+        x, y = x.to(device), y.to(device)
+        out = model(y, sigma=sig.to(device)) if noise_level else model(y)
+        return StepOutput(loss=torch.nn.functional.mse_loss(out, x), n=int(x.shape[0]))
+
+    result = loop.fit(model, opt, batches=batches, step=step)
+    history = [float(row["loss"]) for row in result.rows]
     model.eval()
     eval_sigma = config.sigma if config.sigma is not None else sum(config.sigma_range) / 2  # type: ignore[arg-type]
     test = images.test
@@ -220,14 +253,24 @@ def train_on_images(
 
 
 def train_denoiser(
-    config: TrainDenoiserConfig, images: CleanImages | None = None, progress: bool = False
+    config: TrainDenoiserConfig,
+    images: CleanImages | None = None,
+    progress: bool = False,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[EpochEnd], None]] = (),
 ) -> Path:
     """Train a denoiser and write its run folder; returns the folder.
+
+    The epochs run in :class:`medrobust.run.loop.TrainingLoop` with a checkpoint every epoch in
+    ``out/checkpoint/last.pt`` (removed when training ends) and the folder locked.
 
     Args:
         config: Training settings (``config.out`` is required).
         images: Pre-loaded clean images (the study passes them); default: load ``config.data``.
         progress: Show a progress bar.
+        resume: Continue the unfinished run in ``config.out`` (same config, else refused).
+        callbacks: Called after every epoch with a :class:`~medrobust.run.loop.EpochEnd`.
 
     Returns:
         The run folder holding the checkpoint (``save_denoiser`` layout) and ``metrics.json``.
@@ -236,20 +279,22 @@ def train_denoiser(
 
     if config.out is None:
         raise ConfigError("The 'out' parameter of train_denoiser must name an output folder. Got None.")
-    if (Path(config.out) / "denoiser.json").exists() and not config.overwrite:
+    if (Path(config.out) / "denoiser.json").exists() and not config.overwrite and not resume:
         raise ConfigError(
             f"{config.out} already holds a denoiser checkpoint; "
             "pass overwrite=True (--overwrite) to replace it."
         )
+    out = Path(config.out)
+    loop = TrainingLoop(_loop_settings(config, progress, out, resume, callbacks))
     images = images if images is not None else load_clean_images(config.data)
-    model, metrics = train_on_images(config, images, progress=progress)
     from medrobust.defenses.checkpoint import save_denoiser
 
-    out = Path(config.out)
-    noise_model = "blind" if config.blind else "non-blind"
-    save_denoiser(
-        model, out, config=config.model_dump(mode="json"), extra={"training": "gaussian-" + noise_model}
-    )
-    atomic_write_json(out / "metrics.json", metrics)
+    with loop:
+        model, metrics = train_on_images(config, images, progress=progress, loop=loop)
+        noise_model = "blind" if config.blind else "non-blind"
+        save_denoiser(
+            model, out, config=config.model_dump(mode="json"), extra={"training": "gaussian-" + noise_model}
+        )
+        atomic_write_json(out / "metrics.json", metrics)
     log.info("trained %s: validation PSNR %.2f dB -> %s", config.arch, metrics["val_psnr_denoised"], out)
     return out

@@ -5,10 +5,10 @@ import torch
 
 from medrobust.defenses.checkpoint import load_denoiser
 from medrobust.defenses.denoisers import create_denoiser, list_denoisers
-from medrobust.run.config import validate_config
 from medrobust.denoising.data import DenoisingData, load_clean_images
 from medrobust.denoising.training import TrainDenoiserConfig, parse_sigma_range, train_denoiser
 from medrobust.errors import ConfigError
+from medrobust.run.config import validate_config
 
 
 def test_ffdnet_noise_level_map_and_shapes():

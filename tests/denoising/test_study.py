@@ -4,9 +4,9 @@ import shutil
 import pytest
 
 from medrobust.denoising.config import DenoiserStudyConfig
-from medrobust.run.config import validate_config
 from medrobust.denoising.study import run_study
 from medrobust.errors import ConfigError
+from medrobust.run.config import validate_config
 
 TINY = {
     "seed": 0,
@@ -67,7 +67,8 @@ def test_transfer_diagonal_equals_whitebox(study):
     for i, name in enumerate(t["members"]):
         # exactly the same numbers: the diagonal cell and the white-box mean drop
         assert t["raw_psnr_drop"][i][i] == res["whitebox"]["linf"][name]["psnr_drop"]["mean"]
-        cell = json.loads((out / "state" / "transfer" / "linf" / f"{name}__{name}.json").read_text())
+        units = out / "state" / "units"
+        cell = json.loads((units / "transfer" / "linf" / f"{name}__{name}.json").read_text())
         assert cell["psnr_drop"] == res["whitebox"]["linf"][name]["per_image"]["psnr_drop"]
         assert t["relative"][i][i] in (1.0, None)
         # recomputing the diagonal through the transfer path gives the very same numbers
@@ -77,8 +78,8 @@ def test_transfer_diagonal_equals_whitebox(study):
 
 def test_resume_after_deleting_units_is_identical(study):
     cfg, out, raw = study
-    (out / "state" / "whitebox" / "linf" / "ffdnet.json").unlink()
-    (out / "state" / "transfer" / "linf" / "median__dncnn.json").unlink()
+    (out / "state" / "units" / "whitebox" / "linf" / "ffdnet.json").unlink()
+    (out / "state" / "units" / "transfer" / "linf" / "median__dncnn.json").unlink()
     shutil.rmtree(out / "state" / "models" / "dncnn")  # retrain: seeded, same weights
     run_study(cfg, out, report=False)
     assert (out / "results.json").read_bytes() == raw
