@@ -78,6 +78,69 @@ class AuditResults:
         return pd.DataFrame(cell_rows(self.raw))
 
     @property
+    def intervals(self) -> pd.DataFrame:
+        """One row per (cell, metric) with a 95 % interval.
+
+        Columns: ``key``, ``metric``, ``value``, ``ci_low``, ``ci_high``, ``method``, ``n``,
+        ``descriptive`` (metrics the attacks do not aim at, kept out of gates).
+        """
+        import pandas as pd
+
+        from medrobust.evaluation.verdict import ensure_evidence
+
+        raw = ensure_evidence(self.raw)
+        rows = [
+            {
+                "key": c["key"],
+                "metric": metric,
+                "value": iv.get("value"),
+                "ci_low": (iv.get("ci") or [None, None])[0],
+                "ci_high": (iv.get("ci") or [None, None])[1],
+                "method": iv.get("method"),
+                "n": iv.get("n"),
+                "descriptive": bool(iv.get("descriptive", False)),
+            }
+            for c in raw["cells"]
+            for metric, iv in (c.get("intervals") or {}).items()
+        ]
+        columns = ["key", "metric", "value", "ci_low", "ci_high", "method", "n", "descriptive"]
+        return pd.DataFrame(rows, columns=columns)
+
+    @property
+    def worst_cases(self) -> pd.DataFrame:
+        """Per-sample worst case per target, threat (``all`` = every threat model) and budget, with CI."""
+        import pandas as pd
+
+        from medrobust.evaluation.verdict import ensure_evidence
+
+        rows = [
+            {
+                "key": w["key"],
+                "target": w["target"],
+                "threat": w["threat"],
+                "norm": w["norm"],
+                "eps_label": w["eps_label"],
+                "robust_accuracy": w["metrics"]["robust_accuracy"],
+                "ci_low": (w["intervals"]["robust_accuracy"].get("ci") or [None, None])[0],
+                "ci_high": (w["intervals"]["robust_accuracy"].get("ci") or [None, None])[1],
+                "attacks": list(w["attacks"]),
+            }
+            for w in ensure_evidence(self.raw)["worst_cases"]
+        ]
+        columns = [
+            "key",
+            "target",
+            "threat",
+            "norm",
+            "eps_label",
+            "robust_accuracy",
+            "ci_low",
+            "ci_high",
+            "attacks",
+        ]
+        return pd.DataFrame(rows, columns=columns)
+
+    @property
     def samples(self) -> pd.DataFrame:
         """One row per (cell, sample): label, clean/adversarial predictions, success, norms, queries."""
         import pandas as pd
@@ -227,7 +290,9 @@ class AuditResults:
         """Clean / adversarial / amplified perturbation (/ denoised) images of one cell.
 
         The cell is the one with the lowest robust accuracy among those matching the
-        filters (the strongest attack by default).
+        filters (the strongest attack by default); each row gives the clean and the
+        adversarial prediction with their confidence. The report's gallery shows only
+        flipped examples, balanced by class.
 
         Raises:
             ConfigError: no matching cell, or the cell has no saved examples (``save_examples: 0``

@@ -162,15 +162,19 @@ def import_summary(model: Any, card: Any) -> dict[str, Any]:
 
 
 def describe_audited(data: dict[str, Any]) -> str:
-    """One line: ``split test (the source's own test split): 40 of 216 records; normal 20, pneumonia 20``."""
+    """One line: ``split test (…): 40 of the split's 40 images audited, 216 in the source; per class: …``."""
     counts = data.get("class_counts") or {}
     per_class = ", ".join(f"{k} {v}" for k, v in counts.items())
     total = data.get("n_records")
-    of = f" of {total} record(s) in the source" if total else ""
+    of = f", {total} in the source" if total else ""
     avail = data.get("n_available")
-    sel = f"{data.get('n')} of {avail} in the split" if avail is not None else f"{data.get('n')}"
+    sel = (
+        f"{data.get('n')} of the split's {avail} images audited"
+        if avail is not None
+        else f"{data.get('n')} audited"
+    )
     patients = f"; {data['n_patients']} patient(s)" if data.get("n_patients") else ""
     return (
-        f"split {data.get('split')} ({data.get('split_reason', 'as configured')}): {sel} audited{of}; "
+        f"split {data.get('split')} ({data.get('split_reason', 'as configured')}): {sel}{of}; "
         f"per class: {per_class or '—'}{patients}"
     )

@@ -94,7 +94,7 @@ def worst_cases(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             [t["name"] for t in results["targets"]].index(k[0]) if k[0] in _names(results) else 99,
             k[1] == ALL_THREATS,
             k[1],
-            k[2],
+            0 if k[2] == "linf" else 1,
             _eps_sort(groups[k][0]["eps"]),
         ),
     )
@@ -261,3 +261,22 @@ def complete_results(results: dict[str, Any], gates: Sequence[Any], flags: Seque
     ]
     results["verdict"] = verdict(results)
     return results
+
+
+def ensure_evidence(results: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``results`` with intervals, worst cases and a verdict.
+
+    An older results.json lacks them: a completed copy is returned (its flags and gates are
+    kept as they were).
+    """
+    if "verdict" in results and "worst_cases" in results:
+        return results
+    import copy
+
+    from medrobust.evaluation.statistics import add_intervals
+
+    out = copy.deepcopy(dict(results))
+    add_intervals(out)
+    out["worst_cases"] = worst_cases(out)
+    out["verdict"] = verdict(out)
+    return out

@@ -36,36 +36,130 @@ def _groups(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((c["target"], c["threat"]) for c in results["cells"]))
 
 
-def robust_accuracy_figure(results: Mapping[str, Any], norm: str) -> Figure | None:
-    """Robust accuracy vs ε (one panel per target × threat, one line per attack) for ``norm``."""
+def _ci(cell: Mapping[str, Any], metric: str = "robust_accuracy") -> tuple[float, float]:
+    ci = ((cell.get("intervals") or {}).get(metric) or {}).get("ci")
+    return (math.nan, math.nan) if not ci else (float(ci[0]), float(ci[1]))
+
+
+def _eps_axis(ax: Any, norm: str, eps_values: list[float]) -> None:
+    """ε ticks at the audited budgets; L∞ budgets in k/255."""
+    from medrobust.evaluation.config import eps_label
+
+    ticks = sorted({0.0, *eps_values})
+    labels = []
+    for e in ticks:
+        k = e * 255.0
+        labels.append(
+            "0"
+            if e == 0
+            else (f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 else eps_label(e))
+        )
+    ax.set_xticks(ticks, labels, fontsize=8)
+    ax.set_xlabel("ε (L∞, in k/255 of the intensity range)" if norm == "linf" else "ε (L2)")
+
+
+def _worst_curve(
+    results: Mapping[str, Any], target: str, threat: str, norm: str
+) -> list[tuple[float, float, float, float]]:
+    pts = []
+    for w in results.get("worst_cases", []):
+        if w["target"] == target and w["threat"] == threat and w["norm"] == norm and w["eps"] is not None:
+            if isinstance(w["eps"], str) or math.isinf(float(w["eps"])):
+                continue
+            lo, hi = _ci(w)
+            ra = w["metrics"].get("robust_accuracy")
+            pts.append((float(w["eps"]), math.nan if ra is None else float(ra), lo, hi))
+    return sorted(pts)
+
+
+def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bool = False) -> Figure | None:
+    """Robust accuracy vs ε for ``norm``: one panel per target × threat, one line per attack.
+
+    Shaded bands are 95 % intervals; ε = 0 is the clean accuracy. With ``references`` (the
+    report), each panel also shows the per-sample worst case over all attacks (black), chance
+    (1/K, dotted) and, on defended panels, the bare model's worst case (grey dashed).
+    """
+    from medrobust.evaluation.verdict import ensure_evidence
+
+    results = ensure_evidence(results)
     cells = [c for c in results["cells"] if c["norm"] == norm and c["eps"] is not None]
     if not cells:
         return None
     groups = [g for g in _groups(results) if any((c["target"], c["threat"]) == g for c in cells)]
     ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows), layout="constrained")
+    fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows), layout="constrained")
     attacks = list(dict.fromkeys(c["attack"] for c in cells))
+    colors = {a: f"C{i % 10}" for i, a in enumerate(attacks)}
+    eps_values = sorted({float(c["eps"]) for c in cells})
+    chance = 1.0 / max(len(results["data"]["class_names"]), 1)
+    bare_name = next((t["name"] for t in results["targets"] if t.get("kind") == "classifier"), "bare")
     for i, (target, threat) in enumerate(groups):
         ax = fig.add_subplot(nrows, ncols, i + 1)
+        clean_iv = None
         for attack in attacks:
-            pts = sorted(
-                (c["eps"], _ra(c), c["metrics"].get("clean_accuracy"))
-                for c in cells
-                if c["target"] == target and c["threat"] == threat and c["attack"] == attack
+            group = sorted(
+                (
+                    c
+                    for c in cells
+                    if c["target"] == target and c["threat"] == threat and c["attack"] == attack
+                ),
+                key=lambda c: c["eps"],
             )
-            if not pts:
+            if not group:
                 continue
-            xs = [0.0] + [p[0] for p in pts]
-            ys = [pts[0][2] if pts[0][2] is not None else math.nan] + [p[1] for p in pts]
-            ax.plot(xs, ys, marker="o", label=attack)
+            clean = group[0]["metrics"].get("clean_accuracy")
+            clean_iv = _ci(group[0], "clean_accuracy")
+            xs = [0.0] + [float(c["eps"]) for c in group]
+            ys = [math.nan if clean is None else clean] + [_ra(c) for c in group]
+            lows = [clean_iv[0]] + [_ci(c)[0] for c in group]
+            highs = [clean_iv[1]] + [_ci(c)[1] for c in group]
+            ax.plot(xs, ys, marker="o", markersize=3, color=colors[attack], label=attack)
+            ax.fill_between(xs, lows, highs, color=colors[attack], alpha=0.12, linewidth=0)
+        worst = _worst_curve(results, target, threat, norm) if references else []
+        if worst and clean_iv is not None:
+            first = next(c for c in cells if c["target"] == target and c["threat"] == threat)
+            clean = first["metrics"].get("clean_accuracy")
+            xs = [0.0] + [p[0] for p in worst]
+            ax.plot(
+                xs,
+                [math.nan if clean is None else clean] + [p[1] for p in worst],
+                color="black",
+                linewidth=2,
+                label="worst case (per sample)",
+            )
+            ax.fill_between(
+                xs,
+                [clean_iv[0]] + [p[2] for p in worst],
+                [clean_iv[1]] + [p[3] for p in worst],
+                color="black",
+                alpha=0.10,
+                linewidth=0,
+            )
+        if references and target != bare_name:
+            ref = _worst_curve(results, bare_name, "whitebox", norm)
+            bare_clean = next(
+                (t["clean"].get("accuracy") for t in results["targets"] if t["name"] == bare_name), None
+            )
+            if ref and bare_clean is not None:
+                ax.plot(
+                    [0.0] + [p[0] for p in ref],
+                    [bare_clean] + [p[1] for p in ref],
+                    color="grey",
+                    linestyle="--",
+                    linewidth=1.2,
+                    label="bare model, worst case",
+                )
+        if references:
+            ax.axhline(
+                chance, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{round(1 / chance)})"
+            )
         ax.set_title(f"{target} · {threat}", fontsize=10)
-        ax.set_xlabel(f"ε ({norm})")
+        _eps_axis(ax, norm, eps_values)
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Robust accuracy vs ε ({norm}); ε = 0 is clean accuracy", fontsize=11)
+        ax.legend(fontsize=6.5)
     return fig
 
 
@@ -130,10 +224,76 @@ def _to_display(img: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarra
     return rgb, {}
 
 
+def flipped_positions(
+    results: Mapping[str, Any], cell: Mapping[str, Any], candidates: list[int], n: int
+) -> list[int]:
+    """Up to ``n`` of ``candidates`` the cell's attack flipped (clean right, adversarial wrong).
+
+    Balanced by class: classes take turns (in class order), each contributing its flipped samples in
+    position order.
+    """
+    samples = cell["samples"]
+    success = samples.get("success") or []
+    labels = samples["label"]
+    by_class: dict[int, list[int]] = {}
+    for pos in candidates:
+        if pos < len(success) and success[pos]:
+            by_class.setdefault(int(labels[pos]), []).append(pos)
+    out: list[int] = []
+    queues = [by_class[c] for c in sorted(by_class)]
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+def gallery_rows(
+    results: Mapping[str, Any], cell: Mapping[str, Any], saved: list[int], n: int = 4
+) -> list[dict]:
+    """Gallery rows: flipped saved examples, true class, clean and adversarial prediction with confidence."""
+    names = results["data"]["class_names"]
+    samples = cell["samples"]
+    target = next((t for t in results["targets"] if t["name"] == cell["target"]), {})
+    clean_probs = (target.get("clean") or {}).get("probs")
+    adv_probs = samples.get("adv_probs")
+    rows = []
+    for pos in flipped_positions(results, cell, saved, n):
+        cp, ap = int(samples["clean_pred"][pos]), int(samples["adv_pred"][pos])
+        rows.append(
+            {
+                "position": pos,
+                "label": names[int(samples["label"][pos])],
+                "clean": names[cp],
+                "clean_confidence": float(clean_probs[pos][cp]) if clean_probs else None,
+                "adversarial": names[ap],
+                "adversarial_confidence": float(adv_probs[pos][ap]) if adv_probs else None,
+            }
+        )
+    return rows
+
+
+def _prediction_text(names: list[str], pred: int, probs: Any) -> str:
+    conf = ""
+    if probs is not None and len(probs) > pred:
+        conf = f" ({float(probs[pred]):.2f})"
+    return f"{names[pred]}{conf}"
+
+
 def gallery_figure(
-    results: Mapping[str, Any], run_dir: str | Path, cell: Mapping[str, Any], n: int = 4
+    results: Mapping[str, Any],
+    run_dir: str | Path,
+    cell: Mapping[str, Any],
+    n: int = 4,
+    flipped_only: bool = False,
 ) -> Figure | None:
-    """Clean / adversarial / perturbation (×10 around mid-grey) / denoised images of a cell."""
+    """Clean / adversarial / perturbation (×10 around mid-grey) / denoised images of a cell.
+
+    Each row shows the true class, the clean prediction and the adversarial prediction with
+    their confidence (softmax probability). Rows are the first ``n`` saved examples, or with
+    ``flipped_only`` (the report) saved examples the attack flipped, balanced by class; the
+    figure is ``None`` when there is nothing to show.
+    """
     if not cell.get("examples"):
         return None
     path = Path(run_dir) / cell["examples"]
@@ -143,30 +303,46 @@ def gallery_figure(
         arrays = {k: z[k] for k in z.files}
     low, high = results["bounds"]
     mid = 0.5 * (low + high)
-    k = min(n, len(arrays["positions"]))
-    if k == 0:
+    saved = [int(p) for p in arrays["positions"]]
+    rows = flipped_positions(results, cell, saved, n) if flipped_only else saved[:n]
+    if not rows:
         return None
+    row_of = {p: i for i, p in enumerate(saved)}
     pert = np.clip(mid + AMPLIFY * (arrays["adv"] - arrays["clean"]), low, high)
     cols = [("clean", arrays["clean"]), ("adversarial", arrays["adv"]), (f"perturbation ×{AMPLIFY:g}", pert)]
     if "denoised_adv" in arrays:
         cols.append(("denoised adversarial", arrays["denoised_adv"]))
     samples = cell["samples"]
     names = results["data"]["class_names"]
-    fig = Figure(figsize=(2.1 * len(cols), 2.2 * k), layout="constrained")
-    for r in range(k):
-        pos = int(arrays["positions"][r])
+    target = next((t for t in results["targets"] if t["name"] == cell["target"]), {})
+    clean_probs = (target.get("clean") or {}).get("probs")
+    adv_probs = samples.get("adv_probs")
+    k = len(rows)
+    fig = Figure(figsize=(2.2 * len(cols), 2.45 * k), layout="constrained")
+    for r, pos in enumerate(rows):
+        i = row_of[pos]
         for c, (title, arr) in enumerate(cols):
             ax = fig.add_subplot(k, len(cols), r * len(cols) + c + 1)
-            img, kw = _to_display(arr[r], (low, high))
+            img, kw = _to_display(arr[i], (low, high))
             ax.imshow(img, **kw)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=9)
             if c == 0:
-                ax.set_ylabel(f"#{pos} {names[samples['label'][pos]]}", fontsize=8)
+                ax.set_ylabel(f"#{pos} true: {names[samples['label'][pos]]}", fontsize=8)
+                cp = int(samples["clean_pred"][pos])
+                ax.set_xlabel(
+                    f"clean: {_prediction_text(names, cp, clean_probs[pos] if clean_probs else None)}",
+                    fontsize=8,
+                )
             if c == 1:
-                ax.set_xlabel(f"pred: {names[samples['adv_raw_pred'][pos]]}", fontsize=8)
+                ap = int(samples["adv_pred"][pos])
+                ax.set_xlabel(
+                    f"adv: {_prediction_text(names, ap, adv_probs[pos] if adv_probs else None)}",
+                    fontsize=8,
+                    color="#8a1f11" if ap != int(samples["label"][pos]) else "black",
+                )
     fig.suptitle(f"{cell['target']} · {cell['threat']} · {cell['attack']}@{cell['eps_label']}", fontsize=10)
     return fig
 
@@ -175,24 +351,33 @@ def report_figures(results: Mapping[str, Any], run_dir: str | Path) -> list[dict
     """All report figures: ``[{"id", "title", "section", "figure"}]`` in display order."""
     figs: list[dict[str, Any]] = []
     for norm in ("linf", "l2"):
-        fig = robust_accuracy_figure(results, norm)
+        fig = robust_accuracy_figure(results, norm, references=True)
         if fig is not None:
             figs.append(
                 {
                     "id": f"robust_accuracy_{norm}",
                     "title": f"Robust accuracy vs ε ({norm})",
+                    "caption": "one panel per target and threat model; bands are 95% intervals, the black "
+                    "line the per-sample worst case over all attacks, the dotted line chance, the grey "
+                    "dashed line (defended panels) the bare model's worst case; ε = 0 is clean accuracy",
                     "section": "curves",
                     "figure": fig,
                 }
             )
     for target, threat in _groups(results):
         cell = strongest_cell(results, target, threat)
-        fig = None if cell is None else gallery_figure(results, run_dir, cell)
+        fig = None if cell is None else gallery_figure(results, run_dir, cell, flipped_only=True)
         if fig is not None:
+            with np.load(Path(run_dir) / cell["examples"], allow_pickle=False) as z:
+                saved = [int(p) for p in z["positions"]]
             figs.append(
                 {
+                    "rows": gallery_rows(results, cell, saved),
                     "id": f"gallery_{target}_{threat}",
-                    "title": f"Gallery · {target} · {threat}",
+                    "title": f"Gallery · {target} · {threat} · {cell['attack']}@{cell['eps_label']}",
+                    "caption": "images the attack flipped (clean prediction right, adversarial wrong), "
+                    "balanced by class, with the prediction's confidence; perturbation amplified "
+                    f"×{AMPLIFY:g} around mid-grey",
                     "section": "gallery",
                     "figure": fig,
                 }
@@ -202,6 +387,8 @@ def report_figures(results: Mapping[str, Any], run_dir: str | Path) -> list[dict
             {
                 "id": f"confusion_{t['name']}",
                 "title": f"Confusion matrices · {t['name']}",
+                "caption": "rows true class, columns prediction; clean, and under the attack that hurt "
+                "this target most",
                 "section": "confusion",
                 "figure": confusion_figure(results, t["name"]),
             }

@@ -44,6 +44,10 @@ METRIC_COLUMNS = (
     "median_l2",
     "median_queries",
 )
+#: Metrics whose 95 % interval ends get their own columns (``<metric>_ci_low`` / ``_ci_high``).
+CI_METRICS = ("clean_accuracy", "robust_accuracy", "balanced_accuracy", "sensitivity", "specificity")
+#: Interval columns, in CSV order (after the metrics).
+CI_COLUMNS = tuple(f"{m}_ci_{end}" for m in CI_METRICS for end in ("low", "high"))
 #: Per-sample columns (besides the cell key columns).
 SAMPLE_COLUMNS = (
     "position",
@@ -61,12 +65,21 @@ SAMPLE_COLUMNS = (
 )
 
 
-def cell_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One dict per cell: identification columns then metrics (``eps`` None = unbounded)."""
+def cell_rows(results: Mapping[str, Any], intervals: bool = False) -> list[dict[str, Any]]:
+    """One dict per cell: identification columns then metrics (``eps`` None = unbounded).
+
+    With ``intervals`` (results.csv), the 95 % interval ends follow (:data:`CI_COLUMNS`;
+    ``None`` for results written before intervals existed).
+    """
     rows = []
     for cell in results["cells"]:
         row = {k: cell.get(k) for k in CELL_COLUMNS}
         row.update({k: cell["metrics"].get(k) for k in METRIC_COLUMNS})
+        if intervals:
+            ivs = cell.get("intervals") or {}
+            for m in CI_METRICS:
+                ci = (ivs.get(m) or {}).get("ci") or (None, None)
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci[0], ci[1]
         rows.append(row)
     return rows
 

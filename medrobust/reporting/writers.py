@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
-from medrobust.reporting.tables import CELL_COLUMNS, METRIC_COLUMNS, cell_rows, fmt
+from medrobust.evaluation.statistics import fmt_interval
+from medrobust.evaluation.verdict import ensure_evidence
+from medrobust.reporting.tables import CELL_COLUMNS, CI_COLUMNS, METRIC_COLUMNS, cell_rows, fmt
 from medrobust.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -30,15 +32,19 @@ def _env(autoescape: bool):
         keep_trailing_newline=True,
     )
     env.filters["fmt"] = fmt
+    env.filters["ci"] = fmt_interval
+    env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.0f}"
     return env
 
 
 def results_csv(results: Mapping[str, Any]) -> str:
     """One row per cell (identification columns, then metrics)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*CELL_COLUMNS, *METRIC_COLUMNS], lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=[*CELL_COLUMNS, *METRIC_COLUMNS, *CI_COLUMNS], lineterminator="\n"
+    )
     writer.writeheader()
-    for row in cell_rows(results):
+    for row in cell_rows(results, intervals=True):
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return buf.getvalue()
 
@@ -46,8 +52,13 @@ def results_csv(results: Mapping[str, Any]) -> str:
 def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     """Robust accuracy pivot: per norm, rows target · threat · attack, columns budgets.
 
-    Also a ``worst`` row per target · threat: the minimum over attacks at each budget.
+    Each value is an interval dict (``{"value", "ci", "method", "n"}``, see
+    :mod:`medrobust.evaluation.statistics`). A ``worst`` row per target · threat holds the
+    *per-sample* worst case over the attacks at each budget (a sample counts as robust only
+    if no attack fooled it), which can be lower than every single attack's value.
     """
+    results = ensure_evidence(results)
+    worst_by = {(w["target"], w["threat"], w["norm"], w["eps_label"]): w for w in results["worst_cases"]}
     out: dict[str, Any] = {}
     for norm in ("linf", "l2"):
         cells = [c for c in results["cells"] if c["norm"] == norm]
@@ -60,15 +71,10 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         rows = []
         for target, threat in dict.fromkeys((c["target"], c["threat"]) for c in cells):
             group = [c for c in cells if c["target"] == target and c["threat"] == threat]
-            clean = group[0]["metrics"]["clean_accuracy"]
-            worst: dict[str, float] = {}
+            clean = _iv(group[0], "clean_accuracy")
             for attack in dict.fromkeys(c["attack"] for c in group):
-                values = {
-                    c["eps_label"]: c["metrics"]["robust_accuracy"] for c in group if c["attack"] == attack
-                }
-                for k, v in values.items():
-                    if v is not None:
-                        worst[k] = min(worst.get(k, v), v)
+                values = {c["eps_label"]: _iv(c, "robust_accuracy") for c in group if c["attack"] == attack}
+                bpda = any(c.get("bpda") for c in group if c["attack"] == attack)
                 rows.append(
                     {
                         "target": target,
@@ -77,8 +83,14 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
                         "clean": clean,
                         "values": values,
                         "worst": False,
+                        "bpda": bpda,
                     }
                 )
+            worst = {
+                label: worst_by[key]["intervals"]["robust_accuracy"]
+                for label in labels
+                if (key := (target, threat, norm, label)) in worst_by
+            }
             rows.append(
                 {
                     "target": target,
@@ -87,13 +99,60 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
                     "clean": clean,
                     "values": worst,
                     "worst": True,
+                    "bpda": False,
                 }
             )
         out[norm] = {"labels": labels, "rows": rows}
     return out
 
 
+def _iv(cell: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """A cell's interval for ``metric`` (the bare value when the cell has no intervals)."""
+    iv = (cell.get("intervals") or {}).get(metric)
+    if iv is not None:
+        return iv
+    return {"value": cell["metrics"].get(metric), "ci": None, "method": None}
+
+
+def _verdict_table(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Headline rows per target: clean accuracy and worst-case robust accuracy per budget (with CIs)."""
+    heads = results["verdict"]["headline"]
+    columns = list(dict.fromkeys((h["norm"], h["eps_label"]) for h in heads))
+    rows = []
+    for t in results["targets"]:
+        cells = {(h["norm"], h["eps_label"]): h["robust_accuracy"] for h in heads if h["target"] == t["name"]}
+        threats = sorted({th for h in heads if h["target"] == t["name"] for th in h["threats"]})
+        rows.append(
+            {
+                "target": t["name"],
+                "defense": (t.get("denoiser") or {}).get("name") if t.get("denoiser") else None,
+                "threats": threats,
+                "clean": (t["clean"].get("intervals") or {}).get("accuracy")
+                or {"value": t["clean"].get("accuracy"), "ci": None},
+                "values": cells,
+            }
+        )
+    return {"columns": columns, "rows": rows}
+
+
+def _settings_rows(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten nested settings into ``(name, value)`` rows for a readable table."""
+    if isinstance(value, Mapping):
+        out: list[tuple[str, str]] = []
+        for k, v in value.items():
+            out += _settings_rows(v, f"{prefix}{k}." if isinstance(v, Mapping) and v else f"{prefix}{k}")
+        return out
+    if isinstance(value, list):
+        return [(prefix.rstrip("."), ", ".join(str(v) for v in value) if value else "—")]
+    return [(prefix.rstrip("."), "—" if value is None else str(value))]
+
+
 def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    from medrobust.evaluation.audited import describe_audited
+    from medrobust.evaluation.flags import FLAG_CHECKS
+    from medrobust.reporting.regulatory import evidence_map
+
+    results = ensure_evidence(results)
     env_file = run_dir / "environment.json"
     environment = json.loads(env_file.read_text(encoding="utf-8")) if env_file.exists() else {}
     attack_params: dict[str, Any] = {}
@@ -105,9 +164,24 @@ def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                 "norm": c["norm"],
                 "minimal": c["minimal"],
                 "params": c["params"],
+                "param_rows": _settings_rows(c["params"] or {}),
+                "info_rows": _settings_rows(c["info"] or {}),
                 "info": c["info"],
             },
         )
+    reference = []
+    for fid in dict.fromkeys(f["id"] for f in results["flags"]):
+        check = FLAG_CHECKS.get(fid) if fid in FLAG_CHECKS.names() else None
+        reference.append(
+            {
+                "id": fid,
+                "title": getattr(check, "title", fid) or fid,
+                "advice": getattr(check, "advice", ""),
+                "doc": f"docs/flags.md#{fid}",
+            }
+        )
+    stats = results.get("statistics") or {}
+    descriptive = set(stats.get("descriptive") or [])
     return {
         "r": results,
         "summary": summary(results),
@@ -125,10 +199,19 @@ def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             "median_queries",
             "seconds",
         ],
+        "descriptive": descriptive,
         "attack_params": attack_params,
         "config_yaml": yaml.safe_dump(results["config"], sort_keys=False),
         "environment": environment,
+        "environment_rows": _settings_rows(environment),
         "flags_warning": [f for f in results["flags"] if f["severity"] == "warning"],
+        "verdict": results["verdict"],
+        "verdict_table": _verdict_table(results),
+        "audited_line": describe_audited(results["data"]),
+        "model_import": (results.get("model") or {}).get("import"),
+        "stats": stats,
+        "flag_reference": reference,
+        "regulatory": evidence_map(results),
     }
 
 
@@ -166,6 +249,8 @@ def write_reports(results: Mapping[str, Any], run_dir: str | Path) -> dict[str, 
             {
                 "id": item["id"],
                 "title": item["title"],
+                "caption": item.get("caption", ""),
+                "rows": item.get("rows", []),
                 "section": item["section"],
                 "path": rel,
                 "b64": base64.b64encode(png).decode("ascii"),

@@ -27,7 +27,26 @@ window.addEventListener("load", function () {
     errors: window.__errors,
     images: imgs.length,
     loaded: imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
-    figures: Array.from(document.querySelectorAll("figure.plot")).map(function (f) { return f.id; })
+    figures: Array.from(document.querySelectorAll("figure.plot")).map(function (f) { return f.id; }),
+    first_section: (function () {
+      var el = document.body.firstElementChild;
+      while (el && el.tagName !== "SECTION" && el.tagName !== "H2") { el = el.nextElementSibling; }
+      return el ? (el.id || el.tagName) : null;
+    })(),
+    verdict_text: (document.getElementById("verdict") || {}).textContent || "",
+    gallery: Array.from(document.querySelectorAll("figure.plot-gallery")).map(function (f) {
+      return {
+        id: f.id,
+        caption_first: f.firstElementChild && f.firstElementChild.tagName === "FIGCAPTION",
+        rows: Array.from(f.querySelectorAll("table.gallery-rows tr")).slice(1).map(function (tr) {
+          return [tr.querySelector(".label").textContent, tr.querySelector(".clean").textContent,
+                  tr.querySelector(".adv").textContent];
+        })
+      };
+    }),
+    broken_anchors: Array.from(document.querySelectorAll("a[href^='#']")).filter(function (a) {
+      return !document.getElementById(a.getAttribute("href").slice(1));
+    }).map(function (a) { return a.getAttribute("href"); })
   });
   document.body.appendChild(probe);
 });
@@ -83,6 +102,22 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
         assert plot in probe["figures"]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
+    # the verdict box is the first section, before any other heading
+    assert probe["first_section"] == "verdict"
+    verdict = probe["verdict_text"]
+    assert "Verdict:" in verdict and "Threat model" in verdict and "What was audited" in verdict
+    for w in results["verdict"]["headline"]:
+        iv = w["robust_accuracy"]
+        assert f"{iv['value']:.2f} [{iv['ci'][0]:.2f}, {iv['ci'][1]:.2f}]" in verdict
+    assert "grey levels" in verdict and "whitebox" in verdict and "adaptive" in verdict
+    # gallery rows are flipped examples: clean prediction = true class, adversarial prediction differs
+    assert probe["gallery"], "no gallery figure"
+    for fig in probe["gallery"]:
+        assert fig["caption_first"] and fig["rows"], fig
+        for label, clean, adv in fig["rows"]:
+            assert clean.split(" (")[0] == label and adv.split(" (")[0] != label
+            assert re.search(r"\(\d\.\d\d\)$", clean) and re.search(r"\(\d\.\d\d\)$", adv)
+    assert probe["broken_anchors"] == []  # flag links point inside the report
     # the rendered DOM carries the numbers of results.json
     assert "Robust accuracy" in proc.stdout and results["name"] in proc.stdout
     first = results["cells"][0]
