@@ -1,4 +1,4 @@
-"""Reports of the denoiser study: figures (PNG), a self-contained HTML page and Markdown.
+"""Reports of the denoiser study: figures (PNG), then the HTML/Markdown templates of medrobust.reporting.
 
 Everything here reads ``results.json``-shaped dicts; the galleries additionally run the
 denoisers once on a few stored inputs. Matplotlib is used through ``Figure`` objects
@@ -7,8 +7,6 @@ only (no pyplot global state).
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 from pathlib import Path
 from typing import Any
@@ -23,16 +21,6 @@ def _fig_png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
-
-
-def _fmt(v: Any, nd: int = 2) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if not np.isfinite(v):
-            return "–"
-        return f"{v:.{nd}f}"
-    return str(v)
 
 
 def heatmap_png(matrix: list[list[float | None]], names: list[str], title: str, vmax: float = 1.0) -> bytes:
@@ -124,20 +112,6 @@ def gallery_png(
                 ax.set_title(titles[c], fontsize=8)
     fig.suptitle(name, fontsize=10)
     return _fig_png(fig)
-
-
-def _table_md(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _table_html(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
@@ -288,48 +262,19 @@ def write_reports(
     paths = {}
     for fname, data in figs.items():
         paths[fname] = atomic_write_bytes(out / "figures" / fname, data)
-    tabs = tables(results)
-    findings = results["findings"]
+    from medrobust.reporting.templating import render
+
     data = results["data"]
-    intro = (
-        f"Data: {data['description']}; {data['n_test']} test images {data['image_shape']}, "
-        f"bounds {data['bounds']}, σ = {data['sigma']:.4f} of the range (noisy PSNR "
-        f"{data['noisy_psnr']['mean']:.2f} dB). Attack settings: {results['config']['attack']}."
-    )
-    # Markdown
-    md = [f"# Denoiser robustness and similitude study\n\n{intro}\n"]
-    for title, header, rows in tabs:
-        md.append(f"## {title}\n\n{_table_md(header, rows)}\n")
-    md.append("## Figures\n")
-    md += [f"![{f}](figures/{f})\n" for f in figs]
-    md.append("## Findings (computed)\n\n```json\n" + _json(findings) + "\n```\n")
-    atomic_write_text(out / "report.md", "\n".join(md))
-    # HTML
-    body = [f"<h1>Denoiser robustness and similitude study</h1><p>{html.escape(intro)}</p>"]
-    for title, header, rows in tabs:
-        body.append(f"<h2>{html.escape(title)}</h2>{_table_html(header, rows)}")
-    body.append("<h2>Figures</h2>")
-    for f, data_png in figs.items():
-        b64 = base64.b64encode(data_png).decode()
-        body.append(
-            f"<figure><img alt='{html.escape(f)}' src='data:image/png;base64,{b64}'/>"
-            f"<figcaption>{html.escape(f)}</figcaption></figure>"
-        )
-    body.append(f"<h2>Findings (computed)</h2><pre>{html.escape(_json(findings))}</pre>")
-    style = (
-        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-        "table{border-collapse:collapse;font-size:12px;margin-bottom:1em}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}"
-    )
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Denoiser study</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
-    )
-    atomic_write_text(out / "report.html", page)
+    context = {
+        "intro": (
+            f"Data: {data['description']}; {data['n_test']} test images {data['image_shape']}, "
+            f"bounds {data['bounds']}, σ = {data['sigma']:.4f} of the range (noisy PSNR "
+            f"{data['noisy_psnr']['mean']:.2f} dB). Attack settings: {results['config']['attack']}."
+        ),
+        "tables": tables(results),
+        "figures": figs,
+        "findings": results["findings"],
+    }
+    atomic_write_text(out / "report.md", render("study.md.j2", **context))
+    atomic_write_text(out / "report.html", render("study.html.j2", **context))
     return {"html": out / "report.html", "md": out / "report.md", **paths}
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2)
