@@ -86,3 +86,8 @@ def test_console_script_exit_code_in_a_real_process(tmp_path):
     assert proc.returncode == 2
     assert _errors(proc.stderr) == [line for line in proc.stderr.splitlines() if line.strip()][-1:]
     assert "cfg.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_shell_completion_script(capsys):
+    assert cli_main.main(["--show-completion", "bash"]) == 0
+    assert "_medrobust_completion" in capsys.readouterr().out

@@ -14,7 +14,7 @@ app = typer.Typer(
     help="Adversarial robustness audits and denoising defenses for medical imaging models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 
