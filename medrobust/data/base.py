@@ -48,6 +48,8 @@ SPLIT_ALIASES: dict[str, str] = {
 }
 
 #: The only keys a sample's ``meta`` may hold. No DICOM identifying value ever enters it.
+#: ``orientation``: a NIfTI file's own axis codes (images are returned in RAS order);
+#: ``exif_orientation``: the EXIF Orientation tag (1..8) a photograph was turned upright by.
 SAFE_META_KEYS: frozenset[str] = frozenset(
     {
         "id",
@@ -80,6 +82,8 @@ SAFE_META_KEYS: frozenset[str] = frozenset(
         "volume_index",
         "voxel_size",
         "mode",
+        "orientation",
+        "exif_orientation",
     }
 )
 
@@ -211,6 +215,8 @@ class Source(ABC):
     """
 
     kind: ClassVar[str] = "source"
+    #: The data spec the source was opened from (``phantom:...``, ``medmnist:...``), else ``None``.
+    spec: str | None = None
 
     def __init__(
         self,
@@ -364,9 +370,9 @@ class Source(ABC):
         return str(record.path) if record.path is not None else str(self.root)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-safe summary: kind, root, classes, split origin and counts."""
+        """JSON-safe summary: kind, root, classes, split origin and counts (and the data spec, if any)."""
         counts = Counter(r.split for r in self._records)
-        return {
+        out = {
             "kind": self.kind,
             "root": str(self.root),
             "class_names": list(self.class_names),
@@ -374,6 +380,9 @@ class Source(ABC):
             "splits": {s: counts.get(s, 0) for s in self.splits()},
             "split_info": dict(self.split_info),
         }
+        if self.spec is not None:
+            out["spec"] = self.spec
+        return out
 
     def _skip_or_raise(self, path: object, reason: str) -> None:
         """Index-time problem: raise, or list it in :attr:`skipped` when ``on_error="skip"``."""

@@ -1,4 +1,8 @@
-"""NIfTI files nibabel ships, slices along an axis, volumes, labels from a CSV."""
+"""NIfTI files nibabel ships, slices along an axis, volumes, labels from a CSV.
+
+Images come out in canonical RAS order (``nibabel.as_closest_canonical``), whatever the file
+stores: ``example4d.nii.gz`` and ``anatomical.nii`` are LAS, ``standard.nii.gz`` is RAS.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from medrobust.data import open_source
 def test_shipped_nifti_middle_slice(name):
     path = os.path.join(data_path, name)
     img = nib.load(path)
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    data = np.asarray(nib.as_closest_canonical(img).dataobj, dtype=np.float32)
     if data.ndim == 4:
         data = data[..., 0]
     src = open_source(path)
@@ -25,11 +29,12 @@ def test_shipped_nifti_middle_slice(name):
     np.testing.assert_array_equal(sample["image"][0], data[:, :, k])
     assert sample["meta"]["slice_index"] == k and sample["meta"]["axis"] == 2
     assert sample["meta"]["format"] == "nifti"
+    assert sample["meta"]["orientation"] == "".join(nib.aff2axcodes(img.affine))
 
 
 def test_axis_all_slices_and_volume():
     path = os.path.join(data_path, "anatomical.nii")
-    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    data = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj, dtype=np.float32)
     src = open_source(path, axis=0, slice="all")
     assert len(src) == data.shape[0]
     rec = next(r for r in src.records() if r.index == 5)

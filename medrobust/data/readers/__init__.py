@@ -63,7 +63,7 @@ class ImageFileLoader:
     Args:
         window: DICOM VOI handling, ``"none"`` (native units) or ``"auto"``.
         frame: DICOM multi-frame choice: ``"middle"``, ``"volume"`` or an index.
-        axis: NIfTI slicing axis (0, 1, 2).
+        axis: NIfTI slicing axis (0, 1, 2) of the canonical RAS volume.
         slice: NIfTI slice choice: ``"middle"``, ``"volume"`` or an index.
         volume: NIfTI 4D volume index.
     """
@@ -139,7 +139,10 @@ class ImageFileLoader:
             if suffix in NIFTI_SUFFIXES:
                 import nibabel as nib
 
-                shape = nib.load(str(path)).shape
+                from medrobust.data.orientation import nifti_orientation
+
+                img = nib.load(str(path))
+                shape = nifti_orientation(img).canonical_shape(img.shape)  # axes as the reader sees them
                 what, n = f"slices along axis {self.axis}", 1 if len(shape) < 3 else int(shape[self.axis])
             elif suffix in DICOM_SUFFIXES or suffix == "":
                 import pydicom

@@ -4,6 +4,11 @@ Pillow modes are normalised first: palette and 1-bit images become ``L`` or ``RG
 alpha channels are dropped (``LA`` -> ``L``, ``RGBA`` -> ``RGB``), 16-bit greyscale
 stays 16-bit (``I;16`` -> ``I``), so values remain the file's own (0..255 for 8-bit).
 
+Orientation: an EXIF ``Orientation`` tag (phones and dermatoscopes store the camera's
+rotation there instead of rotating the pixels) is applied, as ``PIL.ImageOps.exif_transpose``
+does, so a photo tagged 6 ("rotate 90° clockwise to view") loads upright with its height and
+width as seen; the tag's value is recorded in ``meta["exif_orientation"]``.
+
 Decompression bombs: the decoded size is read from the header (Pillow opens lazily) and
 an image of more than :data:`~medrobust.limits.MAX_IMAGE_PIXELS` pixels is refused,
 naming the file and the size, before any pixel is decoded.
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 from monai.data.image_reader import PILReader
 
+from medrobust.data.orientation import apply_exif_orientation, exif_orientation
 from medrobust.errors import DataError
 from medrobust.limits import MAX_IMAGE_PIXELS
 
@@ -71,6 +77,7 @@ class ImageFileReader(PILReader):
     def __init__(self) -> None:
         super().__init__(converter=None, reverse_indexing=False)
         self.filenames: tuple[str, ...] = ()
+        self._exif_orientation: int | None = None
 
     def read(self, data: Any, **kwargs: Any) -> Any:
         """Open the image, check its decoded size from the header, then fully decode it.
@@ -97,7 +104,8 @@ class ImageFileReader(PILReader):
                 check_decoded_size(name, img.size)
                 img.load()
             self._stored = str(np.asarray(img).dtype) if img.mode != "P" else "uint8"
-            return normalise_mode(img)
+            self._exif_orientation = exif_orientation(img, name)
+            return normalise_mode(apply_exif_orientation(img, self._exif_orientation))
         except DataError:
             raise
         except Image.DecompressionBombError as exc:
@@ -116,6 +124,7 @@ class ImageFileReader(PILReader):
             "format": str(meta.get("format") or "").lower() or None,
             "mode": meta.get("mode"),
             "dtype": getattr(self, "_stored", str(data.dtype)),
+            "exif_orientation": getattr(self, "_exif_orientation", None),
             "spatial_shape": np.asarray(data.shape[:2]),
             "original_channel_dim": -1 if data.ndim == 3 else float("nan"),
         }
