@@ -58,6 +58,7 @@ from medrobust.evaluation.metrics import (
     prediction_metrics,
     within_budget,
 )
+from medrobust.evaluation.progress import AuditProgress, attack_cost, craft_label
 from medrobust.evaluation.state import (
     AuditState,
     BatchPiece,
@@ -352,7 +353,9 @@ def run_audit(
         fresh: Discard an existing run (state, results, reports, examples) instead of resuming
             (needed after a change of data, model, defenses, seed or sample count, or of the
             files behind them).
-        progress: Show a tqdm bar over cells (rank 0 only).
+        progress: Show a progress bar (rank 0 only): model evaluations weighted by each attack's
+            cost, advanced per attacked batch, labelled with attack, budget and threat model;
+            work a resumed run reuses is left out of the total (:mod:`~medrobust.evaluation.progress`).
 
     Returns:
         The results dict written to ``out/results.json`` (schema ``medrobust.audit/1``); every
@@ -409,8 +412,6 @@ def _run_audit(
     progress: bool,
     ctx: ShardContext,
 ) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
     resolved = config.resolved()
     examples_dir = out / "examples"
     device = _resolve_device(config, ctx)
@@ -495,23 +496,32 @@ def _run_audit(
         config, ctx, samples, targets, store, state, clean, labels_np, head, device, examples_dir
     )
     crafts.craft_hashes, crafts.cell_keys = craft_hashes, cell_keys
-    crafts.bar = tqdm(
-        total=len(plan.cells),
-        desc="audit cells",
-        unit="cell",
-        disable=not (progress and ctx.is_main),
-        leave=False,
+    # Progress in model evaluations (cost-weighted), this rank's batches only; reused work is left out.
+    crafts.costs = {
+        k.key: attack_cost(attacks[k.attack].name, attacks[k.attack].full_params(), num_classes)
+        for k in plan.crafts
+    }
+    done = (
+        sum(
+            len(k.cells) if k.key not in pending_crafts else sum(state.has(c.id) for c in k.cells)
+            for k in plan.crafts
+        )
+        if state is not None
+        else 0
+    )
+    crafts.progress = AuditProgress(
+        sum(crafts.work(k) for k in plan.crafts if k.key in pending_crafts),
+        len(plan.cells),
+        done,
+        enabled=progress and ctx.is_main,
     )
     for craft in plan.crafts:
         if craft.key not in pending_crafts:
-            crafts.bar.update(len(craft.cells))
             continue
-        if state is not None:
-            crafts.bar.update(sum(state.has(c.id) for c in craft.cells))
-        crafts.bar.set_postfix_str(craft.key)
+        crafts.progress.start(craft_label(craft, list(config.threats) if config.defenses else []))
         gathered = ctx.gather(ctx.agree(partial(crafts.run_batches, craft)))
         ctx.agree(partial(crafts.finish, craft, gathered))
-    crafts.bar.close()
+    crafts.progress.close()
 
     def finalize() -> dict[str, Any] | None:
         if not ctx.is_main:
@@ -614,7 +624,8 @@ class _CraftRunner:
         self.examples_dir = examples_dir
         self.attacks = {a.label: a for a in config.attacks}
         self.keep_below = min(config.save_examples, len(labels))
-        self.bar: Any = None
+        self.progress: AuditProgress | None = None
+        self.costs: dict[str, float] = {}
         self.craft_hashes: dict[str, str] = {}
         self.cell_keys: dict[str, str] = {}
         card = targets[BARE].card  # type: ignore[union-attr]
@@ -627,6 +638,17 @@ class _CraftRunner:
         for t in craft.eval_targets:
             subset |= self.clean[t][0] == self.labels
         return subset
+
+    def work(self, craft: Craft) -> float:
+        """Model evaluations ``craft`` costs on this rank's batches (progress bar units)."""
+        subset = self.subset(craft)
+        owned = [self.samples.positions(b) for b in self.ctx.owned(self.samples.n_batches)]
+        return self.costs.get(craft.key, 1.0) * float(sum(int(subset[p].sum()) for p in owned))
+
+    def _progress(self, craft: Craft, mask: np.ndarray, reused: bool) -> None:
+        if self.progress is not None and self.ctx.is_main:
+            work = self.costs.get(craft.key, 1.0) * float(mask.sum())
+            (self.progress.reused if reused else self.progress.advance)(work)
 
     def run_batches(self, craft: Craft) -> list[BatchPiece]:
         """This rank's pieces of ``craft``: reused from ``state/shards`` or attacked and saved."""
@@ -643,6 +665,7 @@ class _CraftRunner:
                 todo.append(b)
             else:
                 pieces.append(piece)
+                self._progress(craft, subset[samples.positions(b)], reused=True)
         reused = len(pieces)
         for batch in samples.batches(todo):
             piece = attack_batch(
@@ -658,6 +681,7 @@ class _CraftRunner:
             piece.craft_hash = self.craft_hashes.get(craft.key, "")
             store.save(craft_id, piece)
             pieces.append(piece)
+            self._progress(craft, subset[batch.positions], reused=False)
         log.info(
             "rank %d, craft %s: %d batch(es) attacked, %d reused from %s",
             ctx.rank,
@@ -705,8 +729,8 @@ class _CraftRunner:
                 )
                 record["cell_fingerprint"] = self.cell_keys.get(cell.id)
                 state.save(cell.id, record)
-                if self.bar is not None:
-                    self.bar.update(1)
+                if self.progress is not None:
+                    self.progress.cells_finished()
 
 
 def _cell_record(

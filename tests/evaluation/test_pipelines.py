@@ -37,4 +37,10 @@ def test_demo_yaml_matches_the_demo(tmp_path):
     for key in ("attacks", "budgets", "threats", "n_samples", "batch_size", "seed", "notes", "name"):
         assert shipped[key] == built[key], key
     assert shipped["model"]["path"] == built["model"]["path"]
-    assert shipped["data"]["source"].startswith("runs/demo/data/chest_xray-n480-s64-seed0/")
+    # the audit reads the held-out phantom set (another seed than the training data), whole
+    assert shipped["data"]["source"].startswith("runs/demo/data/chest_xray-n100-s64-seed1/")
+    assert shipped["data"] == built["data"] and shipped["data"]["split"] == "all"
+    assert built["n_samples"] == demo.AUDIT_DATA["n"] and demo.AUDIT_DATA["seed"] != demo.DATA["seed"]
+    from medrobust.evaluation.statistics import wilson_half_width
+
+    assert wilson_half_width(built["n_samples"]) <= 0.10  # headline intervals at most ±10 points
