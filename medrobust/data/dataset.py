@@ -1,28 +1,33 @@
-"""``make_dataset`` (a MONAI ``Dataset`` over a source) and ``load_arrays`` (stacked tensors).
+"""``make_dataset`` (a MONAI-style ``Dataset`` over a source) and ``load_arrays`` (stacked tensors).
 
 Each item is ``{"image": float32 tensor (C, H, W), "label": int64 scalar tensor, "meta": dict}``.
 With a preset the image is the preset's output (inside ``preset.bounds``); without one
 it stays in native units (optionally resized to ``spatial_size``). MetaTensors are
 stripped to plain tensors (attacks run about 10 % faster on them).
+
+Importing this module does not import MONAI (about 5 s per process, paid by every torchrun
+rank): the preset pipelines and file readers that need it are imported when a dataset is
+built or an image file is read. :class:`SourceDataset` behaves like ``monai.data.Dataset``
+(``data``, ``transform``, slicing to a ``Subset``) without subclassing it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from medrobust.data.base import ON_ERROR_CHOICES, Record, Source
 from medrobust.data.opening import open_source
 from medrobust.errors import ConfigError, DataError, MedrobustError
+from medrobust.utils.logging import get_logger
 from medrobust.validation import check_choice, check_int
 
-logger = logging.getLogger("medrobust.data")
+logger = get_logger("data")
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -116,7 +121,10 @@ class _Finalize:
 
 
 class SourceDataset(Dataset):
-    """A MONAI ``Dataset`` of a source's records (see :func:`make_dataset`).
+    """A dataset of a source's records (see :func:`make_dataset`), with MONAI ``Dataset`` semantics.
+
+    ``dataset[i]`` is one transformed item; ``dataset[a:b]`` and ``dataset[[i, j]]`` are
+    ``torch.utils.data.Subset`` views, as with ``monai.data.Dataset``.
 
     Attributes:
         source: The :class:`~medrobust.data.base.Source`.
@@ -137,13 +145,25 @@ class SourceDataset(Dataset):
         skipped: list[tuple[str, str]],
         reference: str = "the source declaration",
     ) -> None:
-        super().__init__(data=records, transform=transform)
+        self.data = records
+        self.transform = transform
         self.load_record = _LoadRecord(source, channels, reference)
         self.source = source
         self.split = split
         self.preset = preset
         self.channels = channels
         self.skipped = skipped
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int | slice | Sequence[int]) -> Any:
+        """One item, or a ``Subset`` for a slice or a sequence of indices."""
+        if isinstance(index, slice):
+            return Subset(self, range(*index.indices(len(self))))
+        if isinstance(index, Sequence):
+            return Subset(self, list(index))
+        return self._transform(index)
 
     def _transform(self, index: int) -> dict[str, Any]:
         # Loading runs outside MONAI's Compose so a DataError reaches the caller unwrapped;
@@ -189,6 +209,7 @@ def make_dataset(
     spatial_size: Sequence[int] | None = None,
     augment: bool = False,
     on_error: str = "raise",
+    preset_options: Mapping[str, Any] | None = None,
     **source_options: Any,
 ) -> SourceDataset:
     """Build a dataset over ``source``.
@@ -203,6 +224,9 @@ def make_dataset(
         on_error: ``"raise"``: a bad file raises :class:`DataError` naming it when its item is
             read. ``"skip"``: every file is read once now; bad ones are left out and listed in
             ``dataset.skipped``.
+        preset_options: Options of the preset, e.g. ``{"channels": 3}`` for grey data into a
+            3-channel model or ``{"scaling": "range", "value_range": [-1000, 400]}`` (see
+            :func:`~medrobust.data.presets.get_preset`); validated before any file is read.
         **source_options: Passed to :func:`open_source` when ``source`` is a path.
 
     Raises:
@@ -210,6 +234,7 @@ def make_dataset(
         ConfigError: for invalid parameters.
     """
     on_error = check_choice(on_error, "on_error", ON_ERROR_CHOICES, "make_dataset")
+    preset_obj = _resolve_preset(preset, preset_options)
     if not isinstance(source, Source):
         source_options.setdefault("on_error", on_error)
     elif source_options:
@@ -253,14 +278,7 @@ def make_dataset(
         reference = f"the first image ({src.describe_location(records[0])})"
 
     transforms: list[Any] = []
-    preset_obj = None
-    if preset is not None:
-        if isinstance(preset, str):
-            from medrobust.data.presets import get_preset
-
-            preset_obj = get_preset(preset)
-        else:
-            preset_obj = preset
+    if preset_obj is not None:
         transforms.append(preset_obj.transform(spatial_size=spatial_size, augment=augment))
     elif spatial_size is not None:
         from monai.transforms import Resized
@@ -276,6 +294,35 @@ def make_dataset(
 
     transform = PresetCompose(transforms)  # unwraps medrobust errors from MONAI's RuntimeError
     return SourceDataset(records, transform, src, split, preset_obj, channels, skipped, reference)
+
+
+def _resolve_preset(preset: Any, options: Mapping[str, Any] | None) -> Any:
+    """The preset object for ``preset`` (a name or an object) with ``options`` applied."""
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(
+            f"The 'preset_options' parameter of make_dataset must be a mapping such as {{'channels': 3}}. "
+            f"Got {options!r}."
+        )
+    if preset is None:
+        if options:
+            raise ConfigError(
+                f"The 'preset_options' parameter of make_dataset needs a preset. Got {dict(options)!r} "
+                "without one."
+            )
+        return None
+    if isinstance(preset, str):
+        from medrobust.data.presets import get_preset
+
+        return get_preset(preset, **dict(options or {}))
+    if options:
+        with_options = getattr(preset, "with_options", None)
+        if not callable(with_options):
+            raise ConfigError(
+                f"The 'preset_options' parameter of make_dataset needs a registered preset; "
+                f"{type(preset).__name__} takes no options."
+            )
+        return with_options(**dict(options))
+    return preset
 
 
 def collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ def inspect_source(
     modality: str | None = None,
     pixels_per_image: int = 4096,
     seed: int = 0,
+    preset_options: Mapping[str, Any] | None = None,
     **source_options: Any,
 ) -> dict[str, Any]:
     """Describe a source as a JSON-safe dict.
@@ -50,6 +52,8 @@ def inspect_source(
             range of the first few images after the preset.
         pixels_per_image: Pixels sampled per image for the percentile estimates.
         seed: Seed of the pixel sampler.
+        preset_options: Options of the preset (``channels``, ``scaling``, ...; see
+            :func:`~medrobust.data.presets.get_preset`).
         **source_options: Passed to :func:`open_source` for a path (``on_error`` is ``"skip"``).
     """
     if not isinstance(source, Source):
@@ -120,7 +124,7 @@ def inspect_source(
     if channels and len(channels) > 1:
         report["warnings"] = [f"images have different channel counts: {dict(channels)}"]
     if modality is not None:
-        report["preset"] = _preset_report(src, modality, to_read)
+        report["preset"] = _preset_report(src, modality, to_read, preset_options=preset_options)
     return report
 
 
@@ -132,17 +136,24 @@ def _rel(src: Source, path: str) -> str:
     return src.relpath(path) or path
 
 
-def _preset_report(src: Source, modality: str, records: list[Any], n_check: int = 8) -> dict[str, Any]:
+def _preset_report(
+    src: Source,
+    modality: str,
+    records: list[Any],
+    n_check: int = 8,
+    preset_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The preset's declared output, and the range of up to ``n_check`` images after it."""
     from medrobust.data.presets import get_preset
 
-    preset = get_preset(modality)
+    preset = get_preset(modality, **dict(preset_options or {}))
     info: dict[str, Any] = {
         "name": preset.name,
         "modality": getattr(preset, "modality", preset.name),
         "channels": int(preset.channels),
         "spatial_size": [int(s) for s in preset.spatial_size],
         "bounds": [float(b) for b in preset.bounds],
+        "options": preset.options,
     }
     from medrobust.data.dataset import medrobust_cause
 

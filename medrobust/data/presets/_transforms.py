@@ -208,6 +208,49 @@ class PhotoScaled(MapTransform):
         return d
 
 
+class RangeScaled(MapTransform):
+    """Map the fixed native interval ``[low, high]`` to ``[0, 1]`` and clip (``scaling="range"``).
+
+    The same mapping for every image (a CT window in HU, the full range of a 12-bit detector),
+    unlike the percentile scalings, which adapt to each image.
+
+    Args:
+        keys: Keys to scale.
+        low: Native value mapped to 0.
+        high: Native value mapped to 1 (``> low``).
+    """
+
+    def __init__(self, keys: Sequence[str], low: float, high: float) -> None:
+        super().__init__(keys)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ConfigError(f"The value range must be finite with low < high. Got ({low}, {high}).")
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            out = (d[key] - self.low) / (self.high - self.low)
+            d[key] = np.clip(out, 0.0, 1.0).astype(np.float32)
+        return d
+
+
+class MinMaxScaled(MapTransform):
+    """Map each image's own minimum and maximum to ``[0, 1]`` (``scaling="minmax"``); constant -> 0.
+
+    Args:
+        keys: Keys to scale.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            lo, hi = float(img.min()), float(img.max())
+            out = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+            d[key] = np.clip(out, 0.0, 1.0).astype(np.float32)
+        return d
+
+
 def fov_box(
     img: np.ndarray, threshold: float = 0.15, min_fraction: float = 0.02
 ) -> tuple[int, int, int] | None:

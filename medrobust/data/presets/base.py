@@ -14,17 +14,31 @@ inside preset.bounds, ...}``. Each modality lives in its own file and declares:
 The base class chains them as ``check -> channels -> intensity -> resize ->
 [augment] -> to bounds``. Importing this module does not import torch or MONAI;
 :meth:`Preset.transform` does.
+
+Options (``get_preset(name, **options)``, ``make_dataset(..., preset_options={...})``) tell a
+preset what it cannot know about the data or the model, and are validated when given:
+
+* ``spatial_size``, ``bounds``: output size and intensity interval;
+* ``channels``: 1 or 3, the channel count the pipeline outputs (the model's input), e.g.
+  ``channels=3`` for brain MRI shipped as RGB PNGs to a 3-channel model; grey is repeated to
+  3 channels, RGB turned grey by luminance;
+* ``scaling``: how native intensities reach the unit range, replacing the preset's own:
+  ``"percentile"`` (``percentiles=(low, high)``, default (1, 99); ``nonzero=True`` to use only
+  non-zero voxels), ``"photo"`` (/255 for 8-bit data, else percentiles 0-99.9), ``"range"``
+  (the fixed native interval ``value_range=(low, high)``, e.g. a CT window (-1000, 400) in HU or
+  (0, 4095) for 12-bit data) or ``"minmax"`` (each image's own minimum and maximum). Giving
+  ``percentiles`` or ``value_range`` alone selects their scaling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from medrobust.errors import ConfigError
-from medrobust.registry import Registry
-from medrobust.validation import check_bounds, check_int
+from medrobust.registry import Registry, did_you_mean
+from medrobust.validation import check_bounds, check_choice, check_float, check_int
 
 if TYPE_CHECKING:
     from monai.transforms import Compose
@@ -53,6 +67,32 @@ def _check_spatial_size(value: Any, owner: str, allow_3d: bool) -> tuple[int, ..
     return tuple(check_int(v, "spatial_size", owner, low=1, high=8192) for v in items)
 
 
+#: Choices of the ``scaling`` option.
+SCALING_CHOICES: tuple[str, ...] = ("percentile", "photo", "range", "minmax")
+#: Options every preset accepts (names as given to :func:`get_preset`).
+PRESET_OPTIONS: tuple[str, ...] = (
+    "bounds",
+    "channels",
+    "nonzero",
+    "percentiles",
+    "scaling",
+    "spatial_size",
+    "value_range",
+)
+#: Default percentiles of ``scaling="percentile"``.
+DEFAULT_PERCENTILES: tuple[float, float] = (1.0, 99.0)
+
+
+def _check_pair(value: Any, name: str, owner: str, what: str) -> tuple[float, float]:
+    where = f"The {name!r} option of {owner}"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ConfigError(f"{where} must be two numbers ({what}). Got {value!r}.")
+    lo, hi = (check_float(v, name, owner) for v in value)
+    if not lo < hi:
+        raise ConfigError(f"{where} must be two numbers ({what}) with low < high. Got {value!r}.")
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class Preset:
     """A modality preset.
@@ -60,11 +100,17 @@ class Preset:
     Args:
         spatial_size: Default output size (H, W) (or (D, H, W) where 3D is supported).
         bounds: Output intensity interval ``(low, high)``; recorded so attacks can use it.
+        output_channels: Overrides the preset's channel count (1 or 3); :func:`get_preset`
+            takes it as ``channels``.
+        scaling: Overrides the preset's intensity scaling (see :data:`SCALING_CHOICES`).
+        percentiles: ``(low, high)`` percentiles for ``scaling="percentile"``.
+        nonzero: Percentiles of the non-zero voxels only (``scaling="percentile"``).
+        value_range: Native ``(low, high)`` mapped to the bounds for ``scaling="range"``.
 
     Attributes:
         name: Registered name.
         modality: Imaging modality (e.g. "chest_xray").
-        channels: Output channel count (1 or 3).
+        channels: Output channel count (1 or 3): the class default, or ``output_channels``.
         positive_class_hint: Usual name of the positive class, if the task is binary.
         supports_3d: Whether a 3-value ``spatial_size`` (volumes ``(C, D, H, W)``) is accepted.
         notes: Human-readable reasons for the preset's choices (shown by the CLI/docs).
@@ -72,6 +118,11 @@ class Preset:
 
     spatial_size: tuple[int, ...] = (224, 224)
     bounds: tuple[float, float] = (0.0, 1.0)
+    output_channels: int | None = None
+    scaling: str | None = None
+    percentiles: tuple[float, float] | None = None
+    nonzero: bool | None = None
+    value_range: tuple[float, float] | None = None
 
     name: ClassVar[str] = "preset"
     modality: ClassVar[str] = "unknown"
@@ -86,6 +137,96 @@ class Preset:
             self, "spatial_size", _check_spatial_size(self.spatial_size, owner, self.supports_3d)
         )
         object.__setattr__(self, "bounds", check_bounds(self.bounds, "bounds", owner))
+        if self.output_channels is not None:
+            c = self.output_channels
+            if isinstance(c, bool) or not isinstance(c, int) or c not in (1, 3):
+                raise ConfigError(f"The 'channels' option of {owner} must be 1 or 3. Got {c!r}.")
+            object.__setattr__(self, "channels", c)  # shadows the class default for this instance
+        self._check_scaling(owner)
+
+    def _check_scaling(self, owner: str) -> None:
+        scaling = self.scaling
+        if scaling is None and self.percentiles is not None:
+            scaling = "percentile"
+        if scaling is None and self.value_range is not None:
+            scaling = "range"
+        if scaling is None and self.nonzero is not None:
+            raise ConfigError(
+                f"The 'nonzero' option of {owner} applies to scaling='percentile'. "
+                f"Got nonzero={self.nonzero!r} without a scaling."
+            )
+        if scaling is None:
+            return
+        scaling = check_choice(scaling, "scaling", SCALING_CHOICES, owner)
+        object.__setattr__(self, "scaling", scaling)
+        needs_of = {"percentiles": "percentile", "nonzero": "percentile", "value_range": "range"}
+        for option, needs in needs_of.items():
+            if getattr(self, option) is not None and scaling != needs:
+                raise ConfigError(
+                    f"The {option!r} option of {owner} applies to scaling={needs!r}. Got scaling={scaling!r}."
+                )
+        if scaling == "percentile":
+            lo, hi = _check_pair(self.percentiles or DEFAULT_PERCENTILES, "percentiles", owner, "low, high")
+            if not 0.0 <= lo < hi <= 100.0:
+                raise ConfigError(
+                    f"The 'percentiles' option of {owner} must satisfy 0 <= low < high <= 100. "
+                    f"Got {self.percentiles!r}."
+                )
+            object.__setattr__(self, "percentiles", (lo, hi))
+            if self.nonzero is not None and not isinstance(self.nonzero, bool):
+                raise ConfigError(
+                    f"The 'nonzero' option of {owner} must be true or false. Got {self.nonzero!r}."
+                )
+        if scaling == "range":
+            if self.value_range is None:
+                raise ConfigError(
+                    f"The 'value_range' option of {owner} is required with scaling='range' "
+                    "(the native (low, high) mapped to the bounds, e.g. [-1000, 400] for a CT window)."
+                )
+            pair = _check_pair(self.value_range, "value_range", owner, "native low, high")
+            object.__setattr__(self, "value_range", pair)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options this preset was given beyond its class defaults (as :func:`get_preset` names them)."""
+        out: dict[str, Any] = {}
+        if self.output_channels is not None:
+            out["channels"] = self.output_channels
+        for key in ("scaling", "percentiles", "nonzero", "value_range"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def with_options(self, **options: Any) -> Preset:
+        """A copy of this preset with ``options`` (names as for :func:`get_preset`) applied.
+
+        Raises:
+            ConfigError: for an unknown option (with a "did you mean" hint) or an invalid value.
+        """
+        return replace(self, **_option_fields(options, self.name))
+
+    def scaled(self, default: Callable[..., Any]) -> Callable[..., Any]:
+        """The intensity scaling step: ``default`` unless the ``scaling`` option replaces it."""
+        if self.scaling is None:
+            return default
+        from medrobust.data.presets._transforms import (
+            MinMaxScaled,
+            PercentileScaled,
+            PhotoScaled,
+            RangeScaled,
+        )
+
+        keys = [IMAGE_KEY]
+        if self.scaling == "percentile":
+            lo, hi = self.percentiles or DEFAULT_PERCENTILES
+            return PercentileScaled(keys, lo, hi, nonzero=bool(self.nonzero))
+        if self.scaling == "photo":
+            return PhotoScaled(keys)
+        if self.scaling == "range":
+            assert self.value_range is not None  # checked in __post_init__
+            return RangeScaled(keys, *self.value_range)
+        return MinMaxScaled(keys)
 
     # -- pieces subclasses override -------------------------------------------------
     def intensity(self) -> list[Callable[..., Any]]:
@@ -144,7 +285,11 @@ class Preset:
         return compose
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-friendly summary (name, modality, channels, spatial_size, bounds, notes)."""
+        """A JSON-friendly summary (name, modality, channels, spatial_size, bounds, options, notes)."""
+        notes = list(self.notes)
+        opts = self.options
+        if opts:
+            notes.append("options: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
         return {
             "name": self.name,
             "modality": self.modality,
@@ -153,23 +298,40 @@ class Preset:
             "bounds": list(self.bounds),
             "positive_class_hint": self.positive_class_hint,
             "supports_3d": self.supports_3d,
-            "notes": list(self.notes),
+            "options": opts,
+            "notes": notes,
         }
 
 
-def get_preset(name: str, **overrides: Any) -> Preset:
-    """Return the preset ``name`` (e.g. ``"chest_xray"``), optionally with ``spatial_size``/``bounds``.
+def _option_fields(options: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Map :func:`get_preset` option names onto :class:`Preset` fields; ``None`` values are dropped."""
+    unknown = sorted(set(options) - set(PRESET_OPTIONS))
+    if unknown:
+        hint = did_you_mean(str(unknown[0]), list(PRESET_OPTIONS))
+        raise ConfigError(
+            f"Preset {name!r} got unknown option(s) {unknown}.{hint} Valid: {list(PRESET_OPTIONS)}."
+        )
+    fields = {("output_channels" if k == "channels" else k): v for k, v in options.items() if v is not None}
+    for key in ("percentiles", "value_range", "bounds"):
+        if isinstance(fields.get(key), list):
+            fields[key] = tuple(fields[key])
+    return fields
+
+
+def get_preset(name: str, **options: Any) -> Preset:
+    """Return the preset ``name`` (e.g. ``"chest_xray"``), optionally with options.
+
+    Args:
+        name: A registered preset name or alias.
+        **options: Any of :data:`PRESET_OPTIONS` (``spatial_size``, ``bounds``, ``channels``,
+            ``scaling``, ``percentiles``, ``nonzero``, ``value_range``; see the module docstring).
+            ``None`` means the preset's default.
 
     Raises:
-        ConfigError: for an unknown name (with a "did you mean" hint) or bad overrides.
+        ConfigError: for an unknown name or option (with a "did you mean" hint) or an invalid value.
     """
     cls = PRESETS.get(name)
-    unknown = set(overrides) - {"spatial_size", "bounds"}
-    if unknown:
-        raise ConfigError(
-            f"get_preset got unexpected parameter(s) {sorted(unknown)}. Valid: ['bounds', 'spatial_size']."
-        )
-    return cls(**overrides)
+    return cls(**_option_fields(options, cls.name))
 
 
 def list_presets() -> list[str]:

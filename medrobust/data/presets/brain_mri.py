@@ -37,7 +37,7 @@ class BrainMRI(Preset):
         """Foreground (non-zero) percentile scaling (1-99)."""
         from medrobust.data.presets._transforms import PercentileScaled
 
-        return [PercentileScaled([IMAGE_KEY], 1.0, 99.0, nonzero=True)]
+        return [self.scaled(PercentileScaled([IMAGE_KEY], 1.0, 99.0, nonzero=True))]
 
     def augmentations(self, spatial_dims: int) -> list[Callable[..., Any]]:
         """Rotation, left-right flip, bias field, gamma and Rician noise."""

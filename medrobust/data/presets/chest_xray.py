@@ -38,7 +38,7 @@ class ChestXray(Preset):
         """Robust percentile scaling (0.5-99.5)."""
         from medrobust.data.presets._transforms import PercentileScaled
 
-        return [PercentileScaled([IMAGE_KEY], 0.5, 99.5)]
+        return [self.scaled(PercentileScaled([IMAGE_KEY], 0.5, 99.5))]
 
     def resize(self, spatial_size: tuple[int, ...]) -> Callable[..., Any]:
         """Aspect-preserving resize with black padding."""

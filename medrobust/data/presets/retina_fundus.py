@@ -40,7 +40,7 @@ class RetinaFundus(Preset):
         """Photo scaling then field-of-view crop."""
         from medrobust.data.presets._transforms import FundusFOVCropd, PhotoScaled
 
-        return [PhotoScaled([IMAGE_KEY]), FundusFOVCropd([IMAGE_KEY])]
+        return [self.scaled(PhotoScaled([IMAGE_KEY])), FundusFOVCropd([IMAGE_KEY])]
 
     def augmentations(self, spatial_dims: int) -> list[Callable[..., Any]]:
         """Rotation, left-right flip, brightness and contrast."""

@@ -36,7 +36,7 @@ class RetinaOCT(Preset):
         """Percentile scaling (1-99.5)."""
         from medrobust.data.presets._transforms import PercentileScaled
 
-        return [PercentileScaled([IMAGE_KEY], 1.0, 99.5)]
+        return [self.scaled(PercentileScaled([IMAGE_KEY], 1.0, 99.5))]
 
     def augmentations(self, spatial_dims: int) -> list[Callable[..., Any]]:
         """Left-right flip, small rotation, gamma and noise."""

@@ -34,7 +34,7 @@ class Skin(Preset):
         """Photo scaling."""
         from medrobust.data.presets._transforms import PhotoScaled
 
-        return [PhotoScaled([IMAGE_KEY])]
+        return [self.scaled(PhotoScaled([IMAGE_KEY]))]
 
     def augmentations(self, spatial_dims: int) -> list[Callable[..., Any]]:
         """Flips, 90° rotations, brightness and contrast."""
