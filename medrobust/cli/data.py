@@ -9,7 +9,12 @@ app = typer.Typer(help="Inspect medical image data sources.", no_args_is_help=Tr
 
 @app.command("inspect")
 def inspect_command(
-    source: str = typer.Argument(..., help="File or folder: .npz, .csv, class folders, DICOM, NIfTI."),
+    source: str = typer.Argument(
+        ...,
+        help="File or folder (.npz, .csv, class folders, DICOM, NIfTI), phantom:MODALITY[?n=N&size=S&seed=K] "
+        "(generated once into runs/cache/phantoms or $MEDROBUST_CACHE/phantoms) or medmnist:NAME[@SIZE] "
+        "(from ~/.medmnist or $MEDMNIST_ROOT; never downloaded).",
+    ),
     modality: str | None = typer.Option(None, "--modality", "-m", help="Preset to check the data against."),
     kind: str | None = typer.Option(None, "--kind", help="Source kind (detected when omitted)."),
     limit: int | None = typer.Option(None, "--limit", help="Read at most this many images."),
@@ -30,9 +35,9 @@ def inspect_command(
 
 def _format(report: dict) -> str:
     src = report["source"]
+    named = f"{src['spec']} -> {src['root']}" if src.get("spec") else src["root"]
     lines = [
-        f"source: {src['root']} ({src['kind']}), {report['n_records']} samples, "
-        f"{len(src['class_names'])} classes",
+        f"source: {named} ({src['kind']}), {report['n_records']} samples, {len(src['class_names'])} classes",
         f"split: {src['split_info'].get('kind', '?')}"
         + (f" (seed {src['split_info']['seed']})" if "seed" in src["split_info"] else ""),
     ]
@@ -53,8 +58,10 @@ def _format(report: dict) -> str:
         lines.append(f"warning: {w}")
     if "preset" in report:
         p = report["preset"]
+        options = f", options {p['options']}" if p.get("options") else ""
         lines.append(
             f"preset {p['name']}: {p['channels']} channel(s), size {p['spatial_size']}, bounds {p['bounds']}"
+            f"{options}"
         )
         if p.get("after_preset"):
             a = p["after_preset"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medrobust.data.base import SOURCES, Source, check_class_count
+from medrobust.data.specs import is_spec, resolve_spec
 from medrobust.data.suffixes import DICOM_SUFFIXES, NIFTI_SUFFIXES, file_suffix, is_dicom_file
 from medrobust.errors import ConfigError, DataError
 
@@ -35,30 +36,59 @@ def open_source(spec: str | os.PathLike[str] | Source, kind: str | None = None, 
     folders) -> ``folder``; a folder with one ``.npz`` -> ``npz``; a folder of DICOM files ->
     ``dicom``; a folder of NIfTI files -> ``nifti``.
 
+    A string starting with ``phantom:`` or ``medmnist:`` is a data spec, not a path (see
+    :mod:`medrobust.data.specs`): ``phantom:chest_xray`` (generated once into the phantom
+    cache), ``phantom:skin?n=400&size=128&seed=1``, ``medmnist:pneumoniamnist@64`` (from the
+    ``medmnist`` package's folder, ``~/.medmnist``; never downloaded). Both open as ``npz``
+    sources with the data's class names; ``source.spec`` records the spec.
+
     Args:
-        spec: Path to a file or folder (or an already open :class:`Source`, returned as is).
+        spec: Path to a file or folder, a data spec (or an already open :class:`Source`,
+            returned as is).
         kind: Source kind (see :func:`list_sources`); detected when ``None``.
         **options: Passed to the source class (e.g. ``split_seed``, ``channels``, ``window``).
 
     Raises:
         DataError: naming the path when it does not exist, is not a regular file or folder
             (``/dev/null``, a named pipe, a symlink loop), its kind cannot be told, or a
-            labelled source has fewer than two classes ("found 1 class (NAME), need ≥ 2").
-        ConfigError: for an unknown ``kind`` or option.
+            labelled source has fewer than two classes ("found 1 class (NAME), need ≥ 2");
+            naming the file a ``medmnist:`` spec expects when it is missing.
+        ConfigError: for an unknown ``kind`` or option, or a malformed data spec.
     """
     if isinstance(spec, Source):
         return spec
     _ensure_registered()
+    if is_spec(spec):
+        return _open_spec(str(spec), kind, options)
     path = Path(spec).expanduser()
     check_file_or_folder(path)
     name = kind if kind is not None else detect_kind(path)
-    cls = SOURCES.get(name)
+    return _build(SOURCES.get(name), path, options)
+
+
+def _build(cls: type[Source], path: Path, options: dict[str, Any]) -> Source:
     try:
         return cls(path, **options)
     except TypeError as exc:
         if "unexpected keyword argument" in str(exc):
             raise ConfigError(f"{cls.__name__} does not accept that option: {exc}") from None
         raise
+
+
+def _open_spec(text: str, kind: str | None, options: dict[str, Any]) -> Source:
+    """Open a ``phantom:``/``medmnist:`` spec as the ``npz`` source of the file it names."""
+    npz = SOURCES.get("npz")
+    if kind is not None and SOURCES.get(kind) is not npz:
+        raise ConfigError(
+            f"The data spec {text!r} names an .npz file; the 'kind' parameter must be 'npz' or omitted. "
+            f"Got {kind!r}."
+        )
+    resolved = resolve_spec(text)
+    for key, value in resolved.source_options.items():
+        options.setdefault(key, value)
+    source = _build(npz, resolved.path, options)
+    source.spec = resolved.spec
+    return source
 
 
 def check_file_or_folder(path: Path) -> None:
