@@ -197,11 +197,3 @@ def apgd_run(
 def ranked_targets(logits: torch.Tensor, rank: int) -> torch.Tensor:
     """The class with the ``rank``-th largest logit per sample (rank 2 = runner-up)."""
     return logits.argsort(dim=1, descending=True)[:, rank - 1]
-
-
-@torch.no_grad()
-def final_check(
-    logits_fn: Callable[[torch.Tensor], torch.Tensor], adv: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """Success per sample, re-evaluated on the returned images (one forward pass each)."""
-    return logits_fn(adv).argmax(dim=1) != labels

@@ -51,4 +51,4 @@ class BudgetAttack(Attack):
     def _logits_fn(self, images: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """Model forward (float logits), in ``channels_last`` where it helps."""
         cl = use_channels_last(self.model, images, self.channels_last)
-        return lambda x: self.logits(to_format(x, cl))
+        return lambda x: self.query(to_format(x, cl))

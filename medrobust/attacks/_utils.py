@@ -98,13 +98,19 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def make_result(
     adv: torch.Tensor,
     images: torch.Tensor,
-    success: torch.Tensor,
+    success: torch.Tensor | None,
     queries: torch.Tensor,
     info: dict[str, Any] | None = None,
 ) -> AttackResult:
-    """Assemble an :class:`AttackResult` with norms, in the input's dtype and memory layout."""
+    """Assemble an :class:`AttackResult` with norms, in the input's dtype and memory layout.
+
+    ``success=None`` where the attack has no view of its own: the confirmation forward of
+    :meth:`~medrobust.attacks.base.Attack.__call__` decides it (placeholder ``False`` until then).
+    """
     adv = adv.detach().to(images.dtype).contiguous()
     linf, l2 = perturbation_norms(adv, images)
+    if success is None:
+        success = torch.zeros(adv.shape[0], dtype=torch.bool, device=adv.device)
     return AttackResult(
         adv=adv,
         success=success.detach().bool(),

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from medrobust.attacks._apgd import final_check
 from medrobust.attacks._budget import BudgetAttack
 from medrobust.attacks._utils import make_result
 from medrobust.attacks.apgd_ce import APGDCE
@@ -98,12 +97,13 @@ class AutoAttack(BudgetAttack):
             out["n_target_classes"] = self.n_target_classes
         out.update(eps=self.eps, norm=self.norm, bounds=self.bounds, seed=self.seed)
         out["channels_last"] = self.channels_last
+        out["fuse_bn"] = self.fuse_bn
         return out
 
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
         n = labels.shape[0]
         with torch.no_grad():
-            robust = self.logits(images).argmax(dim=1) == labels
+            robust = self.query(images).argmax(dim=1) == labels
         queries = torch.ones_like(labels)
         adv = images.clone()
         fooled_by: list[str | None] = ["clean" if not r else None for r in robust.tolist()]
@@ -120,7 +120,8 @@ class AutoAttack(BudgetAttack):
                 per_attack[label] = 0
                 robust_after[label] = robust_after[list(robust_after)[-1]]
                 continue
-            res = atk._attack(images[todo], labels[todo], atk.generator(images.device))
+            with atk.querying(self.net):  # this call's folded copy, shared by every stage
+                res = atk._attack(images[todo], labels[todo], atk.generator(images.device))
             queries[todo] += res.queries
             won = res.success
             adv[todo[won]] = res.adv[won]
@@ -130,7 +131,7 @@ class AutoAttack(BudgetAttack):
             per_attack[label] = int(won.sum())
             robust_after[label] = float(robust.float().mean())
             notes += [f"{label}: {note}" for note in res.info.get("notes", [])]
-        success = final_check(self.logits, adv, labels)
+        success = ~robust  # our view; __call__ decides on the model as given
         queries += 1
         info: dict[str, Any] = {
             "version": self.version,
@@ -142,3 +143,14 @@ class AutoAttack(BudgetAttack):
         if notes:
             info["notes"] = notes
         return make_result(adv, images, success, queries, info)
+
+    def _confirmed(self, result: AttackResult, success: torch.Tensor) -> None:
+        """Keep ``fooled_by`` consistent with the success decided on the model as given."""
+        result.success = success
+        fooled_by = result.info["fooled_by"]
+        for i, (by, ok) in enumerate(zip(fooled_by, success.tolist(), strict=True)):
+            if by is not None and by != "clean" and not ok:
+                # the stage's view (queried copy) and the model as given disagree on this
+                # boundary point: it is not counted as fooled
+                result.info["fooled_per_attack"][by] -= 1
+                fooled_by[i] = None

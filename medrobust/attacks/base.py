@@ -81,25 +81,67 @@ class Attack(Perturbation, ABC):
     Subclasses set ``norm`` ("linf", "l2" or None for minimal-norm attacks; a bounded
     attack stores its budget in ``self.eps``), validate
     their own parameters in ``__init__`` (calling ``super().__init__`` first) and implement
-    :meth:`_attack`. Call the attack like a function: ``result = attack(images, labels)``.
+    :meth:`_attack`, querying :attr:`net` (or :meth:`query`) inside it. Call the attack like
+    a function: ``result = attack(images, labels)``.
+
+    **BatchNorm folding.** When the model is given in eval mode, the attack queries a copy
+    with every BatchNorm folded into the convolution before it (:mod:`medrobust.attacks._fuse`:
+    traced with ``torch.fx``, checked to give the model's logits within 1e-4 relative,
+    cached per model state; the model as given is used when tracing or the check fails).
+    ``result.info["query_model"]`` says which. Models in training mode (adversarial
+    training) are queried as given. ``fuse_bn=False, channels_last=False`` is the parity
+    mode: the model as given, in its own memory layout, which is what reproduces
+    torchattacks bit for bit where an attack claims it.
+
+    **Success** is always decided on the model as given: :meth:`__call__` evaluates the
+    returned images once on it (in their returned, contiguous layout) and that decides
+    ``result.success``, whatever the attack computed while attacking.
 
     Args:
         model: A classifier returning logits for inputs in image space.
         bounds: Intensity interval ``(low, high)``; defaults to ``model.card.bounds``.
         seed: Seed of the attack's private generator (recorded in results).
-        targeted: Not all attacks support it; those that do document the target choice.
+        fuse_bn: Query a conv-BN folded copy of a model given in eval mode (default True).
     """
 
     name: ClassVar[str] = "attack"
+    #: Minimal-perturbation attack (stops on the decision boundary; no budget).
     minimal: ClassVar[bool] = False
 
-    def __init__(self, model: nn.Module, *, bounds: Any = None, seed: int = 0, **unused: Any) -> None:
+    def __init__(
+        self, model: nn.Module, *, bounds: Any = None, seed: int = 0, fuse_bn: bool = True, **unused: Any
+    ) -> None:
         super().__init__(model, bounds=bounds, seed=seed, **unused)
         self.model = model
+        if not isinstance(fuse_bn, bool):
+            raise ConfigError(
+                f"The 'fuse_bn' parameter of {type(self).__name__} must be a bool. Got {fuse_bn!r}."
+            )
+        self.fuse_bn = fuse_bn
+        self._net: nn.Module | None = None
+
+    @property
+    def net(self) -> nn.Module:
+        """The module queried while attacking: the folded copy during a call, else :attr:`model`."""
+        return self.model if self._net is None else self._net
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) of :attr:`net`, the module the attack queries."""
+        return self.net(x).float()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Model logits (float32)."""
+        """Logits (float32) of the model as given (never the folded copy)."""
         return self.model(x).float()
+
+    @contextmanager
+    def querying(self, net: nn.Module) -> Iterator[nn.Module]:
+        """Make :attr:`net` return ``net`` for the block (ensembles hand theirs to components)."""
+        saved = self._net
+        self._net = net
+        try:
+            yield net
+        finally:
+            self._net = saved
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
         """Attack ``images`` with true ``labels``; returns an :class:`AttackResult`."""
@@ -116,38 +158,57 @@ class Attack(Perturbation, ABC):
                 f"{type(self).__name__}: images must lie inside bounds [{low:g}, {high:g}]. "
                 f"Got values in [{images.min().item():g}, {images.max().item():g}]."
             )
+        given_in_eval = not any(m.training for m in self.model.modules())
         with eval_mode(self.model):
-            with conv_weights_channels_last(self.model, self._feeds_channels_last(images)):
+            cl = self._feeds_channels_last(images)
+            net, desc = self._query_net(images, cl, given_in_eval)
+            with self.querying(net), conv_weights_channels_last(self.model, cl and net is self.model):
                 out = self._attack(images, labels, self.generator(images.device))
             if isinstance(out, AttackResult):
                 result = out
-                if self.minimal:
-                    # Minimal-perturbation attacks stop on the decision boundary, where the
-                    # memory layout used while attacking can flip the argmax (seen with HU
-                    # bounds): success is what the model as given predicts on the output.
-                    with torch.no_grad():
-                        result.success = self.logits(result.adv).argmax(dim=1) != labels
             else:
-                adv = out.detach().clamp(low, high).to(images.dtype)
-                with torch.no_grad():
-                    pred = self.logits(adv).argmax(dim=1)
+                adv = out.detach().clamp(low, high).to(images.dtype).contiguous()
                 linf, l2 = perturbation_norms(adv, images)
                 result = AttackResult(
                     adv=adv,
-                    success=pred != labels,
+                    success=torch.zeros_like(labels, dtype=torch.bool),
                     linf=linf,
                     l2=l2,
                     queries=torch.full_like(labels, getattr(self, "steps", 1)),
                 )
+            # One forward of the model as given on the returned images decides success: the
+            # folded copy and the memory layout used while attacking may flip an argmax on
+            # the decision boundary (minimal attacks stop right there; seen with HU bounds).
+            with torch.no_grad():
+                success = self.logits(result.adv).argmax(dim=1) != labels
+            self._confirmed(result, success)
+            result.info.setdefault("query_model", desc)
         return result
+
+    def _query_net(self, images: torch.Tensor, cl: bool, given_in_eval: bool) -> tuple[nn.Module, str]:
+        """The module to query for this call, and a description for ``info``."""
+        if not self.fuse_bn:
+            return self.model, "model as given (fuse_bn=False)"
+        if not given_in_eval:
+            return self.model, "model as given (in training mode)"
+        from medrobust.attacks._fuse import folded_model
+
+        sample = images[:8]
+        if cl:
+            sample = sample.contiguous(memory_format=torch.channels_last)
+        return folded_model(self.model, sample, cl)
+
+    def _confirmed(self, result: AttackResult, success: torch.Tensor) -> None:
+        """Store the success decided on the model as given (ensembles also fix their records)."""
+        result.success = success
 
     def _feeds_channels_last(self, images: torch.Tensor) -> bool:
         """True when this attack will pass ``channels_last`` inputs to a conv net.
 
         Attacks opt in with a ``channels_last`` attribute (``None`` = automatic). The
-        conv weights are then stored in ``channels_last`` for the call too: a layout
-        mismatch costs a re-layout per convolution (PGD on a 1-channel ``small_cnn`` ran
-        1.9x faster with matching weights).
+        conv weights are then stored in ``channels_last`` for the call too (the folded copy
+        keeps them so): a layout mismatch costs a re-layout per convolution (PGD on a
+        1-channel ``small_cnn`` ran 1.9x faster with matching weights).
         """
         return hasattr(self, "channels_last") and use_channels_last(self.model, images, self.channels_last)
 
@@ -155,7 +216,12 @@ class Attack(Perturbation, ABC):
     def _attack(
         self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor | AttackResult:
-        """Return adversarial images (or a full :class:`AttackResult`)."""
+        """Return adversarial images (or a full :class:`AttackResult`).
+
+        Query :attr:`net` / :meth:`query`. The ``success`` of a returned result is the
+        attack's own view (used by ensembles between stages); :meth:`__call__` replaces it
+        with the model-as-given decision on the returned images.
+        """
 
 
 def create_attack(name: str, model: nn.Module, **params: Any) -> Attack:

@@ -54,6 +54,7 @@ class CW(Attack):
         lr: Adam learning rate (in tanh space).
         channels_last: Memory format for 4-D inputs; ``None`` picks ``channels_last``
             for conv nets.
+        fuse_bn: Query a conv-BN folded copy (see :class:`~medrobust.attacks.base.Attack`).
     """
 
     norm: ClassVar[str | None] = None
@@ -102,7 +103,8 @@ class CW(Attack):
         check_every = max(self.steps // 10, 1)
         aborted = 0
 
-        with frozen_params(self.model):
+        net = self.net
+        with frozen_params(net):
             for _ in range(self.binary_steps):
                 w = w0.clone().requires_grad_(True)
                 opt = torch.optim.Adam([w], lr=self.lr)
@@ -111,7 +113,7 @@ class CW(Attack):
                 for step in range(self.steps):
                     adv_u = (torch.tanh(w) + 1.0) / 2.0
                     adv = low + width * adv_u
-                    m = margin(self.model(adv), labels)
+                    m = margin(net(adv), labels)
                     dist = (adv_u - u).square().flatten(1).sum(dim=1)
                     loss = (dist + const * torch.clamp(m, min=-self.kappa)).sum()
                     (w.grad,) = torch.autograd.grad(loss, w)
@@ -137,8 +139,8 @@ class CW(Attack):
             found = torch.isfinite(best_dist)
             best_adv = torch.where(bview(found, x), best_adv.clamp(low, high), x)
             with torch.no_grad():
-                success = found & (self.logits(best_adv).argmax(dim=1) != labels)
-            queries += 1
+                success = found & (self.query(best_adv).argmax(dim=1) != labels)
+            queries += 2  # this check, and the success forward of __call__ on the model as given
             best_adv = torch.where(bview(success, x), best_adv, x)
         info = {"channels_last": cl, "early_aborts": aborted, "final_c": const.tolist()}
         return make_result(best_adv, images, success, queries, info)

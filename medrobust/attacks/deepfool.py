@@ -3,13 +3,15 @@
 All images of a batch step together: one forward per step on the samples not yet
 fooled, then the gradients of ``z_k - z_y`` for the candidate classes ``k`` (every
 class when K ≤ ``candidates``, else the ``candidates - 1`` classes with the highest
-clean logits, as in the original's ``num_classes=10``). Each sample leaves the batch as
+clean logits, as in the original's ``num_classes=10``), all from one backward pass
+vectorised over the classes (:func:`class_gradients`). Each sample leaves the batch as
 soon as it is fooled. As in the original, the accumulated step is applied with overshoot,
 ``adv = clip(x + (1 + overshoot) · r_total)``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -27,6 +29,8 @@ from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.limits import MAX_ATTACK_STEPS, MAX_CLASSES
 from medrobust.validation import check_choice, check_float, check_int
 
+log = logging.getLogger(__name__)
+
 
 @register_attack("deepfool")
 class DeepFool(Attack):
@@ -34,8 +38,9 @@ class DeepFool(Attack):
 
     Samples that are misclassified from the start are returned unchanged with
     ``success=True`` and zero norm. Samples not fooled within ``steps`` return their last
-    iterate with ``success=False``. ``queries`` counts forward passes per sample; each
-    step also spends ``min(K, candidates) - 1`` input-gradient backward passes.
+    iterate with ``success=False``. ``queries`` counts forward passes per sample (the
+    success forward on the returned images included); each step also spends one backward
+    pass vectorised over the ``min(K, candidates) - 1`` class gradients.
 
     Args:
         model: Classifier returning logits.
@@ -47,10 +52,14 @@ class DeepFool(Attack):
         candidates: Number of classes considered (true class included).
         channels_last: Memory format for 4-D inputs; ``None`` picks ``channels_last``
             for conv nets.
+        fuse_bn: Query a conv-BN folded copy (see :class:`~medrobust.attacks.base.Attack`).
     """
 
     norm: ClassVar[str | None] = None  # minimal attack; the variant is in ``self.p``
     minimal: ClassVar[bool] = True
+    #: One vectorised backward for all class gradients (False: one backward per class;
+    #: the tests compare the two).
+    batched_gradients: ClassVar[bool] = True
     fast_params: ClassVar[dict[str, Any]] = {"steps": 5}
 
     def __init__(
@@ -89,15 +98,17 @@ class DeepFool(Attack):
         adv = x.clone()
         r_tot = torch.zeros_like(x)
         success = torch.zeros(n, dtype=torch.bool, device=dev)
-        queries = torch.zeros(n, dtype=torch.long, device=dev)
+        queries = torch.ones(n, dtype=torch.long, device=dev)  # the success forward of __call__
         active = torch.arange(n, device=dev)
         cand: torch.Tensor | None = None
         l2 = self.p == "l2"
+        net = self.net
+        batched = self.batched_gradients
 
-        with frozen_params(self.model):
+        with frozen_params(net):
             for step in range(self.steps + 1):
                 xa = adv[active].requires_grad_(True)
-                logits = self.model(xa).float()
+                logits = net(xa).float()
                 ya = labels[active]
                 queries[active] += 1
                 if cand is None:  # first step: all samples, clean logits
@@ -112,13 +123,9 @@ class DeepFool(Attack):
                     break
                 zc = logits.gather(1, cand[active])
                 fdiff = zc[:, 1:] - zc[:, :1]  # (na, kk-1): z_k - z_y
-                kk1 = fdiff.shape[1]
-                grads = [
-                    torch.autograd.grad(fdiff[:, j].sum(), xa, retain_graph=j < kk1 - 1)[0]
-                    for j in range(kk1)
-                ]
+                grads, batched = class_gradients(fdiff, xa, batched)
                 with torch.no_grad():
-                    W = torch.stack(grads, dim=1)[keep]  # (nk, kk-1, ...)
+                    W = grads[keep]  # (nk, kk-1, ...)
                     fd = fdiff.detach()[keep].abs()
                     Wf = W.flatten(2)
                     wn = Wf.norm(dim=2) if l2 else Wf.abs().sum(dim=2)
@@ -139,5 +146,31 @@ class DeepFool(Attack):
             "channels_last": cl,
             "norm": self.p,
             "candidates": int(cand.shape[1]) if cand is not None else 0,
+            "class_gradients": "one batched backward" if batched else "one backward per class",
         }
         return make_result(adv, images, success, queries, info)
+
+
+def class_gradients(fdiff: torch.Tensor, x: torch.Tensor, batched: bool = True) -> tuple[torch.Tensor, bool]:
+    """Input gradients of every column of ``fdiff`` (N, M), per sample: ``(N, M, *x.shape[1:])``.
+
+    With ``batched`` the M vector-Jacobian products come from **one** backward pass over the
+    graph, vectorised over the M one-hot output cotangents (``is_grads_batched``: autograd's
+    ``vmap`` over the backward), instead of M passes with ``retain_graph``. Samples must be
+    independent of each other in the model (eval mode). Falls back to one pass per column
+    where the backward cannot be vectorised.
+
+    Returns:
+        The gradients and whether the batched pass was used.
+    """
+    m = fdiff.shape[1]
+    if batched and m > 1:
+        eye = torch.eye(m, dtype=fdiff.dtype, device=fdiff.device)
+        cotangents = eye[:, None, :].expand(m, fdiff.shape[0], m)
+        try:
+            (g,) = torch.autograd.grad(fdiff, x, grad_outputs=cotangents, is_grads_batched=True)
+            return g.transpose(0, 1), True
+        except RuntimeError as exc:  # an op without a batching rule for its backward
+            log.debug("DeepFool: batched class gradients unavailable (%s); one backward per class", exc)
+    grads = [torch.autograd.grad(fdiff[:, j].sum(), x, retain_graph=j < m - 1)[0] for j in range(m)]
+    return torch.stack(grads, dim=1), False

@@ -1,7 +1,7 @@
 """FGSM (Goodfellow et al., 2015): one signed-gradient step of size ``eps``.
 
-With ``bounds=(0, 1)`` and ``channels_last=False`` the output equals
-``torchattacks.FGSM(model, eps)`` bit for bit.
+With ``bounds=(0, 1)``, ``fuse_bn=False`` and ``channels_last=False`` (the parity mode) the
+output equals ``torchattacks.FGSM(model, eps)`` bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class FGSM(Attack):
         eps: L∞ step and budget in image units.
         channels_last: Memory format for 4-D inputs; ``None`` picks ``channels_last``
             for conv nets.
+        fuse_bn: Query a conv-BN folded copy (see :class:`~medrobust.attacks.base.Attack`).
     """
 
     norm: ClassVar[str | None] = "linf"
@@ -51,11 +52,10 @@ class FGSM(Attack):
         low, high = self.bounds
         cl = use_channels_last(self.model, images, self.channels_last)
         x = to_format(images, cl).clone().requires_grad_(True)
-        with frozen_params(self.model):
-            loss = F.cross_entropy(self.model(x), labels)
+        with frozen_params(self.net):
+            loss = F.cross_entropy(self.net(x), labels)
             (grad,) = torch.autograd.grad(loss, x)
-            adv = torch.clamp(x.detach() + self.eps * grad.sign(), min=low, max=high)
-            with torch.no_grad():
-                success = self.logits(adv).argmax(dim=1) != labels
+        adv = torch.clamp(x.detach() + self.eps * grad.sign(), min=low, max=high)
+        # 1 forward + backward, 1 forward of the model as given (success, in __call__)
         queries = torch.full_like(labels, 2)
-        return make_result(adv, images, success, queries, {"channels_last": cl})
+        return make_result(adv, images, None, queries, {"channels_last": cl})

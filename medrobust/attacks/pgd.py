@@ -1,9 +1,12 @@
 """PGD with an L∞ budget (Madry et al., 2018), torchattacks' algorithm inside card bounds.
 
-With ``bounds=(0, 1)``, ``restarts=1`` and ``channels_last=False`` the output equals
-``torchattacks.PGD(model, eps, alpha, steps, random_start)`` bit for bit when
-torchattacks runs after ``torch.manual_seed(seed)`` (on CPU, a ``torch.Generator``
-seeded with ``seed`` draws the same uniform stream as the global generator).
+With ``bounds=(0, 1)``, ``restarts=1``, ``fuse_bn=False`` and ``channels_last=False`` (the
+parity mode) the output equals ``torchattacks.PGD(model, eps, alpha, steps, random_start)``
+bit for bit when torchattacks runs after ``torch.manual_seed(seed)`` (on CPU, a
+``torch.Generator`` seeded with ``seed`` draws the same uniform stream as the global
+generator). By default (BatchNorm folded, ``channels_last`` for conv nets) the same
+algorithm runs on a numerically equivalent model: outputs differ from torchattacks' where
+a gradient component is near zero and its sign flips with float rounding.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from medrobust.validation import check_int
 class PGD(Attack):
     """Projected gradient descent on the cross-entropy loss, L∞ ball.
 
-    Each step costs exactly one forward and one input-gradient backward (model
-    parameters are frozen for the attack; no weight gradients are computed).
+    Each step costs exactly one forward and one input-gradient backward of the queried
+    model (BatchNorm folded, parameters frozen: no weight gradients are computed); with
+    one restart the only other model evaluation is the success forward on the returned
+    images. ``queries`` is ``steps + 1`` per restart, plus 1 with several restarts.
 
     Args:
         model: Classifier returning logits.
@@ -48,6 +53,7 @@ class PGD(Attack):
             samples not yet fooled.
         channels_last: Memory format for 4-D inputs; ``None`` uses ``channels_last`` for
             models with 2-D convolutions (measured faster on CPU).
+        fuse_bn: Query a conv-BN folded copy (see :class:`~medrobust.attacks.base.Attack`).
     """
 
     norm: ClassVar[str | None] = "linf"
@@ -93,11 +99,11 @@ class PGD(Attack):
     # -------------------------------------------------------------------------------------
     def _run(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One restart: returns the adversarial images (detached)."""
-        model = self.model
+        net = self.net
         adv = self._start(images, generator) if self.random_start else images.clone()
         for _ in range(self.steps):
             adv.requires_grad_(True)
-            loss = F.cross_entropy(model(adv), labels)
+            loss = F.cross_entropy(net(adv), labels)
             (grad,) = torch.autograd.grad(loss, adv)
             adv = self._step(adv.detach(), grad, images)
         return adv.detach()
@@ -106,11 +112,16 @@ class PGD(Attack):
         cl = use_channels_last(self.model, images, self.channels_last)
         x = to_format(images, cl)
         n = x.shape[0]
-        best = x.clone()
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
-        best_loss = torch.full((n,), float("-inf"), device=x.device)
-        queries = torch.zeros(n, dtype=torch.long, device=x.device)
-        with frozen_params(self.model):
+        info = {"channels_last": cl}
+        with frozen_params(self.net):
+            if self.restarts == 1:
+                # Nothing to choose between: the success forward of __call__ is the only one.
+                adv = self._run(x, labels, generator)
+                return make_result(adv, images, None, torch.full_like(labels, self.steps + 1), info)
+            best = x.clone()
+            done = torch.zeros(n, dtype=torch.bool, device=x.device)
+            best_loss = torch.full((n,), float("-inf"), device=x.device)
+            queries = torch.ones(n, dtype=torch.long, device=x.device)  # the success forward
             for r in range(self.restarts):
                 sel = torch.arange(n, device=x.device) if r == 0 else (~done).nonzero().squeeze(1)
                 if sel.numel() == 0:
@@ -118,7 +129,7 @@ class PGD(Attack):
                 xs, ys = (x, labels) if r == 0 else (x[sel], labels[sel])
                 adv = self._run(xs, ys, generator)
                 with torch.no_grad():
-                    logits = self.logits(adv)
+                    logits = self.query(adv)
                 loss = ce_loss(logits, ys)
                 succ = logits.argmax(dim=1) != ys
                 queries[sel] += self.steps + 1
@@ -127,4 +138,4 @@ class PGD(Attack):
                 best[upd] = adv[better]
                 best_loss[upd] = loss[better]
                 done[upd] = succ[better]
-        return make_result(best, images, done, queries, {"channels_last": cl})
+        return make_result(best, images, done, queries, info)

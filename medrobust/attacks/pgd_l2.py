@@ -1,7 +1,7 @@
 """PGD with an L2 budget, torchattacks' ``PGDL2`` step inside card bounds.
 
-Without random start (``random_start=False``), with ``bounds=(0, 1)`` and
-``channels_last=False`` the output equals ``torchattacks.PGDL2`` bit for bit. The random
+Without random start (``random_start=False``), with ``bounds=(0, 1)``, ``fuse_bn=False`` and
+``channels_last=False`` (the parity mode) the output equals ``torchattacks.PGDL2`` bit for bit. The random
 start differs on purpose: torchattacks draws the radius as ``eps * u`` (points crowd
 near the centre in high dimension); here it is uniform in the ball, ``eps * u ** (1/d)``.
 """

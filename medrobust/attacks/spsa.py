@@ -8,16 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from medrobust.attacks._apgd import final_check
-from medrobust.attacks._fuse import inference_copy
-from medrobust.attacks._utils import (
-    bview,
-    conv_weights_channels_last,
-    make_result,
-    margin,
-    to_format,
-    use_channels_last,
-)
+from medrobust.attacks._utils import bview, check_bool, make_result, margin, to_format, use_channels_last
 from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.errors import ConfigError
 from medrobust.limits import MAX_ATTACK_QUERIES, MAX_ATTACK_STEPS
@@ -27,6 +18,17 @@ _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 _BITS = tuple(1 << i for i in range(8))
+
+#: Direction pairs per random draw. Directions are drawn in blocks of this many pairs
+#: whatever the chunk size, so the chunk (chosen from free memory by default) never
+#: changes which directions a sample gets.
+DRAW_PAIRS = 16
+
+#: Largest automatic chunk (perturbed images per forward) on CPU and on accelerators.
+MAX_AUTO_CHUNK = {"cpu": 512, "other": 8192}
+
+#: Fraction of the free memory an automatic chunk may use.
+MEMORY_FRACTION = 0.25
 
 
 def rademacher(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -43,6 +45,83 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator, like: torch.T
     return signs.to(like.dtype).mul_(2.0).sub_(1.0).view(shape)
 
 
+class Directions:
+    """The Rademacher directions of one SPSA iteration, handed out in any chunk sizes.
+
+    Drawn in blocks of :data:`DRAW_PAIRS` pairs (one :func:`rademacher` call each); a block's
+    unused rows wait for the next chunk. The sequence therefore depends on the generator
+    only, not on how it is split into chunks.
+    """
+
+    def __init__(self, shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> None:
+        self.shape = shape
+        self.generator = generator
+        self.like = like
+        self.pending: torch.Tensor | None = None
+
+    def take(self, p: int) -> torch.Tensor:
+        """The next ``p`` directions, ``(p, *shape)``."""
+        parts: list[torch.Tensor] = []
+        have = 0
+        if self.pending is not None:
+            parts.append(self.pending)
+            have = self.pending.shape[0]
+        while have < p:
+            block = rademacher((DRAW_PAIRS, *self.shape), self.generator, self.like)
+            parts.append(block)
+            have += DRAW_PAIRS
+        rows = parts[0] if len(parts) == 1 else torch.cat(parts)
+        self.pending = rows[p:] if have > p else None
+        return rows[:p]
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for tensors on ``device`` (CUDA: ``mem_get_info``; else available RAM)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+@torch.no_grad()
+def bytes_per_image(net: nn.Module, probe: torch.Tensor) -> int:
+    """Estimated peak bytes per image of a no-grad forward of ``net`` (one probe image).
+
+    The largest module output, counted four times (a layer's input and output, a residual
+    branch, the allocator's slack), plus the perturbed input itself three times (the
+    batch, its direction and the clean rows it is built from).
+    """
+    largest = 0
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    try:
+        net(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    return 4 * largest + 3 * probe.numel() * probe.element_size()
+
+
+def auto_chunk(net: nn.Module, probe: torch.Tensor, needed: int) -> int:
+    """Perturbed images per forward: what :data:`MEMORY_FRACTION` of free memory holds.
+
+    A power of two (so that small fluctuations of free memory do not change it), at least 2,
+    at most :data:`MAX_AUTO_CHUNK` and never more than ``needed`` (rounded up to even).
+    """
+    device = probe.device
+    per_image = max(bytes_per_image(net, probe), 1)
+    fits = int(MEMORY_FRACTION * free_memory(device)) // per_image
+    cap = MAX_AUTO_CHUNK["cpu" if device.type == "cpu" else "other"]
+    chunk = 2 ** max(int(math.log2(max(min(fits, cap), 2))), 1)
+    return max(2, min(chunk, needed + needed % 2))
+
+
 @register_attack("spsa")
 class SPSA(Attack):
     """Gradient-free L∞ attack: SPSA gradient estimates fed to Adam (Uesato et al., 2018).
@@ -56,7 +135,9 @@ class SPSA(Attack):
     symmetric at the bounds). With
     ``early_stop`` a sample leaves the batch once misclassified, so it spends no more
     queries. Perturbed copies are evaluated under ``torch.no_grad`` in chunks of at
-    most ``chunk`` images, which bounds memory independently of batch and ``samples``.
+    most ``chunk`` images, which bounds memory independently of batch and ``samples``:
+    each chunk is built directly in the queried layout (``channels_last`` for conv nets),
+    both signs of its pairs in one forward of the BatchNorm-folded model.
 
     ``queries`` counts every forward evaluation of a sample: 1 clean, 1 at the start
     point, then ``2 * samples + 1`` per iteration while the sample is attacked.
@@ -68,13 +149,16 @@ class SPSA(Attack):
         samples: Antithetic direction pairs per iteration and sample (128).
         delta: Finite-difference step in image units (0.01).
         lr: Adam learning rate in image units (0.01).
-        chunk: Maximum number of perturbed images per forward pass (even, >= 2).
+        chunk: Perturbed images per forward pass (even, >= 2); ``None`` (default) picks
+            the largest power of two that a quarter of the free memory holds (psutil, or
+            ``torch.cuda.mem_get_info``), at most 512 on CPU and 8192 on accelerators.
+            Directions do not depend on it (drawn in fixed blocks of pairs).
         random_start: Start uniformly in the ``eps``-ball (True).
         early_stop: Stop attacking a sample once misclassified (True).
         channels_last: Use ``channels_last`` for 4-D inputs (None: on for conv nets).
         fuse_bn: Query a copy of the model with BatchNorm folded into the preceding
-            convolutions (checked to give the same logits; see
-            :mod:`medrobust.attacks._fuse`); success is re-checked on the model itself.
+            convolutions (see :class:`~medrobust.attacks.base.Attack`); success is
+            decided on the model as given.
         bounds, seed: See :class:`~medrobust.attacks.base.Attack`.
     """
 
@@ -91,11 +175,10 @@ class SPSA(Attack):
         samples: int = 128,
         delta: Any = 0.01,
         lr: Any = 0.01,
-        chunk: int = 128,
+        chunk: int | None = None,
         random_start: bool = True,
         early_stop: bool = True,
         channels_last: bool | None = None,
-        fuse_bn: bool = True,
         bounds: Any = None,
         seed: int = 0,
         **unused: Any,
@@ -108,35 +191,40 @@ class SPSA(Attack):
         self.samples = check_int(samples, "samples", owner, low=1, high=MAX_ATTACK_QUERIES)
         self.delta = check_float(delta, "delta", owner, low=0.0, high=high - low)
         self.lr = check_float(lr, "lr", owner, low=0.0)
-        self.chunk = check_int(chunk, "chunk", owner, low=2)
-        for name, value in (("random_start", random_start), ("early_stop", early_stop), ("fuse_bn", fuse_bn)):
+        self.chunk = None if chunk is None else check_int(chunk, "chunk", owner, low=2)
+        for name, value in (("random_start", random_start), ("early_stop", early_stop)):
             if not isinstance(value, bool):
                 raise ConfigError(f"The {name!r} parameter of {owner} must be a bool. Got {value!r}.")
-        if channels_last is not None and not isinstance(channels_last, bool):
-            raise ConfigError(f"The 'channels_last' parameter of {owner} must be a bool or None.")
         self.random_start = random_start
         self.early_stop = early_stop
-        self.channels_last = channels_last
-        self.fuse_bn = fuse_bn
+        self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
 
     def _estimate_grad(
-        self, forward: Any, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, buf: torch.Tensor
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        directions: Directions,
+        buf: torch.Tensor,
     ) -> torch.Tensor:
-        """SPSA estimate of the margin gradient at ``x`` (one row per sample), in chunks."""
+        """SPSA estimate of the margin gradient at ``x`` (one row per sample), in chunks.
+
+        ``buf`` (chunk rows, in the queried layout) receives ``x + delta v`` in its first
+        half and ``x - delta v`` in its second: one forward per chunk.
+        """
         n = x.shape[0]
         grad = torch.zeros_like(x)
-        pairs_per_chunk = self.chunk // 2
+        pairs_per_chunk = buf.shape[0] // 2
         total = n * self.samples
         for start in range(0, total, pairs_per_chunk):
             stop = min(start + pairs_per_chunk, total)
             p = stop - start
             owner = torch.arange(start, stop, device=x.device) // self.samples
-            v = rademacher((p, *x.shape[1:]), generator, x)
+            v = directions.take(p)
             base = x[owner]
             batch = buf[: 2 * p]
             torch.add(base, v, alpha=self.delta, out=batch[:p])
             torch.sub(base, v, alpha=self.delta, out=batch[p:])
-            loss = margin(forward(batch), torch.cat((y[owner], y[owner])))
+            loss = margin(self.query(batch), torch.cat((y[owner], y[owner])))
             diff = (loss[:p] - loss[p:]) / (2.0 * self.delta)
             grad.index_add_(0, owner, v.mul_(bview(diff, v)))
         return grad.div_(self.samples)
@@ -144,23 +232,10 @@ class SPSA(Attack):
     @torch.no_grad()
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
         cl = use_channels_last(self.model, images, self.channels_last)
-        query_model, query_desc = self.model, "model as given (fuse_bn=False)"
-        if self.fuse_bn:
-            query_model, query_desc = inference_copy(self.model, to_format(images[:8], cl))
-        with conv_weights_channels_last(query_model, cl and query_model is not self.model):
-            return self._run(images, labels, generator, cl, query_model, query_desc)
+        fmt = torch.channels_last if cl else torch.contiguous_format
 
-    def _run(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        generator: torch.Generator,
-        cl: bool,
-        query_model: nn.Module,
-        query_desc: str,
-    ) -> AttackResult:
         def forward(z: torch.Tensor) -> torch.Tensor:
-            return query_model(to_format(z, cl)).float()
+            return self.query(to_format(z, cl))
 
         low, high = self.bounds
         n = images.shape[0]
@@ -168,15 +243,21 @@ class SPSA(Attack):
         robust = forward(images).argmax(dim=1) == labels
         adv = images.clone()
         idx = robust.nonzero().squeeze(1)
-        x, y = images[idx], labels[idx]
+        x, y = to_format(images[idx], cl), labels[idx]
         if self.random_start:
             d = torch.empty_like(x).uniform_(-self.eps, self.eps, generator=generator)
         else:
             d = torch.zeros_like(x)
         d = (x + d).clamp(low, high) - x
         m, v2 = torch.zeros_like(x), torch.zeros_like(x)
-        rows = min(self.chunk, 2 * self.samples * max(n, 1))
+        needed = 2 * self.samples * max(idx.numel(), 1)
+        if self.chunk is None:
+            chunk = auto_chunk(self.net, to_format(images[:1], cl), needed) if idx.numel() else 2
+        else:
+            chunk = self.chunk
+        rows = min(chunk - chunk % 2, needed)
         buf = torch.empty((rows, *images.shape[1:]), dtype=images.dtype, device=images.device)
+        buf = buf.contiguous(memory_format=fmt)
         fooled_at = torch.full((n,), -1, dtype=torch.long, device=images.device)
 
         def check(it: int) -> torch.Tensor:
@@ -195,7 +276,8 @@ class SPSA(Attack):
                 idx, x, y, d, m, v2 = idx[keep], x[keep], y[keep], d[keep], m[keep], v2[keep]
             if idx.numel() == 0:
                 break
-            g = self._estimate_grad(forward, x + d, y, generator, buf)
+            directions = Directions(tuple(x.shape[1:]), generator, x)
+            g = self._estimate_grad(x + d, y, directions, buf)
             queries[idx] += 2 * self.samples
             m.mul_(_BETA1).add_(g, alpha=1 - _BETA1)
             v2.mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
@@ -205,12 +287,13 @@ class SPSA(Attack):
             still = check(it)
         never = fooled_at[idx] < 0
         adv[idx[never]] = (x + d)[never]
-        success = final_check(self.logits, adv, labels)
-        queries += 1
+        success = ~robust | (fooled_at >= 0)  # our view; __call__ decides on the model as given
+        queries += 1  # the success forward of __call__
         info = {
             "loss": "margin",
             "fooled_at_iteration": fooled_at.tolist(),
             "directions": "independent Rademacher per sample",
-            "query_model": query_desc,
+            "chunk": int(rows),
+            "channels_last": cl,
         }
         return make_result(adv, images, success, queries, info)

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from medrobust.attacks._apgd import final_check
 from medrobust.attacks._budget import BudgetAttack
 from medrobust.attacks._utils import bview, flat_norm, make_result, margin
 from medrobust.attacks.base import AttackResult, register_attack
@@ -260,6 +259,6 @@ class Square(BudgetAttack):
             queries[todo] += q
             adv[todo[f]] = a[f]
             robust[todo[f]] = False
-        success = final_check(self.logits, adv, labels)
+        success = ~robust  # our view; __call__ decides on the model as given
         queries += 1
         return make_result(adv, images, success, queries, {"loss": "margin"})
