@@ -16,6 +16,7 @@ the image upright as ``PIL.ImageOps.exif_transpose`` does.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,14 +127,18 @@ def nifti_orientation(img: Any) -> VolumeOrientation:
 def exif_orientation(img: Any, name: object) -> int | None:
     """The EXIF ``Orientation`` value (1..8) of a Pillow image, or ``None`` when it has none.
 
-    A malformed EXIF block is logged (naming the file) and treated as absent: the pixels are
-    still readable, only their rotation is unknown.
+    A malformed EXIF block is logged (naming the file; Pillow's warnings about it too) and
+    treated as absent: the pixels are still readable, only their rotation is unknown.
     """
     try:
-        value = img.getexif().get(EXIF_ORIENTATION_TAG)
+        with warnings.catch_warnings(record=True) as caught:  # Pillow warns on corrupt EXIF blocks
+            warnings.simplefilter("always")
+            value = img.getexif().get(EXIF_ORIENTATION_TAG)
     except (ValueError, TypeError, OSError, SyntaxError, KeyError, IndexError) as exc:
         log.warning("%s: unreadable EXIF block (%s); orientation not applied", name, type(exc).__name__)
         return None
+    for w in caught:
+        log.warning("%s: EXIF block: %s", name, " ".join(str(w.message).split()))
     if value is None:
         return None
     try:

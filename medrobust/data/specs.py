@@ -309,6 +309,13 @@ def phantom_npz(
     n = check_phantom_count(n, f"phantom {gen.modality!r}")
     check_in_memory(n, gen, f"phantom {gen.modality!r}")
     path = phantom_npz_path(gen.modality, n, gen.size, gen.seed, cache_dir)
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(
+                folder,
+                f"is not a folder, so the phantom cache {path.parent} cannot be made; remove it "
+                f"or set ${CACHE_ENV} to another folder",
+            )
     if not path.is_file():
         log.info(
             "generating %d %s phantoms (%dx%d, seed %d) into %s", n, gen.modality, size, size, seed, path
@@ -391,6 +398,8 @@ def _resolve_medmnist(spec: DataSpec) -> ResolvedSpec:
     path = root / filename
     if not path.is_file():
         where = "" if root.is_dir() else ", a folder that does not exist yet"
+        if root.exists() and not root.is_dir():
+            where = ", which is a file, not a folder"
         raise DataError(
             path,
             f"MedMNIST file not found; medrobust never downloads: place {filename} in {root}{where} "

@@ -164,3 +164,16 @@ def test_out_of_range_exif_orientation_is_ignored_and_logged(tmp_path, caplog):
         image, meta = ImageFileLoader().load(path)
     assert image.shape == (3, 40, 60) and meta.get("exif_orientation") is None
     assert "odd.jpg" in caplog.text and "42" in caplog.text
+
+
+def test_corrupt_exif_block_is_logged_not_warned(tmp_path, caplog):
+    import warnings
+
+    path = tmp_path / "corrupt.jpg"
+    Image.fromarray(_upright()).save(path, exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff\x12\x01")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's "Corrupt EXIF data" must not escape
+        with caplog.at_level("WARNING", logger="medrobust"):
+            image, meta = ImageFileLoader().load(path)
+    assert image.shape == (3, 40, 60) and meta.get("exif_orientation") is None
+    assert "corrupt.jpg" in caplog.text and "EXIF" in caplog.text

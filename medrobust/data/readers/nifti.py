@@ -72,13 +72,20 @@ class NiftiReader(NibabelReader):
         self.volume = volume
 
     def read(self, data: Any, **kwargs: Any) -> Any:
-        """Open the header lazily with nibabel; an unreadable file raises :class:`DataError`."""
+        """Open the header lazily with nibabel; an unreadable file raises :class:`DataError`.
+
+        The header is used as the file states it (not MONAI's ``correct_nifti_header_if_necessary``,
+        which may swap sform and qform), so reading and counting slices see the same orientation.
+        """
+        import nibabel as nib
+
         names = ensure_tuple(data)
         self.filenames = names
         try:
-            return super().read(data, **kwargs)
+            images = [nib.load(str(name), **{**self.kwargs, **kwargs}) for name in names]
         except Exception as exc:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors, ...
             raise DataError(names[0], f"unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
+        return images if len(images) > 1 else images[0]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Return the slice (or volume) as float32 in canonical (RAS) order and descriptive meta."""

@@ -27,6 +27,9 @@ from monai.data.image_reader import PILReader
 from medrobust.data.orientation import apply_exif_orientation, exif_orientation
 from medrobust.errors import DataError
 from medrobust.limits import MAX_IMAGE_PIXELS
+from medrobust.utils.logging import get_logger
+
+log = get_logger("data")
 
 
 def _bomb_reason(size: str) -> str:
@@ -98,11 +101,14 @@ class ImageFileReader(PILReader):
         from PIL import Image
 
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")  # e.g. "Corrupt EXIF data": logged below, naming the file
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(name)
                 check_decoded_size(name, img.size)
                 img.load()
+            for w in caught:
+                log.warning("%s: %s", name, " ".join(str(w.message).split()))
             self._stored = str(np.asarray(img).dtype) if img.mode != "P" else "uint8"
             self._exif_orientation = exif_orientation(img, name)
             return normalise_mode(apply_exif_orientation(img, self._exif_orientation))
