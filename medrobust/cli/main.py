@@ -45,6 +45,7 @@ def _register_groups() -> None:
         ("train", "train"),
         ("audit", None),
         ("denoisers", "denoisers"),
+        ("card", "card"),
         ("demo", None),
     ):
         try:

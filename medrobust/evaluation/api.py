@@ -547,22 +547,104 @@ def load_results(run_dir: str | Path) -> AuditResults:
 
 
 def audit(
-    config: str | Path | dict[str, Any] | AuditConfig,
+    config: str | Path | dict[str, Any] | AuditConfig | None = None,
     out: str | Path = "runs/audit",
     *,
     fresh: bool = False,
     progress: bool = True,
+    model: Any = None,
+    card: Any = None,
+    weights: str | Path | None = None,
     **overrides: Any,
 ) -> AuditResults:
     """Run (or resume) an audit and return its results.
 
+    >>> res = medrobust.audit(model=net, card={"in_channels": 1, "class_names": ["a", "b"]},
+    ...                       data={"phantom": {"modality": "chest_xray"}}, attacks=["fgsm"],
+    ...                       budgets={"linf": ["2/255"]}, out="runs/mine")   # doctest: +SKIP
+
     Args:
-        config: A YAML path, a config dict or an :class:`AuditConfig`.
+        config: A YAML path, a config dict or an :class:`AuditConfig` (None: built from the
+            keyword arguments alone).
         out: Run folder.
         fresh: Discard a previous run state in ``out``.
         progress: Show a progress bar.
+        model: The model to audit, replacing the config's: a live ``torch.nn.Module`` (audited
+            as it is, with ``card``; its state dict is hashed for the provenance, it is put in
+            eval mode on the audit's device during the audit and restored after), or a path /
+            ``"torchvision:NAME"`` / ``"timm:NAME"`` as in the config's ``model.path``.
+        card: The model card: a ``ModelCard``, dict or ``card.json`` path for a live module; a
+            ``card.json`` path for a model given by path.
+        weights: Local weights file for ``torchvision:NAME`` / ``timm:NAME``.
         **overrides: Top-level config fields to override (e.g. ``n_samples=16``).
+
+    Raises:
+        ConfigError: no config and no model, or a card given without a model.
     """
+    live = None
+    if model is not None:
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            from medrobust.models.live import register_live_model
+
+            if weights is not None:
+                raise ConfigError(
+                    "The 'weights' parameter applies to torchvision:/timm: model names, not modules."
+                )
+            live = (model, register_live_model(model, card), model.training, _module_device(model))
+            overrides["model"] = {"path": live[1], "card": None, "weights": None}
+        elif isinstance(model, (str, Path)):
+            if card is not None and not isinstance(card, (str, Path)):
+                raise ConfigError(
+                    "The 'card' parameter must be a path to card.json when 'model' is a path or name "
+                    f"(a ModelCard or dict goes with a live module). Got {type(card).__name__}."
+                )
+            overrides["model"] = {
+                "path": str(model),
+                "card": None if card is None else str(card),
+                "weights": None if weights is None else str(weights),
+            }
+        else:
+            raise ConfigError(
+                "The 'model' parameter must be a torch.nn.Module, a path or a name such as "
+                f"'torchvision:resnet18'. Got {type(model).__name__}."
+            )
+    elif card is not None or weights is not None:
+        raise ConfigError(
+            "The 'card' and 'weights' parameters of audit() go with 'model'; pass model=... too."
+        )
+    if config is None:
+        if model is None:
+            raise ConfigError(
+                "audit() needs a config (YAML path, dict or AuditConfig) or model=... with data=...."
+            )
+        config = {}
+    try:
+        return _audit(config, out, fresh, progress, overrides)
+    finally:
+        if live is not None:
+            from medrobust.models.live import unregister_live_model
+
+            unregister_live_model(live[1])
+            live[0].train(live[2])
+            if live[3] is not None:
+                live[0].to(live[3])
+
+
+def _module_device(module: Any) -> Any:
+    """The device of a module's first parameter or buffer (None when it has neither)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return tensors[0].device if tensors else None
+
+
+def _audit(
+    config: str | Path | dict[str, Any] | AuditConfig,
+    out: str | Path,
+    fresh: bool,
+    progress: bool,
+    overrides: dict[str, Any],
+) -> AuditResults:
     from medrobust.evaluation.config import AuditConfig, config_from_dict, load_config, merge_overrides
     from medrobust.evaluation.runner import run_audit
 

@@ -155,16 +155,43 @@ class DataConfig(_Strict):
         return self
 
 
+#: Model paths that name a library model or a live module instead of a file
+#: (``medrobust.models.hub.MODEL_SCHEMES``; resolved and checked by ``load_model``).
+_MODEL_SPEC_RE = re.compile(r"^(torchvision|timm|module):\S+$")
+
+
 class ModelConfig(_Strict):
-    """The audited classifier: a run folder, an ONNX file or a TorchScript file."""
+    """The audited classifier: a run folder, an ONNX/TorchScript/.pt2 file, a MONAI bundle or a library model.
+
+    Library models are ``torchvision:NAME`` / ``timm:NAME`` with local ``weights``.
+    """
 
     path: Path
-    card: Path | None = Field(None, description="card.json for ONNX/TorchScript models.")
+    card: Path | None = Field(None, description="card.json for imported models.")
+    weights: Path | None = Field(
+        None, description="Local weights for torchvision:NAME / timm:NAME models (never downloaded)."
+    )
 
     @field_validator("path")
     @classmethod
     def _path_exists(cls, v: Path) -> Path:
+        if _MODEL_SPEC_RE.match(str(v)):
+            return v
         return _check_path(v, "model")  # type: ignore[return-value]
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_exist(cls, v: Path | None) -> Path | None:
+        return _check_path(v, "model weights")
+
+    @model_validator(mode="after")
+    def _weights_for_library_models(self) -> ModelConfig:
+        if self.weights is not None and not re.match(r"^(torchvision|timm):", str(self.path)):
+            raise ValueError(
+                "'weights' applies to torchvision:NAME and timm:NAME models; "
+                f"{str(self.path)!r} carries its own"
+            )
+        return self
 
     @field_validator("card")
     @classmethod

@@ -60,7 +60,11 @@ def _file_entry(hasher: FileHasher, path: Path | None) -> dict[str, Any] | None:
 def model_provenance(config: Any, hasher: FileHasher) -> dict[str, Any]:
     """Hashes of the audited model's weights file and its card."""
     from medrobust.models.checkpoint import CARD_NAME, WEIGHTS_NAME
+    from medrobust.models.provenance import special_model_provenance
 
+    special = special_model_provenance(config.model, hasher)  # live module, torchvision:/timm:, bundle
+    if special is not None:
+        return special
     path = Path(config.model.path)
     weights = path / WEIGHTS_NAME if path.is_dir() else path
     card = config.model.card

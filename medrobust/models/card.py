@@ -23,6 +23,8 @@ from medrobust.limits import MAX_CLASSES, MAX_IMAGE_PIXELS
 MAX_IN_CHANNELS = 256
 #: Largest ``card.json`` read (bytes); real cards are a few kilobytes.
 MAX_CARD_BYTES = 1_000_000
+#: Channels a grey image is repeated into with ``channels: "replicate"`` when ``model_channels`` is unset.
+DEFAULT_REPLICATE_CHANNELS = 3
 #: :func:`check_bounds_against_data` warns when the data span less than this fraction of the bounds.
 NARROW_DATA_FRACTION = 0.05
 
@@ -40,6 +42,20 @@ def format_validation_error(exc: ValidationError) -> str:
     return " ".join("; ".join(parts).split())
 
 
+def _replicate_spelling(data: dict[str, Any]) -> dict[str, Any]:
+    """Read ``{"in_channels": 3, "channels": "replicate"}`` as ``in_channels 1, model_channels 3``."""
+    n = data.get("in_channels")
+    if (
+        data.get("channels") == "replicate"
+        and data.get("model_channels") is None
+        and isinstance(n, int)
+        and not isinstance(n, bool)
+        and n > 1
+    ):
+        data = {**data, "in_channels": 1, "model_channels": n}
+    return data
+
+
 class ModelCard(BaseModel):
     """Typed description of a classifier's input and output.
 
@@ -50,6 +66,14 @@ class ModelCard(BaseModel):
 
     A ``card.json`` may also state ``num_classes``; it is checked against ``class_names``
     and not stored (the class list is the one source of truth).
+
+    ``in_channels`` is the number of channels of the images the audit feeds (image space).
+    ``channels: "replicate"`` puts grey data into a network that takes several channels
+    (an RGB model): the 1-channel image is repeated ``model_channels`` times (default 3)
+    *inside* the model wrapper, so attacks perturb the 1-channel image. With
+    ``channels: "replicate"`` a card may state the network's channels as ``in_channels``
+    (``{"in_channels": 3, "channels": "replicate"}``); it is read as ``in_channels: 1,
+    model_channels: 3``. ``mean``/``std`` may have one value per network channel.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -65,6 +89,8 @@ class ModelCard(BaseModel):
     positive_class: str | None = None
     input_layout: Literal["NCHW", "NHWC"] = "NCHW"
     outputs: Literal["logits", "probabilities", "log_probabilities"] = "logits"
+    channels: Literal["as_is", "replicate"] = "as_is"
+    model_channels: int | None = Field(None, ge=2, le=MAX_IN_CHANNELS)
     arch: str | None = None
     source: str | None = None
     notes: list[str] = Field(default_factory=list)
@@ -73,6 +99,25 @@ class ModelCard(BaseModel):
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
+
+    @property
+    def network_channels(self) -> int:
+        """Channels the network itself takes (``model_channels`` when replicating, else ``in_channels``)."""
+        return (
+            self.model_channels if self.channels == "replicate" and self.model_channels else self.in_channels
+        )
+
+    def network_card(self) -> ModelCard:
+        """The card as the bare network sees it: ``in_channels`` = :attr:`network_channels`, no replication.
+
+        Loaders build and check the network with this card; the wrapper then repeats the
+        image's channel (see :func:`medrobust.models.channels.with_channel_policy`).
+        """
+        if self.channels == "as_is":
+            return self
+        return self.model_copy(
+            update={"in_channels": self.network_channels, "channels": "as_is", "model_channels": None}
+        )
 
     @property
     def positive_index(self) -> int | None:
@@ -86,6 +131,7 @@ class ModelCard(BaseModel):
             return data
         if not isinstance(data, dict):
             raise ValueError(f"a model card must be a JSON object (mapping). Got {type(data).__name__}")
+        data = _replicate_spelling(data)
         if "num_classes" not in data:
             return data
         data = dict(data)
@@ -130,11 +176,27 @@ class ModelCard(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelCard:
+        if self.channels == "replicate":
+            if self.in_channels != 1:
+                raise ValueError(
+                    "channels 'replicate' repeats a 1-channel image into the network's model_channels; "
+                    f"in_channels (the images' channels) must be 1. Got {self.in_channels}"
+                )
+            if self.model_channels is None:
+                self.model_channels = DEFAULT_REPLICATE_CHANNELS
+        elif self.model_channels is not None and self.model_channels != self.in_channels:
+            raise ValueError(
+                f"model_channels ({self.model_channels}) differs from in_channels ({self.in_channels}); "
+                "set channels: 'replicate' to repeat a grey image into the network's channels"
+            )
+        sizes = sorted({1, self.in_channels, self.network_channels})
         for name in ("mean", "std"):
             val = getattr(self, name)
-            if val is not None and len(val) not in (1, self.in_channels):
+            if val is not None and len(val) not in sizes:
+                shown = " or ".join(str(s) for s in sizes)
                 raise ValueError(
-                    f"{name} must have 1 or in_channels={self.in_channels} values. Got {len(val)}"
+                    f"{name} must have {shown} values (1, in_channels={self.in_channels} or the "
+                    f"network's {self.network_channels} channels). Got {len(val)}"
                 )
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be > 0. Got {self.std}")
@@ -151,10 +213,10 @@ class ModelCard(BaseModel):
                 f"spatial_dims is {self.spatial_dims}"
             )
         pixels = math.prod(self.spatial_size) if self.spatial_size is not None else 0
-        if pixels * self.in_channels > 3 * MAX_IMAGE_PIXELS:
+        if pixels * self.network_channels > 3 * MAX_IMAGE_PIXELS:
             raise ValueError(
-                f"in_channels x spatial_size = {self.in_channels} x {list(self.spatial_size or ())} values "
-                f"per image; at most {3 * MAX_IMAGE_PIXELS} are accepted"
+                f"in_channels x spatial_size = {self.network_channels} x {list(self.spatial_size or ())} "
+                "values per image; at most {3 * MAX_IMAGE_PIXELS} are accepted"
             )
         return self
 
