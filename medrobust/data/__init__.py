@@ -6,6 +6,8 @@ names from sub-packages written later (presets, phantoms) resolve once they exis
 >>> from medrobust.data import open_source, make_dataset, load_arrays
 >>> ds = make_dataset("phantom/", split="test", preset="chest_xray")  # doctest: +SKIP
 >>> images, labels = load_arrays(ds, limit=32)                          # doctest: +SKIP
+>>> src = open_source("phantom:chest_xray?n=200&size=64")                # doctest: +SKIP
+>>> src = open_source("medmnist:pneumoniamnist@64")                      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _LAZY: dict[str, str] = {
     "make_phantom": "medrobust.data.phantoms",
     "write_phantom": "medrobust.data.phantoms",
     "list_phantoms": "medrobust.data.phantoms",
+    "resolve_spec": "medrobust.data.specs",
+    "phantom_npz": "medrobust.data.specs",
 }
 
 __all__ = sorted(_LAZY)

@@ -34,6 +34,8 @@ A file literally named like a spec can still be opened as ``./phantom:...``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,9 +297,9 @@ def phantom_npz(
     """The phantom set as a MedMNIST-style ``.npz``, generated on first use and reused after.
 
     Everything is validated before anything is generated (``n`` within
-    ``MAX_PHANTOM_IMAGES`` and the in-memory cap, ``size`` 28..512). The ``.npz`` is written
-    atomically, so concurrent processes (torchrun ranks) at worst generate it twice, never
-    read half a file.
+    ``MAX_PHANTOM_IMAGES`` and the in-memory cap, ``size`` 28..512). The set is written into a
+    private folder renamed into place in one step, so concurrent processes (torchrun ranks) at
+    worst generate it twice and never read half a file.
 
     Raises:
         ConfigError: for an unknown modality or an out-of-range ``n``, ``size`` or ``seed``.
@@ -316,13 +318,27 @@ def phantom_npz(
                 f"is not a folder, so the phantom cache {path.parent} cannot be made; remove it "
                 f"or set ${CACHE_ENV} to another folder",
             )
-    if not path.is_file():
-        log.info(
-            "generating %d %s phantoms (%dx%d, seed %d) into %s", n, gen.modality, size, size, seed, path
-        )
-        written = write_phantom(gen.modality, n, gen.size, "npz", path.parent, seed=gen.seed)
-        path = Path(written)
-    return path
+    if path.is_file():
+        return path
+    log.info("generating %d %s phantoms (%dx%d, seed %d) in %s", n, gen.modality, size, size, seed, path)
+    folder = path.parent
+    if folder.is_dir() and any(folder.iterdir()):  # an interrupted earlier run: complete it in place
+        return Path(write_phantom(gen.modality, n, gen.size, "npz", folder, seed=gen.seed))
+    # Written into a private folder, then renamed into place in one step, so processes starting
+    # together (torchrun ranks) never see each other's half-written folder.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        written = Path(write_phantom(gen.modality, n, gen.size, "npz", private, seed=gen.seed))
+        try:
+            os.rename(private, folder)  # replaces a missing or empty folder atomically
+        except OSError:
+            if not path.is_file():  # not another process's finished set: a real failure
+                raise
+        return folder / written.name
+    finally:
+        if private.exists():
+            shutil.rmtree(private)
 
 
 def _resolve_phantom(spec: DataSpec) -> ResolvedSpec:

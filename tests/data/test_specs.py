@@ -226,3 +226,15 @@ def test_missing_medmnist_file_says_where_to_put_which_file(tmp_path, monkeypatc
 def test_bad_medmnist_specs(spec, match):
     with pytest.raises(ConfigError, match=match):
         open_source(spec)
+
+
+def test_concurrent_first_use_gives_one_readable_file(cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medrobust.data import phantom_npz
+
+    with ThreadPoolExecutor(2) as pool:  # two torchrun ranks opening the same spec at once
+        paths = list(pool.map(lambda _: phantom_npz("retina_fundus", n=12, size=28), range(2)))
+    assert paths[0] == paths[1] and paths[0].is_file()
+    assert [p.name for p in cache.rglob(".*")] == []  # no private folders or temp files left
+    assert len(open_source("phantom:retina_fundus?n=12&size=28")) == 12
