@@ -60,8 +60,18 @@ def classifier(
         False, "--overwrite", help="Allow writing into a folder with a checkpoint."
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the unfinished run in --out from its last epoch (same settings; refused otherwise).",
+    ),
 ) -> None:
-    """Train a classifier and write a run folder (weights, card, config, metrics)."""
+    """Train a classifier and write a run folder (weights, card, config, metrics).
+
+    A checkpoint is written every epoch (OUT/checkpoint/last.pt, removed when training ends), so an
+    interrupted run continues with --resume. Images smaller than the preset's size are trained at
+    their own size unless --size asks otherwise.
+    """
     import json
 
     from medrobust.models.training import SUMMARY_NAME, TrainClassifierConfig, train_classifier
@@ -86,7 +96,7 @@ def classifier(
         cfg = TrainClassifierConfig.from_yaml(config, **overrides)
     else:
         cfg = TrainClassifierConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
-    run_dir = train_classifier(cfg)
+    run_dir = train_classifier(cfg, resume=resume)
     from medrobust.distributed import launch_rank
 
     if launch_rank() == 0:  # the process group is gone by now; torchrun's RANK still says who we are

@@ -26,8 +26,17 @@ def defense(
     ablate: list[str] | None = typer.Option(None, "--ablate", help="Term to switch off: rec|siam|cls."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder with a denoiser."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the unfinished run in --out from its last epoch (same settings; refused otherwise).",
+    ),
 ) -> None:
-    """Train a denoising defense in front of a frozen classifier and write a checkpoint folder."""
+    """Train a denoising defense in front of a frozen classifier and write a checkpoint folder.
+
+    A checkpoint is written every epoch (OUT/checkpoint/last.pt, removed when training ends), so an
+    interrupted run continues with --resume.
+    """
     import csv
 
     from medrobust.defenses.training import TrainDefenseConfig, train_defense
@@ -55,7 +64,7 @@ def defense(
         if classifier is None:
             raise ConfigError("train defense needs --classifier RUN (or --config YAML naming it).")
         cfg = TrainDefenseConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
-    run = train_defense(cfg)
+    run = train_defense(cfg, resume=resume)
     typer.echo(f"defense folder: {run}")
     metrics = run / "metrics.csv"
     if metrics.exists():

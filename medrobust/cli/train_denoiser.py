@@ -52,8 +52,17 @@ def denoiser(
     device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already in --out."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the unfinished run in --out from its last epoch (same settings; refused otherwise).",
+    ),
 ) -> None:
-    """Train a denoiser on y = x + n (MSE to x) and write a checkpoint folder."""
+    """Train a denoiser on y = x + n (MSE to x) and write a checkpoint folder.
+
+    A checkpoint is written every epoch (OUT/checkpoint/last.pt, removed when training ends), so an
+    interrupted run continues with --resume.
+    """
     import json
 
     from medrobust.denoising.training import TrainDenoiserConfig, train_denoiser
@@ -91,7 +100,7 @@ def denoiser(
     if param:
         merged["params"] = {**(merged.get("params") or {}), **_params(param)}
     cfg = TrainDenoiserConfig.from_dict(merged, str(config) if config else None)
-    run = train_denoiser(cfg, progress=not no_progress)
+    run = train_denoiser(cfg, progress=not no_progress, resume=resume)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     typer.echo(f"run folder: {run}")
     typer.echo(

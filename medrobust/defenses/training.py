@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +24,14 @@ from torch import nn
 from medrobust.defenses.adversarial import AttackMixItem, craft, default_mix
 from medrobust.errors import ConfigError
 from medrobust.run.config import ConfigModel
+from medrobust.run.loop import EpochContext, EpochEnd, Evaluation, LoopSettings, StepOutput, TrainingLoop
 from medrobust.utils.logging import get_logger
 from medrobust.validation import parse_number
 
 log = get_logger("defenses.training")
 
 ABLATABLE = ("rec", "siam", "cls")
+SUMMARY_NAME = "summary.json"
 
 
 class TrainDefenseConfig(ConfigModel):
@@ -216,6 +218,15 @@ def _craft_all(
     return out
 
 
+def _predictions(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Predicted classes (CPU) of ``model`` on ``images``, in batches."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch_size):
+            out.append(model(images[i : i + batch_size]).argmax(dim=1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
 def _metrics_csv(rows: list[dict[str, Any]]) -> str:
     fields: list[str] = []
     for row in rows:
@@ -246,12 +257,15 @@ class FitResult:
         denoiser: The trained denoiser (CPU, eval mode), identical to ``load_denoiser(out)``.
         metrics: One row per epoch (the content of ``metrics.csv``).
         undefended: Validation clean/adversarial accuracy of the bare classifier.
+        chance: The chance check of the defended classifier's validation predictions
+            (:func:`medrobust.models.training.chance_record`), None without validation images.
     """
 
     out: Path
     denoiser: Any
     metrics: list[dict[str, Any]] = field(default_factory=list)
     undefended: dict[str, float] = field(default_factory=dict)
+    chance: dict[str, Any] | None = None
 
 
 def fit_denoiser(
@@ -261,11 +275,16 @@ def fit_denoiser(
     train_labels: torch.Tensor,
     val_images: torch.Tensor,
     val_labels: torch.Tensor,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[EpochEnd], None]] = (),
 ) -> FitResult:
     """Train a denoiser in front of an in-memory classifier on in-memory tensors.
 
-    This is the loop behind :func:`train_defense` (which loads the classifier and data
-    first); benchmarks and tests call it directly.
+    This is the trainer behind :func:`train_defense` (which loads the classifier and data
+    first); benchmarks and tests call it directly. The epochs run in
+    :class:`medrobust.run.loop.TrainingLoop` (a checkpoint every epoch in
+    ``out/checkpoint/last.pt``, removed when training ends; ``resume`` continues from it).
 
     Args:
         config: Training config (``classifier``/``data`` are only recorded here).
@@ -274,20 +293,22 @@ def fit_denoiser(
         train_labels: (N,) labels.
         val_images: Validation images (may be empty).
         val_labels: Validation labels.
+        resume: Continue the unfinished run in ``config.out`` (same config, else refused).
+        callbacks: Called after every epoch with a :class:`~medrobust.run.loop.EpochEnd`.
 
     Returns:
         A :class:`FitResult`; its folder holds ``denoiser.safetensors``, ``denoiser.json``,
-        ``card.json``, ``config.yaml`` (resolved), ``metrics.csv``, ``environment.json``.
+        ``card.json``, ``config.yaml`` (resolved), ``metrics.csv``, ``environment.json`` and
+        ``summary.json`` (final validation accuracies and the chance check).
     """
-    from tqdm.auto import tqdm
-
     from medrobust.defenses.checkpoint import save_denoiser
     from medrobust.defenses.denoisers import create_denoiser
     from medrobust.defenses.objectives import DEFENSE_KINDS, Batch
+    from medrobust.models.training import chance_record
     from medrobust.run.environment import environment
     from medrobust.utils.device import resolve_device
     from medrobust.utils.io import atomic_write_json, atomic_write_text
-    from medrobust.utils.seed import make_generator, numpy_rng, seed_everything
+    from medrobust.utils.seed import numpy_rng, seed_everything
 
     if not isinstance(config, TrainDefenseConfig):
         config = TrainDefenseConfig.from_dict(dict(config))
@@ -295,7 +316,8 @@ def fit_denoiser(
     if card is None:
         raise ConfigError("fit_denoiser needs a classifier with a model card (medrobust load_model).")
     out = Path(config.out)
-    _check_out(out, config.overwrite)
+    if not resume:
+        _check_out(out, config.overwrite)
     if train_images.ndim != 4 or train_images.shape[1] != card.in_channels:
         raise ConfigError(
             f"Defense training expects 2D images (N, {card.in_channels}, H, W). "
@@ -305,10 +327,24 @@ def fit_denoiser(
         raise ConfigError("Images and labels must have the same number of samples.")
     bounds = (float(card.bounds[0]), float(card.bounds[1]))
 
-    seed_everything(config.seed)  # training entry point: model init uses the global generator
     device = resolve_device(config.device)
-    gen = make_generator(config.seed)  # shuffling and noise (CPU, moved per batch)
-    rng = numpy_rng(config.seed)  # attack choice and budgets
+    loop = TrainingLoop(
+        LoopSettings(
+            epochs=config.epochs,
+            seed=config.seed,
+            run_dir=out,
+            config=config.model_dump(mode="json"),
+            resume=resume,
+            overwrite=config.overwrite,
+            device=device,
+            progress=config.progress,
+            desc=config.kind,
+            lr=config.lr,
+            purpose="defense training",
+            callbacks=tuple(callbacks),
+        )
+    )
+    seed_everything(config.seed)  # training entry point: model init uses the global generator
     cl = config.channels_last and device.type in ("cpu", "cuda")
     fmt = torch.channels_last if cl else torch.contiguous_format
 
@@ -354,76 +390,93 @@ def fit_denoiser(
         }
     )
     n = x_train.shape[0]
-    rows: list[dict[str, Any]] = []
-    out.mkdir(parents=True, exist_ok=True)
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        adv_cache = None
-        if objective_cls.needs_adversarial and config.crafting == "per_epoch":
-            adv_cache = _craft_all(
-                classifier, x_train, y_train, config.attacks, rng, bounds, config.batch_size
-            )
-        perm = torch.randperm(n, generator=gen).to(device)
-        denoiser.train()
-        sums: dict[str, float] = {}
-        seen = 0
-        batches = range(0, n, config.batch_size)
-        bar = tqdm(
-            batches,
-            desc=f"{config.kind} epoch {epoch}/{config.epochs}",
-            disable=not config.progress,
-            leave=False,
-        )
-        for i in bar:
-            idx = perm[i : i + config.batch_size]
-            x, y = x_train[idx], y_train[idx]
-            x_adv = None
-            if objective_cls.needs_adversarial:
-                x_adv = (
-                    adv_cache[idx]
-                    if adv_cache is not None
-                    else craft(classifier, x, y, config.attacks, rng, bounds)
-                )
-            terms = objective.losses(denoiser, classifier, Batch(x=x, y=y, x_adv=x_adv, generator=gen))
-            loss = objective.total(terms)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            k = x.shape[0]
-            seen += k
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * k
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * k
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4g}")
-        denoiser.eval()
-        row: dict[str, Any] = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}}
-        row["val_clean_acc"] = _accuracy(defended, x_val, y_val, config.batch_size)
-        row["val_adv_acc"] = _accuracy(defended, x_val_adv, y_val, config.batch_size)
-        row["seconds"] = round(time.perf_counter() - start, 3)
-        rows.append(row)
-        log.info("epoch %d: %s", epoch, row)
-        atomic_write_text(out / "metrics.csv", _metrics_csv(rows))
+    epoch_adv: dict[str, torch.Tensor | None] = {"cache": None}
 
-    denoiser = denoiser.to("cpu", memory_format=torch.contiguous_format).eval()
-    save_denoiser(
-        denoiser,
-        out,
-        config=resolved,
-        card=card,
-        extra={
-            "training": {
-                "kind": config.kind,
-                "weights": weights,
-                "epochs": config.epochs,
-                "undefended": undefended,
-                "final": rows[-1] if rows else None,
-            }
-        },
-    )
-    atomic_write_json(out / "environment.json", environment(device, config.seed))
-    for p in trainable:
-        p.requires_grad_(True)
-    return FitResult(out=out, denoiser=denoiser, metrics=rows, undefended=undefended)
+    def batches(ctx: EpochContext) -> list[torch.Tensor]:
+        epoch_adv["cache"] = None
+        if objective_cls.needs_adversarial and config.crafting == "per_epoch":
+            epoch_adv["cache"] = _craft_all(
+                classifier, x_train, y_train, config.attacks, ctx.rng, bounds, config.batch_size
+            )
+        perm = torch.randperm(n, generator=ctx.generator).to(device)
+        return [perm[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
+
+    def step(idx: torch.Tensor, ctx: EpochContext) -> StepOutput:
+        x, y = x_train[idx], y_train[idx]
+        x_adv = None
+        if objective_cls.needs_adversarial:
+            cache = epoch_adv["cache"]
+            x_adv = (
+                cache[idx] if cache is not None else craft(classifier, x, y, config.attacks, ctx.rng, bounds)
+            )
+        terms = objective.losses(denoiser, classifier, Batch(x=x, y=y, x_adv=x_adv, generator=ctx.generator))
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        return StepOutput(loss=objective.total(terms), n=int(x.shape[0]), values=values)
+
+    def evaluate(ctx: EpochContext, train: dict[str, float]) -> Evaluation:
+        denoiser.eval()
+        row = {
+            **train,
+            "val_clean_acc": _accuracy(defended, x_val, y_val, config.batch_size),
+            "val_adv_acc": _accuracy(defended, x_val_adv, y_val, config.batch_size),
+        }
+        return Evaluation(row=row)
+
+    try:
+        with loop:
+            result = loop.fit(
+                denoiser,
+                opt,
+                batches=batches,
+                step=step,
+                evaluate=evaluate,
+                on_epoch_end=lambda rows: atomic_write_text(out / "metrics.csv", _metrics_csv(rows)),
+            )
+            rows = result.rows
+            denoiser.eval()
+            chance = None
+            if len(x_val):
+                preds = _predictions(defended, x_val, config.batch_size)
+                chance = chance_record(
+                    y_val.cpu().numpy(), preds.numpy(), card.num_classes, f"{config.kind} defense validation"
+                )
+            denoiser = denoiser.to("cpu", memory_format=torch.contiguous_format).eval()
+            save_denoiser(
+                denoiser,
+                out,
+                config=resolved,
+                card=card,
+                extra={
+                    "training": {
+                        "kind": config.kind,
+                        "weights": weights,
+                        "epochs": config.epochs,
+                        "undefended": undefended,
+                        "final": rows[-1] if rows else None,
+                    }
+                },
+            )
+            atomic_write_json(out / "environment.json", environment(device, config.seed))
+            atomic_write_json(
+                out / SUMMARY_NAME,
+                {
+                    "kind": config.kind,
+                    "epochs_run": len(rows),
+                    "seconds_per_epoch": float(np.mean(result.epoch_seconds))
+                    if result.epoch_seconds
+                    else None,
+                    "final": rows[-1] if rows else None,
+                    "undefended": undefended,
+                    "chance": chance,
+                    "n_train": int(n),
+                    "n_val": int(x_val.shape[0]),
+                    "resumed_after_epoch": result.resumed_from,
+                },
+            )
+    finally:
+        for p in trainable:  # the classifier is the caller's: unfreeze it even after an error
+            p.requires_grad_(True)
+    return FitResult(out=out, denoiser=denoiser, metrics=rows, undefended=undefended, chance=chance)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -450,19 +503,30 @@ def _materialise(dataset: Any, limit: int | None) -> tuple[torch.Tensor, torch.T
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
-def train_defense(config: TrainDefenseConfig | dict[str, Any]) -> Path:
+def train_defense(
+    config: TrainDefenseConfig | dict[str, Any],
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[EpochEnd], None]] = (),
+) -> Path:
     """Train a denoising defense for a classifier run folder; returns the output folder.
 
     The data source, preset, size and validation split default to those in the
     classifier's ``config.yaml``, so the defense sees the classifier's training
     distribution and is validated on images the classifier did not train on.
+
+    Args:
+        config: Training config (or a mapping validated into one).
+        resume: Continue the unfinished run in ``config.out`` (same config, else refused).
+        callbacks: Called after every epoch with a :class:`~medrobust.run.loop.EpochEnd`.
     """
     from medrobust.models import load_model
     from medrobust.models.training import TrainClassifierConfig, prepare_data
 
     if not isinstance(config, TrainDefenseConfig):
         config = TrainDefenseConfig.from_dict(dict(config))
-    _check_out(Path(config.out), config.overwrite)
+    if not resume:
+        _check_out(Path(config.out), config.overwrite)
     run = Path(config.classifier)
     classifier = load_model(run)
     card = classifier.card
@@ -498,4 +562,6 @@ def train_defense(config: TrainDefenseConfig | dict[str, Any]) -> Path:
     x_train, y_train = _materialise(prepared.train, config.limit)
     x_val, y_val = _materialise(prepared.val, config.val_limit)
     config = config.model_copy(update={"data": str(data), "modality": modality})
-    return fit_denoiser(config, classifier, x_train, y_train, x_val, y_val).out
+    return fit_denoiser(
+        config, classifier, x_train, y_train, x_val, y_val, resume=resume, callbacks=callbacks
+    ).out

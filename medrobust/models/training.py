@@ -15,7 +15,7 @@ import copy
 import csv
 import io
 import math
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,16 @@ from medrobust.models.registry import MAX_PARAMETERS, check_arch_kwargs, count_p
 from medrobust.registry import did_you_mean
 from medrobust.run.config import ConfigModel
 from medrobust.run.environment import environment
+from medrobust.run.loop import (  # noqa: F401  (EarlyStopping, TrainingDivergedError: re-exported)
+    EarlyStopping,
+    EpochContext,
+    EpochEnd,
+    Evaluation,
+    LoopSettings,
+    StepOutput,
+    TrainingDivergedError,
+    TrainingLoop,
+)
 from medrobust.utils.io import atomic_write_json, atomic_write_text
 from medrobust.utils.logging import get_logger
 from medrobust.validation import check_float
@@ -73,16 +83,17 @@ CLI_FLAGS = {
     "patience": "--patience",
     "num_workers": "--workers",
 }
+#: Unaugmented datasets (validation, BatchNorm statistics) up to this many bytes are kept in memory
+#: after their first pass, so later epochs skip decoding and the preset pipeline.
+MEMORY_CACHE_BYTES = 512 * 2**20
+#: At most this many training images recompute the BatchNorm statistics before each validation.
+PRECISE_BN_SAMPLES = 512
 #: Largest seed (NumPy seeds are 32-bit).
 MAX_SEED = 2**32 - 1
 #: Caps on loop sizes a config can ask for (far above any real run).
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 65_536
 MAX_WORKERS = 256
-
-
-class TrainingDivergedError(ConfigError):
-    """The training loss (or the validation outputs) became NaN or infinite."""
 
 
 def _param_name(field: str) -> str:
@@ -104,7 +115,8 @@ class TrainClassifierConfig(ConfigModel):
         batch_size: Per-process batch size.
         lr: AdamW learning rate (cosine-annealed over ``epochs``).
         weight_decay: AdamW weight decay.
-        spatial_size: Input size; None uses the preset's default.
+        spatial_size: Input size; None uses the preset's default, or the data's native size when
+            the images are smaller (no upsampling unless asked for).
         val_split: Fraction of the training pool held out for validation when the
             source has no validation split (stratified by class).
         seed: Seed of model init, shuffling, augmentation and the validation split.
@@ -116,6 +128,11 @@ class TrainClassifierConfig(ConfigModel):
         num_workers: DataLoader workers.
         class_weighting: "balanced" (weights ``n / (K * n_k)``) or "none".
         augment: Apply the preset's augmentations to the training split.
+        precise_bn: Before each validation, recompute the BatchNorm statistics from (up to
+            ``PRECISE_BN_SAMPLES``) unaugmented training images. The running averages lag far
+            behind the weights when an epoch has few batches (140 images in batches of 32:
+            5 updates per epoch), and a model that is right in training mode then predicts one
+            class in evaluation mode.
         positive_class: Class for sensitivity/specificity; default: the preset's hint.
         out: Run folder to write (``model.safetensors``, ``card.json``, ``metrics.csv``...).
         overwrite: Allow writing into a folder that already holds a checkpoint.
@@ -146,6 +163,7 @@ class TrainClassifierConfig(ConfigModel):
     num_workers: int = Field(0, ge=0, le=MAX_WORKERS)
     class_weighting: Literal["balanced", "none"] = "balanced"
     augment: bool = True
+    precise_bn: bool = True
     positive_class: str | None = None
     out: str = "runs/classifier"
     overwrite: bool = False
@@ -268,11 +286,67 @@ def _split_names(splits: list[str]) -> dict[str, str | None]:
     }
 
 
+def native_size(source: Any, split: str | None, samples: int = 8) -> tuple[int, ...] | None:
+    """Largest image size (per axis) over up to ``samples`` evenly spaced records.
+
+    None when the records hold no images or their dimensionality differs.
+    """
+    records = source.records(split)
+    if not records:
+        return None
+    idx = np.unique(np.linspace(0, len(records) - 1, num=min(len(records), samples)).astype(int))
+    shapes = [tuple(int(v) for v in source.load(records[int(i)])["image"].shape[1:]) for i in idx]
+    if len({len(s) for s in shapes}) != 1:
+        return None
+    return tuple(max(s[d] for s in shapes) for d in range(len(shapes[0])))
+
+
+def training_size(
+    source: Any, split: str | None, preset: Any, config: TrainClassifierConfig
+) -> tuple[int, ...]:
+    """The size images are trained at: ``--size``, else the preset's, or the smaller native size.
+
+    Without ``spatial_size`` the data's native size is used when the images are smaller than the
+    preset's (no upsampling by default), never below the architecture's ``min_size``.
+
+    Upsampling small images (a 32x32 set to a 224x224 preset) costs about 50x the compute per
+    epoch and gives the network nothing to learn from; when ``--size`` asks for it, it is logged.
+    """
+    default = tuple(int(v) for v in preset.spatial_size)
+    native = native_size(source, split)
+    shown = lambda size: "x".join(str(v) for v in size)  # noqa: E731
+    if config.spatial_size:
+        size = tuple(int(v) for v in config.spatial_size)
+        if (
+            native is not None
+            and len(native) == len(size)
+            and any(s > n for s, n in zip(size, native, strict=True))
+        ):
+            log.info("images of up to %s pixels are upsampled to %s (--size)", shown(native), shown(size))
+        return size
+    if native is None or len(native) != len(default) or native == default:
+        return default
+    if all(n <= d for n, d in zip(native, default, strict=True)):
+        min_side = int(getattr(get_classifier_arch(config.arch), "min_size", 1))
+        size = tuple(max(n, min_side) for n in native)
+        log.info(
+            "training at the data's native size %s (the %s preset's default %s would upsample the images; "
+            "pass --size to choose)",
+            shown(size),
+            getattr(preset, "name", config.modality),
+            shown(default),
+        )
+        return size
+    return default
+
+
 def prepare_data(config: TrainClassifierConfig) -> TrainData:
     """Open ``config.data`` with the data layer and build train/val(/test) datasets.
 
     The source's own ``train``/``val``/``test`` splits are used when present;
-    otherwise ``val_split`` of the training pool is held out (stratified, seeded).
+    otherwise ``val_split`` of the training pool is held out (stratified, seeded). Without
+    ``spatial_size`` images smaller than the preset's size are trained at their native size
+    (:func:`training_size`).
     """
     if not config.data:
         raise ConfigError("The 'data' parameter of train classifier is required (a file or folder).")
@@ -282,7 +356,6 @@ def prepare_data(config: TrainClassifierConfig) -> TrainData:
 
     preset = get_preset(config.modality)
     source = open_source(config.data, kind=config.source_kind, **config.source_options)
-    spatial = tuple(config.spatial_size) if config.spatial_size else tuple(preset.spatial_size)
     names = _split_names(list(source.splits()))
 
     def dataset(split: str | None, augment: bool) -> Dataset:
@@ -293,6 +366,7 @@ def prepare_data(config: TrainClassifierConfig) -> TrainData:
     if train_labels.size == 0:
         raise ConfigError(f"The data source {config.data!r} has no training records.")
     check_training_labels(train_labels, list(source.class_names), config.data)
+    spatial = training_size(source, train_split, preset, config)
     train_aug = dataset(train_split, config.augment)
     train_plain = dataset(train_split, False)
     if names["val"] is not None and train_split is not None:
@@ -396,30 +470,6 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tens
     return torch.tensor(weights, dtype=torch.float32)
 
 
-class EarlyStopping:
-    """Track the best validation score; ties are broken by a lower validation loss.
-
-    Args:
-        patience: Stop after this many epochs without improvement (0: never stop).
-    """
-
-    def __init__(self, patience: int) -> None:
-        self.patience = int(patience)
-        self.best_score = -math.inf
-        self.best_loss = math.inf
-        self.stale = 0
-
-    def step(self, score: float, loss: float) -> tuple[bool, bool]:
-        """Record one epoch; returns ``(improved, stop)``. A NaN score never improves."""
-        tie = abs(score - self.best_score) <= 1e-12
-        improved = bool(score > self.best_score + 1e-12 or (tie and loss < self.best_loss))
-        if improved:
-            self.best_score, self.best_loss, self.stale = score, loss, 0
-        else:
-            self.stale += 1
-        return improved, bool(self.patience and self.stale >= self.patience)
-
-
 def _resolve_train_device(spec: str) -> torch.device:
     from medrobust.utils.device import resolve_device
 
@@ -429,12 +479,75 @@ def _resolve_train_device(spec: str) -> torch.device:
     return device
 
 
+class _Remembered(Dataset):
+    """Items of a deterministic dataset kept in memory after their first read."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self._items: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self._items.get(index)
+        if item is None:
+            raw = self.dataset[index]
+            item = self._items[index] = {"image": raw["image"], "label": raw["label"]}
+        return item
+
+
+def _remember(dataset: Dataset, in_channels: int, spatial_size: tuple[int, ...]) -> Dataset:
+    """``dataset`` kept in memory when its images fit in :data:`MEMORY_CACHE_BYTES`."""
+    nbytes = len(dataset) * in_channels * math.prod(spatial_size) * 4  # type: ignore[arg-type]
+    return _Remembered(dataset) if nbytes <= MEMORY_CACHE_BYTES else dataset
+
+
 def _shard(dataset: Dataset) -> Dataset:
     """This rank's share of an evaluation set (no padding, so gathered metrics are exact)."""
     ws = dist_utils.world_size()
     if ws == 1:
         return dataset
     return Subset(dataset, list(range(dist_utils.rank(), len(dataset), ws)))  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def recompute_batchnorm(
+    model: nn.Module, loader: Any, device: torch.device, channels_last: bool = False
+) -> bool:
+    """Replace BatchNorm running statistics by exact averages over ``loader`` ("precise BN").
+
+    Each BatchNorm layer's running mean and variance become the average over the loader's
+    batches, computed in training mode with the weights fixed. Under DDP every rank uses its
+    shard and the statistics are averaged over ranks. Returns False when the model has no
+    BatchNorm layer (nothing done).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    try:
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            model(images)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    ws = dist_utils.world_size()
+    if ws > 1:
+        for m in norms:
+            for buf in (m.running_mean, m.running_var):
+                if buf is not None:
+                    buf.copy_(dist_utils.all_reduce_sum(buf) / ws)
+    return True
 
 
 @torch.no_grad()
@@ -478,38 +591,31 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _loader(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, epoch_sampler: Any = None
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator,
+    workers: int,
+    epoch_sampler: Any = None,
+    persistent: bool = False,
 ):
+    """A MONAI ``DataLoader`` over ``dataset`` (shuffled from ``generator``; its workers seeded from it)."""
     from monai.data import DataLoader
 
     n = len(epoch_sampler) if epoch_sampler is not None else len(dataset)  # type: ignore[arg-type]
-    gen = torch.Generator().manual_seed(int(seed))
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and epoch_sampler is None,
         sampler=epoch_sampler,
-        generator=gen,
+        generator=generator,
         num_workers=workers,
         collate_fn=_collate,
         # BatchNorm cannot train on a final batch of one sample.
         drop_last=shuffle and n > 1 and n % batch_size == 1,
-        persistent_workers=workers > 0,
+        persistent_workers=persistent and workers > 0,
     )
-
-
-def _stop_if_diverged(loss: torch.Tensor, epoch: int, batch: int, lr: float, ws: int) -> None:
-    """Raise :class:`TrainingDivergedError` on every rank as soon as one rank's loss is not finite."""
-    value = float(loss.detach())
-    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
-    if ws > 1:  # every rank must stop together, or the others wait forever in the next all-reduce
-        bad = dist_utils.all_reduce_sum(bad)
-    if float(bad[0]) > 0:
-        shown = f"{value:g}" if not math.isfinite(value) else "not finite on another process"
-        raise TrainingDivergedError(
-            f"training diverged at epoch {epoch}, batch {batch}: loss is {shown}; lower --lr "
-            f"(now {lr:g}) or check the data for extreme values."
-        )
 
 
 def _check_finite_outputs(logits: torch.Tensor, epoch: int, lr: float, split: str = "validation") -> None:
@@ -523,20 +629,60 @@ def _check_finite_outputs(logits: torch.Tensor, epoch: int, lr: float, split: st
         )
 
 
-def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: TrainData | None = None) -> Path:
+def chance_record(
+    labels: np.ndarray, preds: np.ndarray, num_classes: int, what: str
+) -> dict[str, Any] | None:
+    """Compare validation predictions with chance; log a warning when at (or near) chance.
+
+    Uses :func:`medrobust.evaluation.degenerate.assess_chance` (constant predictions; balanced
+    accuracy's 95 % upper bound within 10 points of chance) and its warning text.
+
+    Returns:
+        The assessment as plain values (``constant``, ``at_chance``, ``near_chance``, the point
+        estimates and bounds, ``warning``: the message or None), or None without samples.
+    """
+    import dataclasses
+
+    from medrobust.evaluation.degenerate import assess_chance, chance_level_warning
+
+    assessment = assess_chance(labels, preds, num_classes)
+    if assessment is None:
+        return None
+    message = chance_level_warning(labels, preds, num_classes, what)
+    if message:
+        log.warning(message)
+    return {
+        **dataclasses.asdict(assessment),
+        "constant": assessment.constant,
+        "at_chance": assessment.at_chance,
+        "near_chance": assessment.near_chance,
+        "warning": message,
+    }
+
+
+def train_classifier(
+    config: TrainClassifierConfig | dict[str, Any],
+    data: TrainData | None = None,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[EpochEnd], None]] = (),
+) -> Path:
     """Train a classifier and write a run folder; returns the folder.
+
+    The epochs run in :class:`medrobust.run.loop.TrainingLoop` (checkpoint every epoch in
+    ``out/checkpoint/last.pt``, removed when the run ends; time estimate; early stopping).
 
     Args:
         config: Training config (or a mapping validated into one).
         data: Prepared datasets; default :func:`prepare_data` on ``config.data``.
+        resume: Continue the unfinished run in ``config.out`` (same config, else refused).
+        callbacks: Called after every epoch with a :class:`~medrobust.run.loop.EpochEnd`.
 
     Returns:
         The run folder (``config.out``) holding ``model.safetensors``, ``card.json``,
         ``config.yaml``, ``environment.json``, ``metrics.csv`` and ``summary.json``
-        (best epoch, best validation and test metrics, seconds per epoch).
+        (best epoch, best validation and test metrics, seconds per epoch, chance check).
     """
-    from tqdm.auto import tqdm
-
     from medrobust.utils.seed import seed_everything
 
     if not isinstance(config, TrainClassifierConfig):
@@ -546,14 +692,33 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
         rank, ws = dist_utils.rank(), dist_utils.world_size()
         main = rank == 0
         run_dir = Path(config.out)
-        if (run_dir / WEIGHTS_NAME).exists() and not config.overwrite:
+        if (run_dir / WEIGHTS_NAME).exists() and not config.overwrite and not resume:
             raise ConfigError(
                 f"{run_dir} already holds a checkpoint ({WEIGHTS_NAME}); "
                 "choose another --out or set overwrite."
             )
-        seed_everything(config.seed)  # training entry point: model init is reproducible
         device = _resolve_train_device(config.device)
         use_amp = bool(config.amp and device.type == "cuda")
+        loop = TrainingLoop(
+            LoopSettings(
+                epochs=config.epochs,
+                seed=config.seed,
+                run_dir=run_dir,
+                config=config.model_dump(mode="json"),
+                resume=resume,
+                overwrite=config.overwrite,
+                patience=config.patience,
+                restore_best=True,
+                amp=use_amp,
+                device=device,
+                progress=config.progress,
+                desc="train",
+                lr=config.lr,
+                purpose="classifier training",
+                callbacks=tuple(callbacks),
+            )
+        )
+        seed_everything(config.seed)  # training entry point: model init is reproducible
         if data is None:
             data = prepare_data(config)
         if len(data.train) == 0 or len(data.val) == 0:  # type: ignore[arg-type]
@@ -615,7 +780,6 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
         val_criterion = nn.CrossEntropyLoss()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
         sampler = None
         if ws > 1:
@@ -625,136 +789,149 @@ def train_classifier(config: TrainClassifierConfig | dict[str, Any], data: Train
                 data.train, num_replicas=ws, rank=rank, shuffle=True, seed=config.seed
             )
         seed = config.seed + 1000 * rank
-        train_loader = _loader(
-            data.train,
-            config.batch_size,
-            shuffle=True,
-            seed=seed,
-            workers=config.num_workers,
-            epoch_sampler=sampler,
-        )
         val_loader = _loader(
-            _shard(data.val), config.batch_size, shuffle=False, seed=seed, workers=config.num_workers
+            _remember(_shard(data.val), data.in_channels, tuple(data.spatial_size)),
+            config.batch_size,
+            shuffle=False,
+            generator=torch.Generator().manual_seed(seed),
+            workers=config.num_workers,
+            persistent=True,
         )
-
         pos_idx = card.positive_index
-        rows: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"epoch": 0, "state": None, "metrics": {}}
-        stopper = EarlyStopping(config.patience)
-        epoch_seconds: list[float] = []
-        for epoch in range(1, config.epochs + 1):
-            t0 = time.perf_counter()
-            net.train()
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-            bar = tqdm(
-                train_loader,
-                desc=f"epoch {epoch}/{config.epochs}",
-                leave=False,
-                disable=not (config.progress and main),
+        bn_loader = None
+        if config.precise_bn:
+            stats_ds = data.stats_dataset if data.stats_dataset is not None else data.train
+            n_stats = len(stats_ds)  # type: ignore[arg-type]
+            keep = np.unique(np.linspace(0, n_stats - 1, num=min(n_stats, PRECISE_BN_SAMPLES)).astype(int))
+            if keep.size > 1 and keep.size % config.batch_size == 1:
+                keep = keep[:-1]  # BatchNorm cannot take a batch of one sample in training mode
+            bn_loader = _loader(
+                _remember(
+                    _shard(Subset(stats_ds, keep.tolist())), data.in_channels, tuple(data.spatial_size)
+                ),
+                config.batch_size,
+                shuffle=False,
+                generator=torch.Generator().manual_seed(seed),
+                workers=config.num_workers,
+                persistent=True,
             )
-            for batch_no, (images, labels) in enumerate(bar, start=1):
-                images = images.to(device, non_blocking=True)
-                if use_cl:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                labels = labels.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = net(images)
-                loss = criterion(logits.float(), labels)
-                _stop_if_diverged(loss, epoch, batch_no, config.lr, ws)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                n = labels.shape[0]
-                stats += torch.tensor(
-                    [float(loss.detach()) * n, float((logits.argmax(1) == labels).sum()), n],
-                    dtype=torch.float64,
-                )
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            stats = dist_utils.all_reduce_sum(stats)
-            dist_utils.broadcast_module_state(model)  # identical BN statistics on every rank
+
+        def batches(ctx: EpochContext) -> Any:
+            if sampler is not None:
+                sampler.set_epoch(ctx.epoch)
+            return _loader(
+                data.train,
+                config.batch_size,
+                shuffle=True,
+                generator=ctx.generator,
+                workers=config.num_workers,
+                epoch_sampler=sampler,
+            )
+
+        def step(batch: tuple[torch.Tensor, torch.Tensor], ctx: EpochContext) -> StepOutput:
+            images, labels = batch
+            images = images.to(device, non_blocking=True)
+            if use_cl:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            logits = net(images)
+            loss = criterion(logits.float(), labels)
+            n = int(labels.shape[0])
+            correct = float((logits.argmax(1) == labels).sum())
+            return StepOutput(loss=loss, n=n, values={"accuracy": correct / max(n, 1)})
+
+        def evaluate(ctx: EpochContext, train: dict[str, float]) -> Evaluation:
+            if bn_loader is not None:
+                recompute_batchnorm(model, bn_loader, device, use_cl)
             logits_v, labels_v = predict(model, val_loader, device, use_cl, use_amp)
-            _check_finite_outputs(logits_v, epoch, config.lr)
+            _check_finite_outputs(logits_v, ctx.epoch, config.lr)
             val_loss = float(val_criterion(logits_v, labels_v)) if labels_v.numel() else math.nan
             m = classification_metrics(labels_v.numpy(), logits_v.numpy(), pos_idx)
-            seconds = time.perf_counter() - t0
-            epoch_seconds.append(seconds)
             row = {
-                "epoch": epoch,
-                "train_loss": float(stats[0] / max(stats[2], 1)),
-                "train_accuracy": float(stats[1] / max(stats[2], 1)),
+                "train_loss": train["loss"],
+                "train_accuracy": train["accuracy"],
                 "val_loss": val_loss,
                 "val_accuracy": m["accuracy"],
                 "val_balanced_accuracy": m["balanced_accuracy"],
                 "val_auroc": m["auroc"],
                 "val_sensitivity": m["sensitivity"],
                 "val_specificity": m["specificity"],
-                "lr": float(lr),
-                "seconds": seconds,
+                "lr": ctx.lr,
             }
-            rows.append(row)
-            if main:
-                _write_metrics(run_dir / METRICS_NAME, rows)
-                log.info(
-                    "epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
-                )
-            improved, stop = stopper.step(m["balanced_accuracy"], val_loss)
-            if improved:
-                state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-                best.update(epoch=epoch, state=state, metrics=m)
-            if stop:
-                log.info("early stopping after epoch %d (best epoch %d)", epoch, best["epoch"])
-                break
+            return Evaluation(row=row, score=m["balanced_accuracy"], loss=val_loss, metrics=m)
 
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
-        model = model.to(memory_format=torch.contiguous_format)
-        model.eval()
-        test_metrics = None
-        if data.test is not None and len(data.test) > 0:  # type: ignore[arg-type]
-            test_loader = _loader(_shard(data.test), config.batch_size, shuffle=False, seed=seed, workers=0)
-            logits_t, labels_t = predict(model, test_loader, device, False, use_amp)
-            _check_finite_outputs(logits_t, best["epoch"], config.lr, "test")
-            test_metrics = classification_metrics(labels_t.numpy(), logits_t.numpy(), pos_idx)
-        note = (
-            f"Best epoch {best['epoch']} of {len(rows)}: "
-            f"validation balanced accuracy {stopper.best_score:.4f}"
-            + (f"; test balanced accuracy {test_metrics['balanced_accuracy']:.4f}" if test_metrics else "")
-            + "."
-        )
-        model.card = model.card.model_copy(update={"notes": [*model.card.notes, note]})
-        if main:
-            resolved = config.model_dump(mode="json")
-            resolved.update(
-                spatial_size=list(data.spatial_size),
-                positive_class=positive,
-                modality=config.modality or data.modality,
-            )
-            save_checkpoint(
+        with loop:
+            result = loop.fit(
                 model,
-                run_dir,
-                config=resolved,
-                environment=environment(device, config.seed, amp=use_amp, channels_last=use_cl),
+                optimizer,
+                batches=batches,
+                step=step,
+                evaluate=evaluate,
+                scheduler=scheduler,
+                on_epoch_end=lambda rows: _write_metrics(run_dir / METRICS_NAME, rows),
+                random_objects=[data.train],
             )
-            atomic_write_json(
-                run_dir / SUMMARY_NAME,
-                {
-                    "best_epoch": best["epoch"],
-                    "epochs_run": len(rows),
-                    "seconds_per_epoch": float(np.mean(epoch_seconds)),
-                    "best_val": best["metrics"],
-                    "test": test_metrics,
-                    "n_train": len(data.train),  # type: ignore[arg-type]
-                    "n_val": len(data.val),  # type: ignore[arg-type]
-                    "n_test": None if data.test is None else len(data.test),  # type: ignore[arg-type]
-                    "world_size": ws,
-                    "device": str(device),
-                },
+            model = model.to(memory_format=torch.contiguous_format)
+            model.eval()
+            test_metrics = None
+            if data.test is not None and len(data.test) > 0:  # type: ignore[arg-type]
+                test_loader = _loader(
+                    _shard(data.test),
+                    config.batch_size,
+                    shuffle=False,
+                    generator=torch.Generator().manual_seed(seed),
+                    workers=0,
+                )
+                logits_t, labels_t = predict(model, test_loader, device, False, use_amp)
+                _check_finite_outputs(logits_t, result.best_epoch, config.lr, "test")
+                test_metrics = classification_metrics(labels_t.numpy(), logits_t.numpy(), pos_idx)
+            logits_v, labels_v = predict(model, val_loader, device, False, use_amp)  # the kept weights
+            chance = None
+            if main:
+                chance = chance_record(
+                    labels_v.numpy(), logits_v.argmax(1).numpy(), num_classes, f"{config.arch} validation"
+                )
+            note = (
+                f"Best epoch {result.best_epoch} of {len(result.rows)}: "
+                f"validation balanced accuracy {result.best_score:.4f}"
+                + (
+                    f"; test balanced accuracy {test_metrics['balanced_accuracy']:.4f}"
+                    if test_metrics
+                    else ""
+                )
+                + "."
             )
+            model.card = model.card.model_copy(update={"notes": [*model.card.notes, note]})
+            if main:
+                resolved = config.model_dump(mode="json")
+                resolved.update(
+                    spatial_size=list(data.spatial_size),
+                    positive_class=positive,
+                    modality=config.modality or data.modality,
+                )
+                save_checkpoint(
+                    model,
+                    run_dir,
+                    config=resolved,
+                    environment=environment(device, config.seed, amp=use_amp, channels_last=use_cl),
+                )
+                atomic_write_json(
+                    run_dir / SUMMARY_NAME,
+                    {
+                        "best_epoch": result.best_epoch,
+                        "epochs_run": len(result.rows),
+                        "seconds_per_epoch": float(np.mean(result.epoch_seconds)),
+                        "best_val": dict(result.best_metrics or {}),
+                        "test": test_metrics,
+                        "chance": chance,
+                        "n_train": len(data.train),  # type: ignore[arg-type]
+                        "n_val": len(data.val),  # type: ignore[arg-type]
+                        "n_test": None if data.test is None else len(data.test),  # type: ignore[arg-type]
+                        "world_size": ws,
+                        "device": str(device),
+                        "resumed_after_epoch": result.resumed_from,
+                    },
+                )
         dist_utils.barrier()
         return run_dir
     finally:

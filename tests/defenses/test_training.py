@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from medrobust.defenses.denoisers import create_denoiser
 from medrobust.defenses.objectives import DEFENSE_KINDS, Batch
 from medrobust.defenses.objectives.base import forward_with_latent
 from medrobust.defenses.training import fit_denoiser, train_defense
+from medrobust.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +199,149 @@ def test_siamese_terms_vanish_for_identical_pairs() -> None:
     assert terms["siam"].item() > 0
     terms["siam"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+
+
+# --------------------------------------------------------------------------- the one training loop
+
+
+class _KilledError(RuntimeError):
+    """Stands in for a killed process."""
+
+
+def _kill_after(epoch: int):
+    def callback(end) -> None:
+        if end.epoch == epoch:
+            raise _KilledError(f"killed after epoch {epoch}")
+
+    return callback
+
+
+def _sdae_config(run, out, **kw):
+    return {
+        "classifier": str(run),
+        "kind": "siamese-dae",
+        "arch_params": {"width": 4, "depth": 2},
+        "epochs": 4,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "out": str(out),
+        "progress": False,
+        "device": "cpu",
+        "attacks": [
+            {"name": "fgsm", "eps": ["2/255", "8/255"]},
+            {"name": "pgd", "eps": ["2/255", "8/255"], "steps": 2},
+        ],
+        **kw,
+    }
+
+
+def test_siamese_dae_killed_after_epoch_2_resumes_to_the_same_weights(tmp_path, phantom_run) -> None:
+    from medrobust.models import load_model
+    from medrobust.run.loop import checkpoint_path
+
+    run, _ = phantom_run
+    clf = load_model(run)
+    x, y = _phantom_tensors(40)
+    args = (clf, x[:32], y[:32], x[32:], y[32:])
+    straight = fit_denoiser(_sdae_config(run, tmp_path / "straight"), *args)
+    cfg = _sdae_config(run, tmp_path / "killed")
+    with pytest.raises(_KilledError):
+        fit_denoiser(cfg, *args, callbacks=[_kill_after(2)])
+    assert all(p.requires_grad for p in clf.parameters())  # the caller's classifier is unfrozen again
+    state = torch.load(checkpoint_path(tmp_path / "killed"), map_location="cpu", weights_only=True)
+    assert (
+        state["epoch"] == 2
+        and len(state["rows"]) == 2
+        and not (tmp_path / "killed" / "denoiser.json").exists()
+    )
+
+    with pytest.raises(ConfigError, match=r"--resume: the config differs .*lr: 0\.003 -> 0\.01"):
+        fit_denoiser({**cfg, "lr": 1e-2}, *args, resume=True)
+    resumed = fit_denoiser(cfg, *args, resume=True)
+    a, b = straight.denoiser.state_dict(), resumed.denoiser.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(straight.metrics) == drop(resumed.metrics) and len(resumed.metrics) == 4
+    assert not (resumed.out / "checkpoint").exists()
+
+
+def test_cli_train_defense_resume_and_refusals(tmp_path, phantom_run) -> None:
+    from medrobust.cli.main import main
+
+    run, _ = phantom_run
+    out = tmp_path / "dae"
+    cfg = {
+        **_sdae_config(run, out, kind="dae", epochs=2, limit=16),
+        "attacks": [{"name": "fgsm", "eps": [0.01, 0.02]}],
+    }
+    with pytest.raises(_KilledError):
+        train_defense(cfg, callbacks=[_kill_after(1)])
+    path = tmp_path / "defense.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "defense", "--config", str(path)]) == 2  # unfinished run: --resume or --overwrite
+    assert main(["train", "defense", "--config", str(path), "--resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_after_epoch"] == 1
+    assert main(["train", "defense", "--config", str(path), "--resume"]) == 2  # finished: nothing to resume
+
+
+class _Brightness(torch.nn.Module):
+    """A 'classifier' that reads mean brightness: dark images are class 0, bright ones class 1."""
+
+    def __init__(self) -> None:
+        from medrobust.models import ModelCard
+
+        super().__init__()
+        self.card = ModelCard(in_channels=1, class_names=["dark", "bright"], spatial_size=(32, 32))
+        self.scale = torch.nn.Parameter(torch.tensor(40.0))
+
+        self.constant = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3)) - 0.5
+        if self.constant:  # class 0 whatever the image (still differentiable, with a zero gradient)
+            return torch.stack([1.0 + 0 * m, 0 * m], dim=1)
+        return torch.stack([-m, m], dim=1) * self.scale
+
+
+def _brightness_data(n: int = 32):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 2
+    x = (0.3 + 0.4 * y.view(-1, 1, 1, 1) + 0.05 * torch.randn(n, 1, 32, 32, generator=g)).clamp(0, 1)
+    return x, y
+
+
+@pytest.mark.parametrize("constant", [True, False])
+def test_chance_warning_at_the_end_of_defense_training(tmp_path, caplog, constant) -> None:
+    import logging
+
+    clf = _Brightness()
+    clf.constant = constant
+    x, y = _brightness_data()
+    cfg = {
+        "classifier": "in-memory",
+        "kind": "dae",
+        "arch": "dncnn",  # residual: starts near the identity, so a good classifier stays good
+        "arch_params": {"width": 4, "depth": 3},
+        "epochs": 1,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "attacks": [{"name": "fgsm", "eps": ["2/255", "2/255"]}],
+        "out": str(tmp_path / "d"),
+        "progress": False,
+        "device": "cpu",
+    }
+    with caplog.at_level(logging.WARNING, logger="medrobust"):
+        res = fit_denoiser(cfg, clf, x[:24], y[:24], x[24:], y[24:])
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "dae defense" in r.getMessage()
+    ]
+    summary = json.loads((res.out / "summary.json").read_text())
+    if constant:
+        assert warned and "predicts one class" in warned[0]
+        assert summary["chance"]["constant"] is True and res.chance["warning"]
+    else:
+        assert warned == [], warned
+        assert summary["chance"]["at_chance"] is False and summary["chance"]["warning"] is None
