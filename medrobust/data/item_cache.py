@@ -73,9 +73,19 @@ class CachedImages(TorchDataset):
 
         self.dataset = dataset
         source = dataset.source
+        preset = getattr(dataset, "preset", None)
         spec = {
             "source": [type(source).__name__, str(getattr(source, "root", ""))],
             "settings": settings or {},
+            # the preset object itself, so options (channels, scaling, ...) get their own entries
+            "preset": None
+            if preset is None
+            else {
+                "name": getattr(preset, "name", type(preset).__name__),
+                "channels": getattr(preset, "channels", None),
+                "bounds": list(getattr(preset, "bounds", ())),
+                "options": dict(getattr(preset, "options", {}) or {}),
+            },
             "split": dataset.split,
             "medrobust": __version__,
         }

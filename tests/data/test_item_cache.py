@@ -76,3 +76,16 @@ def test_cache_dir_that_is_a_file_is_refused(dicom_dataset, tmp_path):
     with pytest.raises(DataError, match="cache") as err:
         CachedImages(dicom_dataset, f)
     assert str(f) in str(err.value)
+
+
+def test_preset_options_get_their_own_cache_entries(tmp_path):
+    root = write_phantom("brain_mri", 6, 32, "png", tmp_path / "png", seed=0)
+    grey = make_dataset(str(root), split=None, preset="brain_mri", spatial_size=(32, 32))
+    rgb = make_dataset(
+        str(root), split=None, preset="brain_mri", spatial_size=(32, 32), preset_options={"channels": 3}
+    )
+    settings = {"preset": "brain_mri", "size": [32, 32]}  # what a caller that knows no options passes
+    a = CachedImages(grey, tmp_path / "cache", settings)
+    b = CachedImages(rgb, tmp_path / "cache", settings)
+    assert a.dir != b.dir
+    assert a[0]["image"].shape == (1, 32, 32) and b[0]["image"].shape == (3, 32, 32)
