@@ -34,7 +34,8 @@ class FileSource(Source):
         window: DICOM VOI handling: ``"none"`` (native units, default) or ``"auto"``.
         frame: DICOM multi-frame files: ``"middle"`` (default), ``"all"`` (each frame a
             sample), ``"volume"`` (all frames as depth) or a frame index.
-        axis: NIfTI slicing axis (default 2).
+        axis: NIfTI slicing axis of the RAS-reoriented volume (0 sagittal, 1 coronal, 2 axial;
+            default 2).
         slice: NIfTI: ``"middle"`` (default), ``"all"`` (each slice a sample),
             ``"volume"`` (3D) or a slice index.
         volume: NIfTI 4D files: which volume to read (default 0).

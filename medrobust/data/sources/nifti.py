@@ -5,6 +5,10 @@
 paths relative to the CSV) gives labelled ones. ``slice="middle"`` (default) reads
 the middle slice along ``axis``; ``slice="all"`` makes each slice a sample;
 ``slice="volume"`` reads the whole volume as (1, D0, D1, D2).
+
+Volumes are reoriented to RAS whatever the file stores (``meta["orientation"]`` keeps the
+file's own axis codes), so ``axis=2`` is always axial and the same volume saved LPS or RAS
+gives the same slices; see :mod:`medrobust.data.readers.nifti`.
 """
 
 from __future__ import annotations
