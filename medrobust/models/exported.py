@@ -41,6 +41,15 @@ class ExportedModule(nn.Module):
         self.training = bool(mode)
         return self
 
+    def _apply(self, fn: Any, recurse: bool = True) -> ExportedModule:
+        """Also move the program's lifted constants (plain tensor attributes ``.to()`` would miss)."""
+        super()._apply(fn, recurse)
+        for module in self.program.modules():
+            for name, value in list(vars(module).items()):
+                if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                    setattr(module, name, fn(value))
+        return self
+
 
 def exported_input_shape(program: Any) -> list[int | None] | None:
     """The shape of the program's single user input, ``None`` for each dynamic dimension.

@@ -114,6 +114,27 @@ def test_pt2_round_trip_identical_logits(tmp_path):
     assert load_model(renamed, card=_card(), format="pt2").import_info["format"] == "pt2"
 
 
+class _WithConstant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyNet(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * torch.tensor([1.0, 2.0])  # exported as a lifted constant, not a buffer
+
+
+def test_pt2_constants_move_with_the_model(tmp_path):
+    path = tmp_path / "const.pt2"
+    _export(_WithConstant(), path)
+    model = load_model(path, card=_card())
+    program = model.backbone.module.program
+    constants = [k for k, v in vars(program).items() if isinstance(v, torch.Tensor)]
+    assert constants  # the case this guards: a tensor attribute that is neither parameter nor buffer
+    model.to("meta")
+    assert all(getattr(program, k).device.type == "meta" for k in constants)
+    assert all(p.device.type == "meta" for p in model.parameters())
+
+
 def test_pt2_fixed_batch_and_misfit_card_are_refused(tmp_path):
     path = tmp_path / "fixed.pt2"
     _export(_Named(TinyNet(1)), path, dynamic=False)
