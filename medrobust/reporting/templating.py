@@ -21,7 +21,7 @@ def fmt_value(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def environment(autoescape: bool, **filters: Any) -> Any:
+def jinja_environment(autoescape: bool, **filters: Any) -> Any:
     """A strict Jinja environment over ``reporting/templates`` (HTML autoescaped, Markdown not)."""
     import jinja2
 
@@ -42,4 +42,4 @@ def environment(autoescape: bool, **filters: Any) -> Any:
 
 def render(template: str, **context: Any) -> str:
     """Render ``template`` (``.html.j2`` autoescaped, anything else as plain text)."""
-    return environment(template.endswith(".html.j2")).get_template(template).render(**context)
+    return jinja_environment(template.endswith(".html.j2")).get_template(template).render(**context)
