@@ -420,6 +420,23 @@ def checkpoint_path(run_dir: str | Path) -> Path:
 _REQUIRED = ("schema", "epoch", "config", "model", "optimizer", "rows", "early_stopping", "best")
 
 
+def _unreadable_reason(exc: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in words (never the advice to load it unsafely)."""
+    import pickle
+
+    text = str(exc).strip()
+    if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in text.lower():
+        return (
+            "it holds Python objects other than tensors, numbers, strings, lists and dicts, which are "
+            "refused because unpickling them could run code"
+        )
+    if isinstance(exc, EOFError) or not text:
+        return "the file is empty or cut short"
+    if "zip archive" in text or "PytorchStreamReader" in text:
+        return "the file is truncated or not a torch checkpoint"
+    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0][:160]}"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a training checkpoint with ``torch.load(weights_only=True)`` (no code runs).
 
@@ -429,15 +446,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise CheckpointError(f"{path}: the training checkpoint {what}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: the training checkpoint does not exist.") from None
     except Exception as exc:  # unpickling errors have many types; the file is what matters
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: not a readable training checkpoint ({type(exc).__name__}: {first}); delete it and "
-            "start the run again without --resume."
+            f"{path}: not a readable training checkpoint ({_unreadable_reason(exc)}); delete it and start "
+            "the run again without --resume."
         ) from None
     if not isinstance(state, dict) or state.get("schema") != CHECKPOINT_SCHEMA:
         got = state.get("schema") if isinstance(state, dict) else type(state).__name__
@@ -492,7 +509,7 @@ class TrainingLoop:
                 raise ConfigError(
                     "The 'resume' parameter needs a run folder ('out') to resume from. Got None."
                 )
-            if not path.is_file():
+            if not path.exists():
                 raise ConfigError(
                     f"--resume: {path} does not exist, so {s.run_dir} holds no unfinished run to resume "
                     "(runs that finished remove their checkpoint); start it without --resume."
@@ -506,7 +523,7 @@ class TrainingLoop:
                     + "); resume with the same settings, or start over with --overwrite or another --out."
                 )
             self._state = state
-        elif path is not None and path.is_file() and not s.overwrite:
+        elif path is not None and path.exists() and not s.overwrite:
             raise ConfigError(
                 f"{s.run_dir} holds an unfinished {s.purpose} run (checkpoint {path}); continue it with "
                 "--resume, or start over with --overwrite or another --out."

@@ -92,3 +92,34 @@ def test_cli_train_denoiser(tmp_path):
     assert spec["params"]["depth"] == 3 and spec["training"] == "gaussian-non-blind"
     assert main([*args, "--out", str(out), "--no-progress"]) == 2  # refuses to overwrite
     assert main(["train", "denoiser", "--arch", "median", "--out", str(tmp_path / "x")]) == 2
+
+
+class _KilledError(RuntimeError):
+    """Stands in for a killed process."""
+
+
+def test_denoiser_training_killed_after_epoch_2_resumes_to_the_same_weights(tmp_path):
+    from medrobust.run.loop import checkpoint_path
+
+    data = DenoisingData(kind="synthetic", n=16, size=16, seed=1)
+    images = load_clean_images(data)
+    base = {"arch": "dncnn", "params": {"depth": 3, "width": 4}, "sigma": "25/255", "data": data}
+    base |= {"epochs": 4, "batch_size": 8, "lr": 1e-2, "device": "cpu", "patch_size": 8}
+
+    def kill(end):
+        if end.epoch == 2:
+            raise _KilledError
+
+    straight = train_denoiser(TrainDenoiserConfig(**base, out=tmp_path / "a"), images=images)
+    cfg = TrainDenoiserConfig(**base, out=tmp_path / "b")
+    with pytest.raises(_KilledError):
+        train_denoiser(cfg, images=images, callbacks=[kill])
+    assert torch.load(checkpoint_path(tmp_path / "b"), weights_only=True)["epoch"] == 2
+    with pytest.raises(ConfigError, match=r"the config differs .*lr: 0\.01 -> 0\.02"):
+        train_denoiser(cfg.model_copy(update={"lr": 2e-2}), images=images, resume=True)
+    resumed = train_denoiser(cfg, images=images, resume=True)
+    a, b = load_denoiser(straight).state_dict(), load_denoiser(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [json.loads((run / "metrics.json").read_text())["train_loss"] for run in (straight, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+    assert not (resumed / "checkpoint").exists()
