@@ -145,12 +145,19 @@ class AutoAttack(BudgetAttack):
         return make_result(adv, images, success, queries, info)
 
     def _confirmed(self, result: AttackResult, success: torch.Tensor) -> None:
-        """Keep ``fooled_by`` consistent with the success decided on the model as given."""
+        """Keep ``fooled_by`` consistent with the success decided on the model as given.
+
+        The stages see the queried copy; where it and the model as given disagree on a point
+        (on the decision boundary), the record follows the model as given: a point not fooled
+        loses its stage, and a point returned unchanged but misclassified is ``"clean"``.
+        """
         result.success = success
         fooled_by = result.info["fooled_by"]
+        per_attack = result.info["fooled_per_attack"]
         for i, (by, ok) in enumerate(zip(fooled_by, success.tolist(), strict=True)):
-            if by is not None and by != "clean" and not ok:
-                # the stage's view (queried copy) and the model as given disagree on this
-                # boundary point: it is not counted as fooled
-                result.info["fooled_per_attack"][by] -= 1
+            if by is not None and not ok:
+                if by != "clean":
+                    per_attack[by] -= 1
                 fooled_by[i] = None
+            elif by is None and ok:
+                fooled_by[i] = "clean"

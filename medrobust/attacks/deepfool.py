@@ -3,10 +3,10 @@
 All images of a batch step together: one forward per step on the samples not yet
 fooled, then the gradients of ``z_k - z_y`` for the candidate classes ``k`` (every
 class when K ≤ ``candidates``, else the ``candidates - 1`` classes with the highest
-clean logits, as in the original's ``num_classes=10``), all from one backward pass
-vectorised over the classes (:func:`class_gradients`). Each sample leaves the batch as
-soon as it is fooled. As in the original, the accumulated step is applied with overshoot,
-``adv = clip(x + (1 + overshoot) · r_total)``.
+clean logits, as in the original's ``num_classes=10``), from one backward pass vectorised
+over the classes on accelerators or one backward per class on CPU (:func:`class_gradients`).
+Each sample leaves the batch as soon as it is fooled. As in the original, the accumulated
+step is applied with overshoot, ``adv = clip(x + (1 + overshoot) · r_total)``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class DeepFool(Attack):
     Samples that are misclassified from the start are returned unchanged with
     ``success=True`` and zero norm. Samples not fooled within ``steps`` return their last
     iterate with ``success=False``. ``queries`` counts forward passes per sample (the
-    success forward on the returned images included); each step also spends one backward
-    pass vectorised over the ``min(K, candidates) - 1`` class gradients.
+    success forward on the returned images included); each step also computes
+    ``min(K, candidates) - 1`` input gradients (see ``batched_gradients``).
 
     Args:
         model: Classifier returning logits.
@@ -52,14 +52,17 @@ class DeepFool(Attack):
         candidates: Number of classes considered (true class included).
         channels_last: Memory format for 4-D inputs; ``None`` picks ``channels_last``
             for conv nets.
+        batched_gradients: Compute the class gradients of a step in one backward pass
+            vectorised over the classes (True) or in one backward pass per class (False).
+            Both give the same gradients (bit for bit in our tests). ``None`` (default):
+            vectorised on accelerators, per class on CPU, where the vectorised pass measured
+            slower (autograd's batching rules for ReLU and max-pool backward copy more than
+            they save with one thread; benchmarks/README.md).
         fuse_bn: Query a conv-BN folded copy (see :class:`~medrobust.attacks.base.Attack`).
     """
 
     norm: ClassVar[str | None] = None  # minimal attack; the variant is in ``self.p``
     minimal: ClassVar[bool] = True
-    #: One vectorised backward for all class gradients (False: one backward per class;
-    #: the tests compare the two).
-    batched_gradients: ClassVar[bool] = True
     fast_params: ClassVar[dict[str, Any]] = {"steps": 5}
 
     def __init__(
@@ -73,6 +76,7 @@ class DeepFool(Attack):
         norm: str = "l2",
         candidates: int = 10,
         channels_last: bool | None = None,
+        batched_gradients: bool | None = None,
         **unused: Any,
     ) -> None:
         super().__init__(model, bounds=bounds, seed=seed, **unused)
@@ -82,6 +86,7 @@ class DeepFool(Attack):
         self.p = check_choice(norm, "norm", ("l2", "linf"), owner)
         self.candidates = check_int(candidates, "candidates", owner, low=2, high=MAX_CLASSES)
         self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
+        self.batched_gradients = check_bool(batched_gradients, "batched_gradients", owner, allow_none=True)
 
     def params(self) -> dict[str, Any]:
         """Resolved parameters (``norm`` is the chosen variant)."""
@@ -104,6 +109,8 @@ class DeepFool(Attack):
         l2 = self.p == "l2"
         net = self.net
         batched = self.batched_gradients
+        if batched is None:
+            batched = dev.type != "cpu"
 
         with frozen_params(net):
             for step in range(self.steps + 1):

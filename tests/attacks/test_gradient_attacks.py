@@ -242,3 +242,39 @@ def test_deepfool_linf_variant_has_smaller_linf(trained_binary) -> None:
     linf = create_attack("deepfool", t.model, norm="linf")(t.images, t.labels)
     assert linf.linf.median() < l2.linf.median()
     assert linf.l2.median() > l2.l2.median()
+
+
+def test_deepfool_class_gradients_batched_equal_per_class(make_model, make_images) -> None:
+    from medrobust.attacks.deepfool import class_gradients
+
+    model = make_model(3, 6, (0.0, 1.0)).eval()
+    images, _ = make_images(model, n=5, size=16, seed=4)
+    x = images.clone().requires_grad_(True)
+
+    def margins() -> torch.Tensor:
+        z = model(x)
+        return z[:, 1:] - z[:, :1]
+
+    batched, used = class_gradients(margins(), x, batched=True)
+    per_class, used_loop = class_gradients(margins(), x, batched=False)
+    assert used and not used_loop
+    assert batched.shape == (5, 5, 3, 16, 16)
+    assert torch.allclose(batched, per_class, rtol=1e-5, atol=1e-7)
+    # column j is the gradient of z_{j+1} - z_0 (samples are independent in eval mode)
+    (g3,) = torch.autograd.grad(margins()[:, 3].sum(), x)
+    assert torch.allclose(batched[:, 3], g3, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_deepfool_batched_equals_the_per_class_version(norm, trained_4class) -> None:
+    t = trained_4class
+    batched = create_attack("deepfool", t.model, norm=norm, batched_gradients=True)(t.images, t.labels)
+    per_class = create_attack("deepfool", t.model, norm=norm, batched_gradients=False)(t.images, t.labels)
+    assert batched.info["class_gradients"] == "one batched backward"
+    assert per_class.info["class_gradients"] == "one backward per class"
+    assert torch.equal(batched.success, per_class.success) and batched.success.all()
+    assert torch.allclose(batched.adv, per_class.adv, atol=1e-6)
+    assert torch.allclose(batched.l2, per_class.l2, rtol=1e-5)
+    assert torch.equal(batched.queries, per_class.queries)
+    default = create_attack("deepfool", t.model, norm=norm)(t.images, t.labels)  # CPU: per class
+    assert default.info["class_gradients"] == "one backward per class"

@@ -101,3 +101,47 @@ def test_invalid_parameters(make_model) -> None:
     for param, bad in (("chunk", 1), ("samples", 0), ("delta", 0.0), ("lr", -1.0), ("early_stop", "yes")):
         with pytest.raises(ConfigError, match=f"'{param}'"):
             create_attack("spsa", model, **{param: bad})
+
+
+def test_results_do_not_depend_on_the_chunk_or_free_memory(make_model, make_images, monkeypatch) -> None:
+    import medrobust.attacks.spsa as spsa
+
+    model = make_model(1, 3, (0.0, 1.0)).eval()
+    images, labels = make_images(model, n=3, size=16)
+    kw = dict(eps=0.05, steps=3, samples=7, seed=4)  # 21 pairs: blocks of 16 split across chunks
+    runs = {c: create_attack("spsa", model, chunk=c, **kw)(images, labels) for c in (2, 6, 64, None)}
+    auto = runs[None].info["chunk"]
+    assert auto == 42  # 2 x 7 x 3 perturbed images: one forward per iteration
+    monkeypatch.setattr(spsa, "free_memory", lambda device: 200_000)  # a nearly full machine
+    starved = create_attack("spsa", model, **kw)(images, labels)
+    assert 2 <= starved.info["chunk"] < 42 and starved.info["chunk"] & (starved.info["chunk"] - 1) == 0
+    for res in (*runs.values(), starved):
+        assert torch.allclose(res.adv, runs[2].adv, atol=1e-6)
+        assert torch.equal(res.success, runs[2].success) and torch.equal(res.queries, runs[2].queries)
+
+
+def test_directions_are_the_same_however_they_are_split() -> None:
+    from medrobust.attacks.spsa import Directions
+
+    like = torch.zeros(1)
+    whole = Directions((1, 5, 5), torch.Generator().manual_seed(3), like).take(40)
+    parts = Directions((1, 5, 5), torch.Generator().manual_seed(3), like)
+    split = torch.cat([parts.take(p) for p in (3, 13, 1, 23)])
+    assert torch.equal(whole, split) and set(whole.unique().tolist()) == {-1.0, 1.0}
+
+
+def test_chunks_are_built_in_the_queried_layout(make_model, make_images) -> None:
+    model = BatchRecorder(make_model(3, 2, (0.0, 1.0)))
+    seen: list[bool] = []
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    images, labels = make_images(model.model, n=2, size=16)
+    # fuse_bn=False: the hook sees the attack's queries (the folded copy is another module)
+    res = create_attack(
+        "spsa", model, eps=0.05, steps=2, samples=4, chunk=8, fuse_bn=False, early_stop=False
+    )(images, labels)
+    # clean check, start point, 2 x (16 perturbed images in 2 chunks, check); then
+    # __call__'s success forward on the returned images as returned (contiguous)
+    assert res.info["channels_last"] and model.sizes == [2, 2, 8, 8, 2, 8, 8, 2, 2]
+    assert all(seen[:-1]) and not seen[-1]
