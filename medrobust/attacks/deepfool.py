@@ -130,10 +130,11 @@ class DeepFool(Attack):
                     break
                 zc = logits.gather(1, cand[active])
                 fdiff = zc[:, 1:] - zc[:, :1]  # (na, kk-1): z_k - z_y
+                fd = fdiff.detach()[keep].abs()
                 grads, batched = class_gradients(fdiff, xa, batched)
+                del logits, zc, fdiff  # the graph goes before the next step's forward
                 with torch.no_grad():
                     W = grads[keep]  # (nk, kk-1, ...)
-                    fd = fdiff.detach()[keep].abs()
                     Wf = W.flatten(2)
                     wn = Wf.norm(dim=2) if l2 else Wf.abs().sum(dim=2)
                     dist = fd / (wn + 1e-8)
@@ -165,7 +166,8 @@ def class_gradients(fdiff: torch.Tensor, x: torch.Tensor, batched: bool = True) 
     graph, vectorised over the M one-hot output cotangents (``is_grads_batched``: autograd's
     ``vmap`` over the backward), instead of M passes with ``retain_graph``. Samples must be
     independent of each other in the model (eval mode). Falls back to one pass per column
-    where the backward cannot be vectorised.
+    where the backward cannot be vectorised (an op without a batching rule, or out of
+    memory: the vectorised pass holds M gradients of every activation at once).
 
     Returns:
         The gradients and whether the batched pass was used.
@@ -175,7 +177,10 @@ def class_gradients(fdiff: torch.Tensor, x: torch.Tensor, batched: bool = True) 
         eye = torch.eye(m, dtype=fdiff.dtype, device=fdiff.device)
         cotangents = eye[:, None, :].expand(m, fdiff.shape[0], m)
         try:
-            (g,) = torch.autograd.grad(fdiff, x, grad_outputs=cotangents, is_grads_batched=True)
+            # retain_graph: the fallback below still needs the graph if this pass fails midway
+            (g,) = torch.autograd.grad(
+                fdiff, x, grad_outputs=cotangents, is_grads_batched=True, retain_graph=True
+            )
             return g.transpose(0, 1), True
         except RuntimeError as exc:  # an op without a batching rule for its backward
             log.debug("DeepFool: batched class gradients unavailable (%s); one backward per class", exc)

@@ -278,3 +278,19 @@ def test_deepfool_batched_equals_the_per_class_version(norm, trained_4class) -> 
     assert torch.equal(batched.queries, per_class.queries)
     default = create_attack("deepfool", t.model, norm=norm)(t.images, t.labels)  # CPU: per class
     assert default.info["class_gradients"] == "one backward per class"
+
+
+def test_deepfool_falls_back_when_the_vectorised_pass_fails(trained_4class, monkeypatch) -> None:
+    t = trained_4class
+    real = torch.autograd.grad
+
+    def no_batching_rule(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented (test)")
+        return real(*args, **kwargs)
+
+    ref = create_attack("deepfool", t.model, batched_gradients=False)(t.images, t.labels)
+    monkeypatch.setattr(torch.autograd, "grad", no_batching_rule)
+    res = create_attack("deepfool", t.model, batched_gradients=True)(t.images, t.labels)
+    assert res.info["class_gradients"] == "one backward per class"
+    assert torch.equal(res.adv, ref.adv) and torch.equal(res.success, ref.success)
