@@ -19,9 +19,10 @@ def conv_weights_channels_last(model: nn.Module, enabled: bool = True) -> Iterat
 
     Values never change, only strides. With an NCHW weight and a ``channels_last``
     input, oneDNN re-lays out the weight on every call; converting it once made a
-    forward pass of ``small_cnn`` 1.75x faster on CPU (benchmarks/README.md). Used by
-    every attack that feeds ``channels_last`` inputs (see
-    :meth:`medrobust.attacks.base.Attack.__call__`); each weight gets back its original memory layout
+    forward pass of ``small_cnn`` 1.75x faster on CPU. Used by every attack that feeds
+    ``channels_last`` inputs to the model as given (see
+    :meth:`medrobust.attacks.base.Attack.__call__`; a BatchNorm-folded copy keeps its own
+    weights in ``channels_last`` instead); each weight gets back its original memory layout
     (the same ``Parameter`` objects, so optimisers holding them are unaffected).
     """
     if not enabled:

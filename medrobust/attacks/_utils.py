@@ -6,6 +6,7 @@ of channels and spatial dimensions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -51,7 +52,7 @@ def to_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def flat_norm(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Per-sample ``p``-norm of ``x`` flattened after the batch dimension."""
-    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), ord=p, dim=1)
+    return torch.linalg.vector_norm(x.flatten(1), ord=p, dim=1)
 
 
 def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -75,7 +76,7 @@ def random_l2_ball(
     """
     delta = torch.empty(shape, dtype=dtype, device=device).normal_(generator=generator)
     n = delta.shape[0]
-    d = delta[0].numel()
+    d = max(math.prod(delta.shape[1:]), 1)  # per-sample dimension (also for an empty batch)
     norms = flat_norm(delta).clamp_min(1e-12)
     u = torch.empty(n, dtype=dtype, device=device).uniform_(0, 1, generator=generator)
     radius = eps * u.pow(1.0 / d)

@@ -35,8 +35,9 @@ class AttackResult:
 
     Attributes:
         adv: Adversarial images, same shape/dtype/device as the input, inside the bounds.
-        success: Bool per sample: the model's prediction on ``adv`` differs from the label
-            (or equals the target for targeted attacks).
+        success: Bool per sample: the prediction of the model as given on ``adv`` differs
+            from the label (decided by one forward in :meth:`Attack.__call__`; targeted
+            attacks such as APGD-T count any misclassification, as AutoAttack does).
         linf: Per-sample L∞ norm of ``adv - images``.
         l2: Per-sample L2 norm of ``adv - images``.
         queries: Per-sample count of model forward evaluations (or iterations; see ``info``).
@@ -191,6 +192,8 @@ class Attack(Perturbation, ABC):
             return self.model, "model as given (fuse_bn=False)"
         if not given_in_eval:
             return self.model, "model as given (in training mode)"
+        if images.shape[0] == 0:
+            return self.model, "model as given (empty batch)"
         from medrobust.attacks._fuse import folded_model
 
         sample = images[:8]

@@ -65,10 +65,9 @@ class PGDL2(PGD):
     def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         # Same arithmetic as torchattacks.PGDL2 (for bit-identical results).
         low, high = self.bounds
-        n = adv.shape[0]
-        grad_norms = torch.norm(grad.reshape(n, -1), p=2, dim=1) + 1e-10
+        grad_norms = torch.norm(grad.flatten(1), p=2, dim=1) + 1e-10
         adv = adv + self.alpha * (grad / bview(grad_norms, grad))
         delta = adv - images
-        delta_norms = torch.norm(delta.reshape(n, -1), p=2, dim=1)
+        delta_norms = torch.norm(delta.flatten(1), p=2, dim=1)
         factor = torch.min(self.eps / delta_norms, torch.ones_like(delta_norms))
         return torch.clamp(images + delta * bview(factor, delta), min=low, max=high)

@@ -169,3 +169,11 @@ def test_conv_weights_are_channels_last_only_during_the_attack(make_model, make_
     assert conv.weight.stride() == before
     with conv_weights_channels_last(model, enabled=False):
         assert conv.weight.stride() == before
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch(name, make_model) -> None:
+    model = make_model(1, 3, (0.0, 1.0))
+    images, labels = torch.rand(0, 1, 16, 16), torch.zeros(0, dtype=torch.long)
+    res = create_attack(name, model, **attack_params(name, (0.0, 1.0)))(images, labels)
+    assert res.adv.shape == (0, 1, 16, 16) and res.success.shape == (0,) and res.queries.shape == (0,)
