@@ -77,7 +77,7 @@ def resolve_split(
     splits = list(source.splits()) if hasattr(source, "splits") else []
     req = None if requested is None else str(requested)
     if req is None or req.lower() in ALL_SPLITS:
-        split, reason = None, "every record (split: all)"
+        split, reason = None, "every record, as configured"
     elif req.lower() == AUTO:
         if own and "test" in splits:
             split, reason = "test", "the source's own test split"

@@ -123,6 +123,22 @@ class DataConfig(_Strict):
     def _source_exists(cls, v: Path | None) -> Path | None:
         return _check_path(v, "data source")
 
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            from medrobust.data.base import SPLIT_ALIASES
+        except ImportError:  # data package not importable: checked again when loading
+            return v
+        valid = ["auto", "all", *sorted(SPLIT_ALIASES)]
+        if v.strip().lower() not in valid and v.strip().lower() != "none":
+            from medrobust.registry import did_you_mean
+
+            raise ValueError(f"unknown split {v!r}.{did_you_mean(v, valid)} Valid: {valid}")
+        return v
+
     @field_validator("size", mode="before")
     @classmethod
     def _size_list(cls, v: Any) -> Any:

@@ -50,13 +50,23 @@ def results_csv(results: Mapping[str, Any]) -> str:
 
 
 def summary(results: Mapping[str, Any]) -> dict[str, Any]:
-    """Robust accuracy pivot: per norm, rows target · threat · attack, columns budgets.
+    """Robust accuracy pivot: per norm, rows target · threat · attack, columns budgets (floats).
 
-    Each value is an interval dict (``{"value", "ci", "method", "n"}``, see
-    :mod:`medrobust.evaluation.statistics`). A ``worst`` row per target · threat holds the
-    *per-sample* worst case over the attacks at each budget (a sample counts as robust only
-    if no attack fooled it), which can be lower than every single attack's value.
+    A ``worst`` row per target · threat holds the *per-sample* worst case over the attacks
+    at each budget (a sample counts as robust only if no attack fooled it), which can be
+    lower than every single attack's value. :func:`interval_summary` gives the same pivot
+    with 95 % intervals.
     """
+    out = interval_summary(results)
+    for table in out.values():
+        for row in table["rows"]:
+            row["clean"] = row["clean"].get("value")
+            row["values"] = {k: v.get("value") for k, v in row["values"].items()}
+    return out
+
+
+def interval_summary(results: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`summary` with interval dicts (``{"value", "ci", "method", "n"}``) as values."""
     results = ensure_evidence(results)
     worst_by = {(w["target"], w["threat"], w["norm"], w["eps_label"]): w for w in results["worst_cases"]}
     out: dict[str, Any] = {}
@@ -184,7 +194,7 @@ def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     descriptive = set(stats.get("descriptive") or [])
     return {
         "r": results,
-        "summary": summary(results),
+        "summary": interval_summary(results),
         "rows": cell_rows(results),
         "metric_columns": [
             "clean_accuracy",

@@ -91,3 +91,16 @@ def test_a_model_trained_on_the_folder_audits_its_held_out_part(flat_folder, tin
     data = json.loads((out / "results.json").read_text())["data"]
     assert data["split"] == "test" and data["n"] < 17
     assert "trained on this source" in data["split_reason"]
+
+
+def test_unknown_split_names_the_field(easy_npz, tiny_model, audit_dict):
+    from medrobust.errors import ConfigError
+    from medrobust.evaluation.config import config_from_dict
+
+    cfg = audit_dict(easy_npz, tiny_model)
+    cfg["data"]["split"] = "tset"
+    with pytest.raises(ConfigError, match=r"data\.split: unknown split 'tset'.*'auto', 'all'"):
+        config_from_dict(cfg)
+    for name in ("auto", "all", "Testing", None):
+        cfg["data"]["split"] = name
+        assert config_from_dict(cfg).data.split == name

@@ -147,3 +147,14 @@ def test_api_intervals_and_worst_cases_frames(tiny_run):
     worst = res.worst_cases
     assert set(worst["threat"]) == {"whitebox", "graybox", "adaptive", "all"}
     assert (worst["ci_low"] <= worst["robust_accuracy"]).all()
+
+
+def test_worst_is_a_reserved_attack_label(easy_npz, tiny_model, audit_dict):
+    from medrobust.errors import ConfigError
+    from medrobust.evaluation.config import config_from_dict
+
+    cfg = audit_dict(easy_npz, tiny_model, attacks=[{"name": "pgd", "label": "worst"}])
+    with pytest.raises(ConfigError, match="'worst' is reserved"):
+        config_from_dict(cfg)
+    with pytest.raises(ConfigError, match="'worst' gate"):
+        config_from_dict(audit_dict(easy_npz, tiny_model, gates=["worst@2/255:success_rate>=0.5"]))
