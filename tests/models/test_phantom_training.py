@@ -64,3 +64,52 @@ def test_small_cnn_beats_chance_on_phantom_chest_xrays(tmp_path):
     m = classification_metrics(test.labels.numpy(), logits.numpy(), model.card.positive_index)
     assert m["balanced_accuracy"] >= 0.75, m
     assert m["auroc"] >= 0.85, m
+
+
+def test_default_recipe_learns_200_phantom_chest_xrays_in_10_epochs(tmp_path):
+    """The CLI's defaults (no --size: the phantoms' native 32x32) reach val balanced accuracy >= 0.8.
+
+    Before the one training loop this recipe stayed at chance: the 32x32 images were upsampled to
+    the preset's 224x224 and BatchNorm's running statistics (5 updates per epoch) lagged behind the
+    weights, so the model predicted one class in evaluation mode.
+    """
+    import json
+
+    from medrobust.data import write_phantom
+
+    data = write_phantom("chest_xray", 200, 32, "npz", tmp_path / "cxr", seed=0)
+    cfg = TrainClassifierConfig(
+        data=str(data),
+        modality="chest_xray",
+        epochs=10,
+        out=str(tmp_path / "run"),
+        progress=False,
+        device="cpu",
+    )
+    run = train_classifier(cfg)
+    summary = json.loads((run / "summary.json").read_text())
+    assert load_model(run).card.spatial_size == (32, 32)  # trained at the native size, not upsampled
+    assert summary["best_val"]["balanced_accuracy"] >= 0.8, summary["best_val"]
+    assert summary["chance"]["warning"] is None
+
+
+def test_small_images_train_at_native_size_unless_size_asks(tmp_path, caplog):
+    import logging
+
+    from medrobust.data import write_phantom
+    from medrobust.models.training import prepare_data
+
+    data = write_phantom("chest_xray", 20, 40, "npz", tmp_path / "cxr", seed=0)
+    with caplog.at_level(logging.INFO, logger="medrobust"):
+        native = prepare_data(TrainClassifierConfig(data=str(data), modality="chest_xray"))
+        asked = prepare_data(
+            TrainClassifierConfig(data=str(data), modality="chest_xray", spatial_size=(64, 64))
+        )
+    assert native.spatial_size == (40, 40) and tuple(native.train[0]["image"].shape) == (1, 40, 40)
+    assert asked.spatial_size == (64, 64)
+    assert "native size 40x40 (the chest_xray preset's default 224x224 would upsample" in caplog.text
+    assert "images of up to 40x40 pixels are upsampled to 64x64 (--size)" in caplog.text
+    # an architecture's smallest input wins over a smaller native size
+    tiny = write_phantom("chest_xray", 20, 28, "npz", tmp_path / "tiny", seed=0)
+    cfg = TrainClassifierConfig(data=str(tiny), modality="chest_xray", arch="resnet18")
+    assert prepare_data(cfg).spatial_size == (32, 32)
