@@ -183,7 +183,7 @@ class TrainDefenseConfig(ConfigModel):
         """The configured ``val_attack`` or 10-step PGD at the mix's largest budget."""
         if self.val_attack is not None:
             return self.val_attack
-        hi = max(item.eps[1] for item in self.attacks)
+        hi = max((item.eps[1] for item in self.attacks), key=parse_number)
         return AttackMixItem(name="pgd", eps=(hi, hi), steps=10)
 
 

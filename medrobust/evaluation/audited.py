@@ -45,13 +45,14 @@ def trained_on(model_path: Path | None, source_path: Path) -> bool:
     if model_path is None or not Path(model_path).is_dir():
         return False
     cfg = Path(model_path) / "config.yaml"
-    if not cfg.is_file() or cfg.stat().st_size > 1_000_000:
+    if not cfg.is_file():
         return False
-    import yaml
+    from medrobust.errors import ConfigError
+    from medrobust.utils.yaml_io import read_yaml_mapping
 
     try:
-        data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = read_yaml_mapping(cfg, "classifier run config")
+    except ConfigError:
         return False
     return isinstance(data, dict) and data.get("data") is not None and _same_path(data["data"], source_path)
 

@@ -93,14 +93,8 @@ class FlagCheck:
 FLAG_CHECKS: Registry[type[FlagCheck]] = Registry("flag")
 
 
-def register_flag(name: str):
-    """Class decorator registering a :class:`FlagCheck` under ``name`` (also its ``id``)."""
-
-    def deco(cls: type[FlagCheck]) -> type[FlagCheck]:
-        cls.id = name
-        return FLAG_CHECKS.register(name)(cls)
-
-    return deco
+#: ``@register_flag("name")``: registers the check and sets its ``id``.
+register_flag = FLAG_CHECKS.decorator("id")
 
 
 def _where(cell: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,8 @@ INTERVAL_METRICS = (
 WORST_METRICS = ("robust_accuracy", "clean_accuracy")
 #: Attack name of the per-sample worst-case cells.
 WORST = "worst"
+#: Threat name of the worst case over every threat model of a target.
+ALL_THREATS = "all"
 BOUNDS = ("value", "lower", "upper")
 _DESCRIPTIVE_WHY = (
     "untargeted attacks stop at the first misclassification and never push the score ranking "
@@ -302,8 +304,6 @@ def check_gates_match(gates: Iterable[Gate], cells: Iterable[Mapping[str, Any]])
 
     ``worst`` gates match the per-sample worst-case cells derived from ``cells``.
     """
-    from medrobust.evaluation.verdict import worst_case_stubs
-
     cells = list(cells)
     cells = cells + worst_case_stubs(cells)
     for gate in gates:
@@ -360,4 +360,34 @@ def evaluate_gates(
                 if value is None and gate.bound != "value":
                     res.reasons[key] = f"no 95% interval for {gate.metric}"
         out.append(res)
+    return out
+
+
+def _worst_groups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
+    """Cells grouped by (target, threat, norm, eps_label), plus (target, "all", norm, eps_label)."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for c in cells:
+        if str(c["attack"]).lower() == WORST:
+            continue
+        for threat in (c["threat"], ALL_THREATS):
+            label = c.get("eps_label", str(c["eps"]))
+            groups.setdefault((c["target"], threat, c.get("norm"), label), []).append(c)
+    return groups
+
+
+def worst_case_stubs(cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The worst-case cells ``cells`` give rise to (identity fields only; gate matching)."""
+    out = []
+    for (target, threat, norm, label), group in _worst_groups(cells).items():
+        eps = group[0]["eps"]
+        out.append(
+            {
+                "target": target,
+                "threat": threat,
+                "attack": WORST,
+                "norm": norm,
+                "eps": None if eps is None or math.isinf(eps) else eps,
+                "eps_label": label,
+            }
+        )
     return out

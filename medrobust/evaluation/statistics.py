@@ -364,7 +364,7 @@ def resampler_for(results: Mapping[str, Any]) -> Resampler:
     Cached per (n, seed, clusters), so every metric and check of one audit uses the same
     resamples.
     """
-    from medrobust.evaluation.cells import derive_seed
+    from medrobust.run.seeds import derive_seed
 
     n = len(results["data"]["labels"])
     clusters = cluster_ids(results["data"].get("clusters"))

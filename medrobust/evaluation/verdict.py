@@ -20,10 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.evaluation.gate import WORST
-
-#: Threat name of the worst case over every threat model of a target.
-ALL_THREATS = "all"
+from medrobust.evaluation.gate import ALL_THREATS, WORST, _worst_groups, worst_case_stubs  # noqa: F401
 
 #: Attacker knowledge per threat model (the report's threat-model statement).
 THREAT_KNOWLEDGE = {
@@ -41,36 +38,6 @@ THREAT_KNOWLEDGE = {
 
 def _eps_sort(eps: float | None) -> float:
     return math.inf if eps is None else float(eps)
-
-
-def _worst_groups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
-    """Cells grouped by (target, threat, norm, eps_label), plus (target, "all", norm, eps_label)."""
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for c in cells:
-        if str(c["attack"]).lower() == WORST:
-            continue
-        for threat in (c["threat"], ALL_THREATS):
-            label = c.get("eps_label", str(c["eps"]))
-            groups.setdefault((c["target"], threat, c.get("norm"), label), []).append(c)
-    return groups
-
-
-def worst_case_stubs(cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The worst-case cells ``cells`` give rise to (identity fields only; gate matching)."""
-    out = []
-    for (target, threat, norm, label), group in _worst_groups(cells).items():
-        eps = group[0]["eps"]
-        out.append(
-            {
-                "target": target,
-                "threat": threat,
-                "attack": WORST,
-                "norm": norm,
-                "eps": None if eps is None or math.isinf(eps) else eps,
-                "eps_label": label,
-            }
-        )
-    return out
 
 
 def worst_cases(results: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -104,7 +104,8 @@ def _attack_param_case(name: str, attack: str, param: str, value: str) -> None:
         model = tiny_classifier_run(d / "model")
         block = f"  - {{name: {attack}, params: {{{param}: {value}}}}}"
         cfg = write_yaml(d / "audit.yaml", audit_yaml(model, block))
-        return Call(["audit", "--config", str(cfg), "--out", _out(d)], names=(f"'{param}'",), writes=("runs",))
+        argv = ["audit", "--config", str(cfg), "--out", _out(d)]
+        return Call(argv, names=(f"'{param}'",), writes=("runs",))
 
     hostile(name)(build)
 
