@@ -104,3 +104,26 @@ def test_unknown_split_names_the_field(easy_npz, tiny_model, audit_dict):
     for name in ("auto", "all", "Testing", None):
         cfg["data"]["split"] = name
         assert config_from_dict(cfg).data.split == name
+
+
+def test_a_manifest_with_patients_gets_cluster_bootstrap_intervals(easy_npz, tiny_model, tmp_path, capsys):
+    from PIL import Image
+
+    with np.load(easy_npz) as z:
+        images, labels = z["test_images"][:24], z["test_labels"][:24, 0]
+    rows = ["path,label,patient"]
+    for i, (img, y) in enumerate(zip(images, labels, strict=True)):
+        Image.fromarray(img).save(tmp_path / f"im{i:02d}.png")
+        rows.append(f"im{i:02d}.png,{int(y)},P{i // 3:02d}")  # 8 patients, 3 images each
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model, tmp_path / "manifest.csv", out)) == 0
+    capsys.readouterr()
+    results = json.loads((out / "results.json").read_text())
+    data = results["data"]
+    assert data["n"] == 24 and data["n_patients"] == 8
+    assert data["clusters"] == [i // 3 for i in range(24)]  # anonymous numbers, not the patient ids
+    assert "P00" not in (out / "results.json").read_text()
+    assert results["statistics"]["clustered"] and results["statistics"]["n_clusters"] == 8
+    iv = results["cells"][0]["intervals"]["robust_accuracy"]
+    assert iv["method"] == "cluster-bootstrap" and iv["n_clusters"] == 8
