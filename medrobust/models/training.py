@@ -87,7 +87,7 @@ CLI_FLAGS = {
 #: after their first pass, so later epochs skip decoding and the preset pipeline.
 MEMORY_CACHE_BYTES = 512 * 2**20
 #: At most this many training images recompute the BatchNorm statistics before each validation.
-PRECISE_BN_SAMPLES = 512
+PRECISE_BN_SAMPLES = 256
 #: Largest seed (NumPy seeds are 32-bit).
 MAX_SEED = 2**32 - 1
 #: Caps on loop sizes a config can ask for (far above any real run).

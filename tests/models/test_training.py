@@ -22,7 +22,7 @@ def test_config_from_yaml_and_overrides(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("data: x.npz\nmodality: chest_xray\narch: resnet18\nepochs: 4\nspatial_size: [64, 64]\n")
     cfg = TrainClassifierConfig.from_yaml(path, epochs=2, lr=None)
-    assert (cfg.arch, cfg.epochs, cfg.spatial_size, cfg.lr) == ("resnet18", 2, (64, 64), 1e-3)
+    assert (cfg.arch, cfg.epochs, cfg.spatial_size, cfg.lr) == ("resnet18", 2, (64, 64), 3e-3)  # default lr
 
 
 @pytest.mark.parametrize(
