@@ -68,9 +68,8 @@ def classifier(
 ) -> None:
     """Train a classifier and write a run folder (weights, card, config, metrics).
 
-    A checkpoint is written every epoch (OUT/checkpoint/last.pt, removed when training ends), so an
-    interrupted run continues with --resume. Images smaller than the preset's size are trained at
-    their own size unless --size asks otherwise.
+    A checkpoint is written every epoch (OUT/checkpoint/last.pt); --resume continues an interrupted run.
+    Images smaller than the preset's size are trained at their own size unless --size is given.
     """
     import json
 

@@ -34,8 +34,7 @@ def defense(
 ) -> None:
     """Train a denoising defense in front of a frozen classifier and write a checkpoint folder.
 
-    A checkpoint is written every epoch (OUT/checkpoint/last.pt, removed when training ends), so an
-    interrupted run continues with --resume.
+    A checkpoint is written every epoch (OUT/checkpoint/last.pt); --resume continues an interrupted run.
     """
     import csv
 

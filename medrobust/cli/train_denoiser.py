@@ -60,8 +60,7 @@ def denoiser(
 ) -> None:
     """Train a denoiser on y = x + n (MSE to x) and write a checkpoint folder.
 
-    A checkpoint is written every epoch (OUT/checkpoint/last.pt, removed when training ends), so an
-    interrupted run continues with --resume.
+    A checkpoint is written every epoch (OUT/checkpoint/last.pt); --resume continues an interrupted run.
     """
     import json
 

@@ -644,7 +644,12 @@ class TrainingLoop:
         lr0 = s.lr if s.lr is not None else float(optimizer.param_groups[0]["lr"])
         fork_devices = [device.index or 0] if device.type == "cuda" else []
         bar = tqdm(
-            total=None, disable=not (s.progress and self.main), leave=False, unit="batch", dynamic_ncols=True
+            total=None,
+            disable=not (s.progress and self.main),
+            leave=False,
+            unit="batch",
+            dynamic_ncols=True,
+            delay=0.5,  # shown once the total over all epochs is known
         )
         estimated = False
         try:
