@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -182,6 +183,42 @@ class DenoiserAttack(Perturbation, ABC):
             method=info.pop("method", self.method),
             info=info,
         )
+
+    def ascend(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        delta: torch.Tensor,
+        steps: int,
+        step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """Gradient ascent on :meth:`loss` from ``delta``; the δ with the largest loss per image.
+
+        Args:
+            x: Clean images.
+            y: Noisy images.
+            delta: Starting perturbation.
+            steps: Number of gradient steps (``steps + 1`` forward passes: the last iterate is scored).
+            step: ``step(delta, grad) -> new delta`` (the norm's update and projection), under no_grad.
+
+        Returns:
+            The best δ seen over all iterates, per image.
+        """
+        best = delta.clone()
+        best_loss = torch.full((y.shape[0],), -float("inf"), device=y.device)
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            loss = self.loss(self.apply(y, delta), x)
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            with torch.no_grad():
+                better = loss.detach() > best_loss
+                best[better] = delta.detach()[better]
+                best_loss = torch.where(better, loss.detach(), best_loss)
+                delta = step(delta.detach(), grad)
+        with torch.no_grad():
+            better = self.loss(self.apply(y, delta), x) > best_loss
+            best[better] = delta[better]
+        return best
 
     @abstractmethod
     def _attack(

@@ -57,19 +57,5 @@ class DenoisePGD(DenoiserAttack):
             delta = (torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype) * 2 - 1) * eps
         else:
             delta = torch.zeros_like(y)
-        best = delta.clone()
-        best_loss = torch.full((y.shape[0],), -float("inf"), device=y.device)
-        for _ in range(self.steps):
-            delta.requires_grad_(True)
-            loss = self.loss(self.apply(y, delta), x)
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            with torch.no_grad():
-                better = loss.detach() > best_loss
-                best[better] = delta.detach()[better]
-                best_loss = torch.where(better, loss.detach(), best_loss)
-                delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
-        with torch.no_grad():
-            loss = self.loss(self.apply(y, delta), x)
-            better = loss > best_loss
-            best[better] = delta[better]
+        best = self.ascend(x, y, delta, self.steps, lambda d, g: (d + alpha * g.sign()).clamp(-eps, eps))
         return best, self.steps + 1, {"eps_abs": eps, "alpha_abs": alpha}

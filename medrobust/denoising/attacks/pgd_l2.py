@@ -77,22 +77,12 @@ class DenoisePGDL2(DenoiserAttack):
             delta = d * (r * eps).view(shape)
         else:
             delta = torch.zeros_like(y)
-        best = delta.clone()
-        best_loss = torch.full((y.shape[0],), -float("inf"), device=y.device)
-        for _ in range(self.steps):
-            delta.requires_grad_(True)
-            loss = self.loss(self.apply(y, delta), x)
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            with torch.no_grad():
-                better = loss.detach() > best_loss
-                best[better] = delta.detach()[better]
-                best_loss = torch.where(better, loss.detach(), best_loss)
-                g = zero_mean(grad)
-                g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
-                delta = self._project(delta.detach() + alpha * g, eps)
-        with torch.no_grad():
-            loss = self.loss(self.apply(y, delta), x)
-            better = loss > best_loss
-            best[better] = delta[better]
+
+        def step(d: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+            g = zero_mean(grad)
+            g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
+            return self._project(d + alpha * g, eps)
+
+        best = self.ascend(x, y, delta, self.steps, step)
         means = best.flatten(1).mean(dim=1).abs().max().item() if best.numel() else 0.0
         return best, self.steps + 1, {"eps_abs": eps, "alpha_abs": alpha, "max_abs_mean": means}
