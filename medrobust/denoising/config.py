@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medrobust.denoising.data import DenoisingData
-from medrobust.denoising.training import parse_sigma, parse_sigma_range
+from medrobust.denoising.training import NoiseLevels, parse_sigma
 from medrobust.errors import ConfigError
 from medrobust.run.config import ConfigModel
 from medrobust.validation import parse_number
@@ -46,34 +46,13 @@ class TrainingDefaults(BaseModel):
     patch_size: int | None = Field(default=None, ge=8)
 
 
-class MemberTraining(BaseModel):
+class MemberTraining(NoiseLevels):
     """How one deep member is trained (omitted fields: study defaults, σ = study σ)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    sigma: float | None = None
-    blind: bool = False
-    sigma_range: tuple[float, float] | None = None
     epochs: int | None = Field(default=None, ge=1)
     batch_size: int | None = Field(default=None, ge=1)
     lr: float | None = Field(default=None, gt=0.0, le=1.0)
     patch_size: int | None = Field(default=None, ge=8)
-
-    @field_validator("sigma", mode="before")
-    @classmethod
-    def _sigma(cls, v: Any) -> float | None:
-        return None if v is None else parse_sigma(v)
-
-    @field_validator("sigma_range", mode="before")
-    @classmethod
-    def _range(cls, v: Any) -> tuple[float, float] | None:
-        return None if v is None else parse_sigma_range(v)
-
-    @model_validator(mode="after")
-    def _check(self) -> MemberTraining:
-        if self.blind and self.sigma_range is None:
-            raise ConfigError("A blind member (blind: true) needs sigma_range, e.g. '0,50/255'.")
-        return self
 
 
 class MemberSpec(BaseModel):

@@ -54,6 +54,34 @@ def parse_sigma_range(value: Any) -> tuple[float, float]:
     return (low, high)
 
 
+class NoiseLevels(ConfigModel):
+    """The noise-level fields shared by a denoiser's training config and a study member's.
+
+    ``sigma`` (one level, non-blind) or ``blind`` with ``sigma_range`` (σ drawn per image);
+    fractions of the range, "15/255" accepted.
+    """
+
+    sigma: float | None = None
+    blind: bool = False
+    sigma_range: tuple[float, float] | None = None
+
+    @field_validator("sigma", mode="before")
+    @classmethod
+    def _sigma(cls, v: Any) -> float | None:
+        return None if v is None else parse_sigma(v)
+
+    @field_validator("sigma_range", mode="before")
+    @classmethod
+    def _sigma_range(cls, v: Any) -> tuple[float, float] | None:
+        return None if v is None else parse_sigma_range(v)
+
+    @model_validator(mode="after")
+    def _blind_needs_a_range(self) -> NoiseLevels:
+        if self.blind and self.sigma_range is None:
+            raise ConfigError("Blind training (blind: true) needs sigma_range, e.g. '0,55/255'.")
+        return self
+
+
 def deep_denoiser_names() -> list[str]:
     """Registered denoisers of kind "deep" (the trainable ones)."""
     from medrobust.defenses.denoisers import DENOISERS, list_denoisers
@@ -61,7 +89,7 @@ def deep_denoiser_names() -> list[str]:
     return [n for n in list_denoisers() if getattr(DENOISERS.get(n), "kind", "deep") == "deep"]
 
 
-class TrainDenoiserConfig(ConfigModel):
+class TrainDenoiserConfig(NoiseLevels):
     """Settings of :func:`train_denoiser` (YAML-loadable; fractions such as "15/255" accepted).
 
     Attributes:
@@ -85,8 +113,6 @@ class TrainDenoiserConfig(ConfigModel):
     arch: str
     params: dict[str, Any] = Field(default_factory=dict)
     sigma: float | None = 15 / 255
-    blind: bool = False
-    sigma_range: tuple[float, float] | None = None
     data: DenoisingData = Field(default_factory=DenoisingData)
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=16, ge=1)
@@ -109,20 +135,8 @@ class TrainDenoiserConfig(ConfigModel):
             )
         return v
 
-    @field_validator("sigma", mode="before")
-    @classmethod
-    def _sigma(cls, v: Any) -> float | None:
-        return None if v is None else parse_sigma(v)
-
-    @field_validator("sigma_range", mode="before")
-    @classmethod
-    def _sigma_range(cls, v: Any) -> tuple[float, float] | None:
-        return None if v is None else parse_sigma_range(v)
-
     @model_validator(mode="after")
     def _check(self) -> TrainDenoiserConfig:
-        if self.blind and self.sigma_range is None:
-            raise ConfigError("Blind training (blind: true) needs sigma_range, e.g. '0,55/255'.")
         if not self.blind and self.sigma is None:
             raise ConfigError("Non-blind training needs sigma (e.g. '15/255'), or set blind: true.")
         return self
