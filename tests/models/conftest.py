@@ -34,11 +34,11 @@ class BlobDataset(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "meta": {}}
 
 
-@pytest.fixture(scope="session")
-def blob_data():
+def blob_train_data(n_train: int, n_val: int, seeds: tuple[int, int], n_test: int = 0, test_seed: int = 0):
+    """``TrainData`` of synthetic blob images (32×32, normal vs lesion), seeded."""
     from medrobust.models.training import TrainData
 
-    train, val = BlobDataset(160, seed=1), BlobDataset(64, seed=2)
+    train, val = BlobDataset(n_train, seed=seeds[0]), BlobDataset(n_val, seed=seeds[1])
     return TrainData(
         train=train,
         val=val,
@@ -47,9 +47,14 @@ def blob_data():
         spatial_size=(32, 32),
         positive_class="lesion",
         train_labels=train.labels.numpy(),
-        test=BlobDataset(64, seed=3),
+        test=BlobDataset(n_test, seed=test_seed) if n_test else None,
         source="synthetic blobs",
     )
+
+
+@pytest.fixture(scope="session")
+def blob_data():
+    return blob_train_data(160, 64, (1, 2), n_test=64, test_seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from medrobust.models import load_model
 from medrobust.models.training import TrainClassifierConfig, TrainData, train_classifier
 from medrobust.run.loop import CHECKPOINT_SCHEMA, checkpoint_path, read_checkpoint
 
-from .conftest import BlobDataset
+from .conftest import BlobDataset, blob_train_data
 
 
 class KilledError(RuntimeError):
@@ -59,17 +59,7 @@ def _rows(run) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def small_blobs():
-    train, val = BlobDataset(96, seed=11), BlobDataset(32, seed=12)
-    return TrainData(
-        train=train,
-        val=val,
-        class_names=["normal", "lesion"],
-        in_channels=1,
-        spatial_size=(32, 32),
-        positive_class="lesion",
-        train_labels=train.labels.numpy(),
-        source="synthetic blobs",
-    )
+    return blob_train_data(96, 32, (11, 12))
 
 
 def test_killed_after_epoch_2_resumes_to_the_same_weights(tmp_path, small_blobs):
