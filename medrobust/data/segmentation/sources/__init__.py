@@ -1,0 +1,5 @@
+"""Image + mask layouts (Decathlon, CSV manifest, mask folder), one file each."""
+
+from medrobust.registry import import_submodules
+
+import_submodules(__name__)
