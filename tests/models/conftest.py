@@ -34,27 +34,39 @@ class BlobDataset(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "meta": {}}
 
 
-def blob_train_data(n_train: int, n_val: int, seeds: tuple[int, int], n_test: int = 0, test_seed: int = 0):
-    """``TrainData`` of synthetic blob images (32×32, normal vs lesion), seeded."""
+def blob_train_data(
+    train: Dataset | int,
+    val: Dataset | int,
+    seeds: tuple[int, int] = (1, 2),
+    *,
+    test: Dataset | None = None,
+    source: str = "synthetic blobs",
+    positive_class: str | None = "lesion",
+):
+    """``TrainData`` of 32×32 one-channel images, normal vs lesion.
+
+    ``train``/``val`` are datasets, or sizes of seeded :class:`BlobDataset` (``seeds``).
+    """
     from medrobust.models.training import TrainData
 
-    train, val = BlobDataset(n_train, seed=seeds[0]), BlobDataset(n_val, seed=seeds[1])
+    train = BlobDataset(train, seed=seeds[0]) if isinstance(train, int) else train
+    val = BlobDataset(val, seed=seeds[1]) if isinstance(val, int) else val
     return TrainData(
         train=train,
         val=val,
         class_names=["normal", "lesion"],
         in_channels=1,
         spatial_size=(32, 32),
-        positive_class="lesion",
+        positive_class=positive_class,
         train_labels=train.labels.numpy(),
-        test=BlobDataset(n_test, seed=test_seed) if n_test else None,
-        source="synthetic blobs",
+        test=test,
+        source=source,
     )
 
 
 @pytest.fixture(scope="session")
 def blob_data():
-    return blob_train_data(160, 64, (1, 2), n_test=64, test_seed=3)
+    return blob_train_data(160, 64, (1, 2), test=BlobDataset(64, seed=3))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import yaml
 from medrobust.cli.main import main
 from medrobust.errors import CheckpointError, ConfigError
 from medrobust.models import load_model
-from medrobust.models.training import TrainClassifierConfig, TrainData, train_classifier
+from medrobust.models.training import TrainClassifierConfig, train_classifier
 from medrobust.run.loop import CHECKPOINT_SCHEMA, checkpoint_path, read_checkpoint
 
 from .conftest import BlobDataset, blob_train_data
@@ -169,16 +169,7 @@ class _Flat(BlobDataset):
 
 
 def test_chance_warning_for_a_constant_model(tmp_path, caplog):
-    train, val = _Flat(48, seed=1), _Flat(24, seed=2)
-    data = TrainData(
-        train=train,
-        val=val,
-        class_names=["normal", "lesion"],
-        in_channels=1,
-        spatial_size=(32, 32),
-        train_labels=train.labels.numpy(),
-        source="flat images",
-    )
+    data = blob_train_data(_Flat(48, seed=1), _Flat(24, seed=2), source="flat images", positive_class=None)
     with caplog.at_level(logging.WARNING, logger="medrobust"):
         run = train_classifier(_config(tmp_path, "flat", epochs=1), data=data)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -12,14 +12,13 @@ from medrobust.cli.main import main
 from medrobust.errors import ConfigError, DataError
 from medrobust.models.training import (
     TrainClassifierConfig,
-    TrainData,
     TrainingDivergedError,
     _check_finite_outputs,
     check_training_labels,
     train_classifier,
 )
 
-from .conftest import BlobDataset
+from .conftest import BlobDataset, blob_train_data
 
 
 def _config(tmp_path, **kw) -> TrainClassifierConfig:
@@ -52,16 +51,7 @@ def test_check_training_labels():
 
 
 def test_one_class_training_data_is_refused_before_training(tmp_path):
-    train = _OneClass(32, seed=1)
-    data = TrainData(
-        train=train,
-        val=BlobDataset(8, seed=2),
-        class_names=["normal", "lesion"],
-        in_channels=1,
-        spatial_size=(32, 32),
-        train_labels=train.labels.numpy(),
-        source="one-class blobs",
-    )
+    data = blob_train_data(_OneClass(32, seed=1), 8, source="one-class blobs", positive_class=None)
     with pytest.raises(DataError, match=r"one-class blobs: found 1 class \['normal'\].*need ≥ 2"):
         train_classifier(_config(tmp_path), data=data)
     assert not (tmp_path / "run").exists()
@@ -144,15 +134,7 @@ def test_divergence_stops_with_one_error(tmp_path, blob_data):
 def test_nan_images_are_refused_before_training(tmp_path, blob_data):
     train = BlobDataset(32, seed=1)
     train.images[3, 0, 0, 0] = float("nan")
-    data = TrainData(
-        train=train,
-        val=BlobDataset(8, seed=2),
-        class_names=["normal", "lesion"],
-        in_channels=1,
-        spatial_size=(32, 32),
-        train_labels=train.labels.numpy(),
-        source="nan blobs",
-    )
+    data = blob_train_data(train, 8, source="nan blobs", positive_class=None)
     with pytest.raises(DataError, match=r"nan blobs: the training images hold NaN or infinite values"):
         train_classifier(_config(tmp_path), data=data)
 
