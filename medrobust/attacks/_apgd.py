@@ -11,6 +11,12 @@ Differences from the reference code, none of which changes which samples are foo
 intensity bounds are arbitrary ``(low, high)`` (not [0, 1]); randomness comes from an
 explicit generator; a sample leaves the batch as soon as it is misclassified (its
 first adversarial iterate is kept), so no forward passes are spent on it after that.
+
+With ``eot_iter > 1`` (AutoAttack's ``rand`` version, for randomised targets) every loss,
+gradient and logit is the mean over ``eot_iter`` draws of the model's randomness
+(:mod:`medrobust.attacks._eot`, batched); as in the reference, the step-size schedule then
+runs on the averaged loss. Unlike the reference, which reads the last draw's logits, a sample
+counts as fooled when the *mean* logits misclassify it, so one lucky draw does not end its attack.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 
+from medrobust.attacks._eot import eot_loss_and_grad
 from medrobust.attacks._utils import bview, flat_norm, project_l2
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -55,14 +62,13 @@ def loss_and_grad(
     y: torch.Tensor,
     targets: torch.Tensor | None,
     loss_fn: LossFn,
+    eot_iter: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward + backward: (logits, per-sample loss, input gradient of the summed loss)."""
-    x_adv = x_adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = logits_fn(x_adv)
-        loss = loss_fn(logits, y, targets)
-        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-    return logits.detach(), loss.detach(), grad.detach()
+    """(logits, per-sample loss, input gradient of the summed loss), averaged over ``eot_iter`` draws.
+
+    ``eot_iter=1``: one forward + backward.
+    """
+    return eot_loss_and_grad(logits_fn, x_adv, y, targets, loss_fn, eot_iter)
 
 
 def apgd_run(
@@ -78,6 +84,7 @@ def apgd_run(
     rho: float,
     bounds: tuple[float, float],
     generator: torch.Generator,
+    eot_iter: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One APGD run from a random start on every sample of ``x``.
 
@@ -93,10 +100,12 @@ def apgd_run(
         rho: Oscillation threshold (0.75 in the paper).
         bounds: Intensity interval.
         generator: Source of the random start.
+        eot_iter: Draws of the model's randomness averaged per iterate (1: no EOT).
 
     Returns:
         ``(adv, fooled, queries)``: the first misclassified iterate per fooled sample (else
-        the highest-loss iterate), a bool mask, and forward passes spent per sample.
+        the highest-loss iterate), a bool mask, and forward passes spent per sample
+        (``eot_iter`` per iterate).
     """
     n = x.shape[0]
     device = x.device
@@ -113,8 +122,8 @@ def apgd_run(
     xa, ya = x, y
     ta = targets
     x_adv = random_start(x, eps, norm, bounds, generator)
-    logits, loss, grad = loss_and_grad(logits_fn, x_adv, ya, ta, loss_fn)
-    queries += 1
+    logits, loss, grad = loss_and_grad(logits_fn, x_adv, ya, ta, loss_fn, eot_iter)
+    queries += eot_iter
     x_best = x_adv.clone()
     grad_best = grad.clone()
     loss_best = loss.clone()
@@ -157,8 +166,8 @@ def apgd_run(
             z = x_adv + (z - x_adv) * a + grad2 * (1 - a)
             x_adv = project(z, xa, eps, norm, bounds)
 
-        logits, loss, grad = loss_and_grad(logits_fn, x_adv, ya, ta, loss_fn)
-        queries[idx] += 1
+        logits, loss, grad = loss_and_grad(logits_fn, x_adv, ya, ta, loss_fn, eot_iter)
+        queries[idx] += eot_iter
         keep = logits.argmax(dim=1) == ya
 
         with torch.no_grad():

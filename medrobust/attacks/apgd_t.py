@@ -1,4 +1,4 @@
-"""APGD-T: targeted Auto-PGD on the DLR loss (Croce & Hein, ICML 2020), any K >= 2."""
+"""APGD-T: targeted Auto-PGD on the DLR loss (Croce & Hein, ICML 2020), any K >= 2, with optional EOT."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from medrobust.attacks._apgd import apgd_run, ranked_targets
+from medrobust.attacks._eot import eot_logits
 from medrobust.attacks._losses import DLR_SUBSTITUTE_NOTE, targeted_loss
 from medrobust.attacks._utils import frozen_params, make_result
 from medrobust.attacks.apgd_ce import APGDCE
@@ -28,7 +29,8 @@ class APGDT(APGDCE):
 
     Args:
         n_target_classes: Upper bound on the number of target classes (9 in AutoAttack).
-        eps, norm, steps, restarts, rho, channels_last, bounds, seed: As in :class:`APGDCE`.
+        eps, norm, steps, restarts, rho, eot_iter, channels_last, bounds, seed: As in
+            :class:`APGDCE` (with EOT the targets are ranked by the mean clean logits).
     """
 
     fast_params: ClassVar[dict[str, Any]] = {"steps": 3, "n_target_classes": 2}
@@ -37,15 +39,16 @@ class APGDT(APGDCE):
         super().__init__(model, **kwargs)
         self.n_target_classes = check_int(n_target_classes, "n_target_classes", type(self).__name__, low=1)
 
-    def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
+    def _attack_all(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> AttackResult:
         logits_fn = self._logits_fn(images)
-        with torch.no_grad():
-            clean = logits_fn(images)
+        clean = eot_logits(logits_fn, images, self.eot_iter)
         num_classes = clean.shape[1]
         loss_name, loss = targeted_loss(num_classes)
         n_targets = min(self.n_target_classes, num_classes - 1)
         robust = clean.argmax(dim=1) == labels
-        queries = torch.ones_like(labels)
+        queries = torch.full_like(labels, self.eot_iter)
         adv = images.clone()
         fooled_by_target = [0] * n_targets
         with frozen_params(self.net):
@@ -64,6 +67,7 @@ class APGDT(APGDCE):
                         labels[todo],
                         loss_fn=loss,
                         targets=targets,
+                        eot_iter=self.eot_iter,
                         eps=self.eps,
                         norm=self.norm,
                         steps=self.steps,
@@ -81,6 +85,7 @@ class APGDT(APGDCE):
             "loss": loss_name,
             "n_target_classes": n_targets,
             "fooled_per_target_rank": fooled_by_target,
+            "eot_iter": self.eot_iter,
         }
         if loss_name != "dlr-targeted":
             info["notes"] = [f"K={num_classes}: {DLR_SUBSTITUTE_NOTE}"]

@@ -8,14 +8,20 @@ import torch
 from torch import nn
 
 from medrobust.attacks._budget import BudgetAttack
+from medrobust.attacks._eot import MAX_EOT_ITER, is_stochastic
 from medrobust.attacks._utils import make_result
 from medrobust.attacks.apgd_ce import APGDCE
+from medrobust.attacks.apgd_dlr import APGDDLR
 from medrobust.attacks.apgd_t import APGDT
 from medrobust.attacks.base import Attack, AttackResult, register_attack
 from medrobust.attacks.fab import FAB
 from medrobust.attacks.square import Square
+from medrobust.errors import ConfigError
 from medrobust.limits import MAX_ATTACK_QUERIES, MAX_ATTACK_STEPS, MAX_CLASSES
+from medrobust.utils.logging import get_logger
 from medrobust.validation import check_choice, check_int
+
+log = get_logger("attacks.autoattack")
 
 #: Sub-attack settings per version: (label, class, params). ``standard`` is the original's.
 VERSIONS: dict[str, list[tuple[str, type[Attack], dict[str, Any]]]] = {
@@ -28,6 +34,11 @@ VERSIONS: dict[str, list[tuple[str, type[Attack], dict[str, Any]]]] = {
     "fast": [
         ("apgd-ce", APGDCE, {"steps": 50, "restarts": 1}),
         ("apgd-t", APGDT, {"steps": 50, "restarts": 1, "n_target_classes": 3}),
+    ],
+    # The original's version for randomised defenses: APGD-CE and APGD-DLR with EOT over 20 draws.
+    "rand": [
+        ("apgd-ce", APGDCE, {"steps": 100, "restarts": 1, "eot_iter": 20}),
+        ("apgd-dlr", APGDDLR, {"steps": 100, "restarts": 1, "eot_iter": 20}),
     ],
 }
 
@@ -42,7 +53,12 @@ class AutoAttack(BudgetAttack):
     0.8). For ``K < 4`` APGD-T uses the targeted margin loss (DLR needs four logits) and
     ``info["notes"]`` says so. ``version="fast"`` is a cheaper screen, **not** a
     replacement for ``standard``: APGD-CE (50 iterations) → APGD-T (``min(3, K-1)``
-    targets × 50 iterations), no FAB-T and no Square.
+    targets × 50 iterations), no FAB-T and no Square. ``version="rand"`` is the original's
+    protocol for randomised defenses (noise injection, random resize-and-pad: any module
+    declaring ``stochastic = True``): APGD-CE → APGD-DLR (untargeted; margin loss for K = 2),
+    100 iterations each, every gradient, loss and logit averaged over ``eot_iter`` = 20 draws of
+    the model's randomness (EOT). A randomised target attacked with another version is logged
+    as a warning and noted in ``info["notes"]``: single-draw gradients underestimate the attack.
 
     All sub-attacks use this attack's bounds and ``seed`` (each starts from a fresh
     generator with that seed, as the original reseeds each one). ``info`` records which
@@ -55,6 +71,7 @@ class AutoAttack(BudgetAttack):
         steps: Override the iterations of APGD-CE, APGD-T and FAB-T (None: per version).
         queries: Override Square's query budget (None: per version).
         n_target_classes: Override the number of targets of APGD-T and FAB-T.
+        eot_iter: Override the EOT draws of the ``rand`` version's stages (default 20).
         eps, norm, channels_last, bounds, seed: See :class:`BudgetAttack`.
     """
 
@@ -68,6 +85,7 @@ class AutoAttack(BudgetAttack):
         steps: int | None = None,
         queries: int | None = None,
         n_target_classes: int | None = None,
+        eot_iter: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
@@ -82,10 +100,20 @@ class AutoAttack(BudgetAttack):
             if n_target_classes is None
             else check_int(n_target_classes, "n_target_classes", owner, low=1, high=MAX_CLASSES)
         )
+        self.eot_iter = (
+            None if eot_iter is None else check_int(eot_iter, "eot_iter", owner, low=1, high=MAX_EOT_ITER)
+        )
+        if self.eot_iter is not None and self.version != "rand":
+            raise ConfigError(
+                f"The 'eot_iter' parameter of {owner} applies to version='rand' only. "
+                f"Got eot_iter={eot_iter!r} with version={self.version!r}."
+            )
         self.components = [
             (label, cls(model, **self._sub_params(cls, params)))
             for label, cls, params in VERSIONS[self.version]
         ]
+        #: Averages over the target's randomness (read by the audit's EOT flag).
+        self.uses_eot = self.version == "rand"
 
     def _sub_params(self, cls: type[Attack], params: dict[str, Any]) -> dict[str, Any]:
         out = dict(params)
@@ -95,6 +123,8 @@ class AutoAttack(BudgetAttack):
             out["queries"] = self.queries
         if self.n_target_classes is not None and "n_target_classes" in out:
             out["n_target_classes"] = self.n_target_classes
+        if self.eot_iter is not None and "eot_iter" in out:
+            out["eot_iter"] = self.eot_iter
         out.update(eps=self.eps, norm=self.norm, bounds=self.bounds, seed=self.seed)
         out["channels_last"] = self.channels_last
         out["fuse_bn"] = self.fuse_bn
@@ -110,6 +140,14 @@ class AutoAttack(BudgetAttack):
         per_attack: dict[str, int] = {}
         robust_after: dict[str, float] = {"clean": float(robust.float().mean()) if n else 0.0}
         notes: list[str] = []
+        if self.version != "rand" and is_stochastic(self.model):
+            note = (
+                f"randomised target (a module declares stochastic=True) attacked with "
+                f"version={self.version!r}, without EOT: robust accuracy is likely overestimated; "
+                "use version='rand' or eot-pgd"
+            )
+            log.warning("AutoAttack: %s", note)
+            notes.append(note)
         settings: dict[str, dict[str, Any]] = {}
         for label, atk in self.components:
             settings[label] = {
