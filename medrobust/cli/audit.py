@@ -55,7 +55,9 @@ def audit(
     ),
     card: Path | None = typer.Option(None, "--card", help="card.json for ONNX/TorchScript models."),
     data: str | None = typer.Option(
-        None, "--data", help="Data source path, or 'phantom:MODALITY' for built-in phantom data."
+        None,
+        "--data",
+        help="Data source path, or 'phantom:MODALITY[@SIZE][?n=N&seed=S]' for built-in phantom data.",
     ),
     split: str | None = typer.Option(
         None,
@@ -117,8 +119,11 @@ def audit(
         overrides["model"] = {k: str(v) for k, v in (("path", model), ("card", card)) if v is not None}
     data_over: dict = {}
     if data is not None:
-        if data.startswith("phantom:"):
-            data_over.update(phantom={"modality": data.split(":", 1)[1]}, source=None)
+        if data.strip().lower().startswith("phantom:"):
+            from medrobust.data.specs import phantom_options
+
+            # phantom:MODALITY[@SIZE][?n=..&seed=..]: the same set (file, class names) as in training
+            data_over.update(phantom=phantom_options(data.strip()), source=None)
         else:
             data_over.update(source=data, phantom=None)
     if split is not None:

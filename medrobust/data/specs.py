@@ -341,15 +341,51 @@ def phantom_npz(
             shutil.rmtree(private)
 
 
-def _resolve_phantom(spec: DataSpec) -> ResolvedSpec:
+def phantom_options(text: str) -> dict[str, Any]:
+    """The options of a ``phantom:`` spec spelled out: ``{"modality", "n", "size", "seed"}``.
+
+    ``"phantom:chest_xray@32?n=40"`` gives ``{"modality": "chest_xray", "n": 40, "size": 32,
+    "seed": 0}`` (defaults from :data:`PHANTOM_DEFAULTS`): the audit's ``data.phantom`` block for
+    the same data. Nothing is generated.
+
+    Raises:
+        ConfigError: for a malformed spec, another scheme or an option that is not an integer.
+    """
+    spec = parse_spec(text)
+    if spec.scheme != "phantom":
+        raise ConfigError(f"The data spec {text!r} is not a phantom: spec; write phantom:MODALITY.")
+    values = {k: int(_int_option(spec, k, d) or 0) for k, d in PHANTOM_DEFAULTS.items()}
+    return {"modality": spec.name, **values}
+
+
+def resolve_phantom(
+    modality: str,
+    n: int = PHANTOM_DEFAULTS["n"],
+    size: int = PHANTOM_DEFAULTS["size"],
+    seed: int = PHANTOM_DEFAULTS["seed"],
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ResolvedSpec:
+    """The phantom set's ``.npz`` (generated once, :func:`phantom_npz`), canonical spec and class names.
+
+    The one way phantoms are opened by name: ``phantom:`` specs (:func:`resolve_spec`) and the
+    audit's ``data.phantom`` block both come here, so the same phantom set is the same file
+    with the phantom's class names (``normal``, ``pneumonia``, ...) wherever it is named.
+
+    Raises:
+        ConfigError: for an unknown modality or an out-of-range ``n``, ``size`` or ``seed``.
+    """
     from medrobust.data.phantoms import get_phantom
 
-    values = {k: _int_option(spec, k, d) for k, d in PHANTOM_DEFAULTS.items()}
-    n, size, seed = (int(values[k] or 0) for k in ("n", "size", "seed"))
-    gen = get_phantom(spec.name, size=size, seed=seed)  # unknown modality / bad size or seed: ConfigError
-    path = phantom_npz(gen.modality, n, size, seed)
+    gen = get_phantom(modality, size=size, seed=seed)  # unknown modality / bad size or seed: ConfigError
+    path = phantom_npz(gen.modality, n, size, seed, cache_dir)
     canonical = f"phantom:{gen.modality}?n={n}&size={size}&seed={seed}"
     return ResolvedSpec(path, canonical, {"class_names": list(gen.class_names)})
+
+
+def _resolve_phantom(spec: DataSpec) -> ResolvedSpec:
+    values = {k: _int_option(spec, k, d) for k, d in PHANTOM_DEFAULTS.items()}
+    n, size, seed = (int(values[k] or 0) for k in ("n", "size", "seed"))
+    return resolve_phantom(spec.name, n, size, seed)
 
 
 # --- medmnist: ---------------------------------------------------------------------------------

@@ -55,18 +55,29 @@ class SampleBatch:
     ids: list[str]
 
 
-def _phantom_source(spec: DataConfig) -> Path:
-    from medrobust.data import write_phantom
+def open_configured_source(spec: DataConfig) -> tuple[Any, Path]:
+    """Open the audit's data: ``data.source``, or the ``data.phantom`` set through the spec cache.
 
+    Phantoms are opened through :func:`medrobust.data.specs.resolve_phantom`, the one way
+    ``phantom:`` data are named, so ``data.phantom`` here and ``--data phantom:MODALITY`` in
+    training read the same file with the phantom's class names (``normal``, ``pneumonia``).
+
+    Returns:
+        ``(source, path)``: the open source and the file or folder it reads.
+    """
+    from medrobust.data import open_source
+
+    kwargs: dict[str, Any] = {} if spec.kind is None else {"kind": spec.kind}
     ph = spec.phantom
-    assert ph is not None
-    cache = Path(ph.cache_dir or "runs/cache/phantoms") / f"{ph.modality}-n{ph.n}-s{ph.size}-seed{ph.seed}"
-    npz = cache / f"{ph.modality}_phantom.npz"
-    if not npz.exists():
-        out = Path(write_phantom(ph.modality, ph.n, ph.size, "npz", cache, seed=ph.seed))
-        if out.is_file():
-            npz = out
-    return npz
+    if ph is None:
+        path = Path(str(spec.source))
+        return open_source(str(path), **kwargs), path
+    from medrobust.data.specs import resolve_phantom
+
+    resolved = resolve_phantom(ph.modality, ph.n, ph.size, ph.seed, ph.cache_dir)
+    source = open_source(str(resolved.path), **kwargs, **resolved.source_options)
+    source.spec = resolved.spec
+    return source, resolved.path
 
 
 def select_indices(total: int, n_samples: int | None, seed: int) -> list[int]:
@@ -218,12 +229,10 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
     Raises:
         DataError: when the split is empty or the source's classes differ from the card's.
     """
-    from medrobust.data import make_dataset, open_source
+    from medrobust.data import make_dataset
 
     spec = config.data
-    path = _phantom_source(spec) if spec.phantom is not None else spec.source
-    kwargs: dict[str, Any] = {} if spec.kind is None else {"kind": spec.kind}
-    source = open_source(str(path), **kwargs)
+    source, path = open_configured_source(spec)
     card_size = getattr(card, "spatial_size", None)
     size = spec.size or (list(card_size) if card_size else None)
     if spec.size and card_size and tuple(spec.size) != tuple(card_size):

@@ -5,16 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def tiny_classifier_run(folder: Path, size: int = 32) -> Path:
-    """Save an untrained 1-channel small_cnn for the chest X-ray preset as a run folder."""
+def tiny_classifier_run(folder: Path, size: int = 32, class_names: tuple[str, str] = ("0", "1")) -> Path:
+    """Save an untrained 1-channel small_cnn for the chest X-ray preset as a run folder.
+
+    The default class names are those of a MedMNIST-style ``.npz`` opened by path (named by
+    index). Pass ``class_names=("normal", "pneumonia")`` for phantom data (``phantom:chest_xray``
+    or an audit's ``data.phantom`` block), which carry the phantom's class names.
+    """
     import torch
 
     from medrobust.models import ModelCard, build_classifier, save_checkpoint
 
     card = ModelCard(
         in_channels=1,
-        class_names=["0", "1"],
-        positive_class="1",
+        class_names=list(class_names),
+        positive_class=class_names[1],
         spatial_size=(size, size),
         modality="chest_xray",
         bounds=(0.0, 1.0),

@@ -42,7 +42,7 @@ class _Net(nn.Module):
 def _card(d: Path, **update) -> Path:
     values = {
         "in_channels": 1,
-        "class_names": ["0", "1"],
+        "class_names": ["normal", "pneumonia"],  # the chest X-ray phantom's
         "spatial_size": [32, 32],
         "modality": "chest_xray",
         "bounds": [0.0, 1.0],
@@ -107,6 +107,9 @@ def _typo(d: Path) -> Call:
 
 
 # -- MONAI bundles ---------------------------------------------------------------------------------
+_CHANNEL_DEF = {"0": "normal", "1": "pneumonia"}
+
+
 def _bundle(d: Path, network_def: dict, outputs: dict | None = None) -> Path:
     root = d / "bundle"
     (root / "configs").mkdir(parents=True)
@@ -114,7 +117,7 @@ def _bundle(d: Path, network_def: dict, outputs: dict | None = None) -> Path:
     meta = {
         "network_data_format": {
             "inputs": {"image": {"num_channels": 1, "spatial_shape": [32, 32], "value_range": [0, 1]}},
-            "outputs": {"pred": outputs or {"num_channels": 2, "channel_def": {"0": "0", "1": "1"}}},
+            "outputs": {"pred": outputs or {"num_channels": 2, "channel_def": _CHANNEL_DEF}},
         }
     }
     (root / "configs" / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")

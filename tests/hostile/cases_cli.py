@@ -7,6 +7,9 @@ from pathlib import Path
 from ._case import Call, hostile
 from ._fixtures import audit_yaml, tiny_classifier_run, write_yaml
 
+#: The chest X-ray phantom's class names (what phantom data carry).
+PHANTOM_CLASSES = ("normal", "pneumonia")
+
 BILLION_LAUGHS = """a: &a ["x","x","x","x","x","x","x","x","x"]
 b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
 c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
@@ -91,7 +94,7 @@ def _billion_laughs(d: Path) -> Call:
 
 @hostile("config-attack-params-alias-bomb")
 def _params_bomb(d: Path) -> Call:
-    model = tiny_classifier_run(d / "model")
+    model = tiny_classifier_run(d / "model", class_names=PHANTOM_CLASSES)
     attacks = "  - {name: pgd, params: {steps: 2}}\n"
     text = BILLION_LAUGHS + audit_yaml(model, attacks)
     cfg = write_yaml(d / "audit.yaml", text)
@@ -101,7 +104,7 @@ def _params_bomb(d: Path) -> Call:
 # -- attack parameters that ask for unbounded work ------------------------------------------
 def _attack_param_case(name: str, attack: str, param: str, value: str) -> None:
     def build(d: Path) -> Call:
-        model = tiny_classifier_run(d / "model")
+        model = tiny_classifier_run(d / "model", class_names=PHANTOM_CLASSES)
         block = f"  - {{name: {attack}, params: {{{param}: {value}}}}}"
         cfg = write_yaml(d / "audit.yaml", audit_yaml(model, block))
         argv = ["audit", "--config", str(cfg), "--out", _out(d)]
@@ -123,28 +126,28 @@ _attack_param_case("attack-deepfool-steps-inf", "deepfool", "steps", ".inf")
 # -- options ---------------------------------------------------------------------------------
 @hostile("option-unknown-attack")
 def _unknown_attack(d: Path) -> Call:
-    model = tiny_classifier_run(d / "model")
+    model = tiny_classifier_run(d / "model", class_names=PHANTOM_CLASSES)
     argv = ["audit", "--model", str(model), "--data", "phantom:chest_xray", "--attacks", "pgdd"]
     return Call([*argv, "--eps", "2/255", "--out", _out(d)], names=("pgdd",))
 
 
 @hostile("option-negative-eps")
 def _negative_eps(d: Path) -> Call:
-    model = tiny_classifier_run(d / "model")
+    model = tiny_classifier_run(d / "model", class_names=PHANTOM_CLASSES)
     argv = ["audit", "--model", str(model), "--data", "phantom:chest_xray", "--attacks", "fgsm"]
     return Call([*argv, "--eps=-0.1", "--out", _out(d)], names=("-0.1", "eps", "linf"))
 
 
 @hostile("option-eps-division-by-zero")
 def _eps_zero_div(d: Path) -> Call:
-    model = tiny_classifier_run(d / "model")
+    model = tiny_classifier_run(d / "model", class_names=PHANTOM_CLASSES)
     argv = ["audit", "--model", str(model), "--data", "phantom:chest_xray", "--attacks", "fgsm"]
     return Call([*argv, "--eps", "2/0", "--out", _out(d)], names=("2/0",))
 
 
 @hostile("option-bad-device")
 def _bad_device(d: Path) -> Call:
-    model = tiny_classifier_run(d / "model")
+    model = tiny_classifier_run(d / "model", class_names=PHANTOM_CLASSES)
     argv = ["audit", "--model", str(model), "--data", "phantom:chest_xray", "--attacks", "fgsm"]
     return Call([*argv, "--device", "tpu", "--out", _out(d)], names=("tpu", "device"))
 

@@ -18,6 +18,9 @@ from torch import nn
 from ._case import Call, hostile
 from ._fixtures import tiny_classifier_run, write_yaml
 
+#: The chest X-ray phantom's class names (what phantom data carry).
+PHANTOM_CLASSES = ("normal", "pneumonia")
+
 _AUDIT_TAIL = [
     "--data",
     "phantom:chest_xray",
@@ -190,7 +193,7 @@ hostile("models-torchscript-class-count-mismatch")(
 # -- 3. and 6. card.json that is not a card ------------------------------------------------------
 def _card_case(write: Callable[[Path], None]) -> Callable[[Path], Call]:
     def build(d: Path) -> Call:
-        run = tiny_classifier_run(d / "run")
+        run = tiny_classifier_run(d / "run", class_names=PHANTOM_CLASSES)
         card = run / "card.json"
         card.unlink()
         write(card)
@@ -225,7 +228,7 @@ for _name, _write in _CARDS.items():
 # -- 4. non-finite weights ---------------------------------------------------------------------------
 @hostile("models-weights-nan-safetensors")
 def _nan_weights(d: Path) -> Call:
-    run = tiny_classifier_run(d / "run")
+    run = tiny_classifier_run(d / "run", class_names=PHANTOM_CLASSES)
 
     def poison(state):
         state["backbone.features.0.weight"].view(-1)[0] = float("nan")
@@ -238,7 +241,7 @@ def _nan_weights(d: Path) -> Call:
 def _inf_state_dict(d: Path) -> Call:
     from safetensors.torch import load_file
 
-    run = tiny_classifier_run(d / "run")
+    run = tiny_classifier_run(d / "run", class_names=PHANTOM_CLASSES)
     state = load_file(str(run / "model.safetensors"))
     state["backbone.head.bias"][0] = float("inf")
     (run / "model.safetensors").unlink()
@@ -248,7 +251,7 @@ def _inf_state_dict(d: Path) -> Call:
 
 @hostile("models-safetensors-truncated")
 def _truncated(d: Path) -> Call:
-    run = tiny_classifier_run(d / "run")
+    run = tiny_classifier_run(d / "run", class_names=PHANTOM_CLASSES)
     weights = run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
     return Call(_audit(d, run), names=("model.safetensors",))
@@ -268,7 +271,7 @@ def _zip_bomb(d: Path) -> Call:
 # -- 5. architecture arguments from the file's metadata -----------------------------------------------------
 def _metadata_case(meta: dict, bomb: bool = False) -> Callable[[Path], Call]:
     def build(d: Path) -> Call:
-        run = tiny_classifier_run(d / "run")
+        run = tiny_classifier_run(d / "run", class_names=PHANTOM_CLASSES)
         _rewrite_safetensors(run / "model.safetensors", metadata=meta)
         return Call(_audit(d, run), names=("model.safetensors",), bomb=bomb)
 

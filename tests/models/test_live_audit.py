@@ -49,8 +49,8 @@ def _settings(tmp_path) -> dict:
 def _card(in_channels: int = 1, **kw) -> dict:
     return {
         "in_channels": in_channels,
-        "class_names": ["0", "1"],  # the phantom npz names its classes by index
-        "positive_class": "1",
+        "class_names": ["normal", "pneumonia"],  # the chest X-ray phantom's class names
+        "positive_class": "pneumonia",
         "spatial_size": [32, 32],
         "modality": "chest_xray",
         **kw,
