@@ -1,0 +1,1 @@
+"""Registered segmentation networks, one file each (MONAI imported inside ``build``)."""
