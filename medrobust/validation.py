@@ -106,7 +106,12 @@ def is_range_fraction(value: Any) -> bool:
 
 
 def budget_to_image_units(
-    value: Any, bounds: tuple[float, float], name: str = "eps", owner: str | None = None
+    value: Any,
+    bounds: tuple[float, float],
+    name: str = "eps",
+    owner: str | None = None,
+    *,
+    legacy_check: bool = True,
 ) -> float:
     """The one unit of ε: image units within the card's bounds, converted here and only here.
 
@@ -116,6 +121,9 @@ def budget_to_image_units(
     for the audit's budgets, attack parameters in Python and YAML, denoiser attacks and
     adversarial training.
 
+    ``legacy_check=False`` accepts any plain number: for budgets that never had the old
+    fraction-of-range meaning (the audit's ``budgets:`` were always image units).
+
     Raises:
         ConfigError: naming the parameter when the value is not a finite number.
     """
@@ -124,7 +132,7 @@ def budget_to_image_units(
     width = high - low
     if is_range_fraction(value):
         return number * width
-    if width > 2.0 and 0.0 < number < width / 1000.0:
+    if legacy_check and width > 2.0 and 0.0 < number < width / 1000.0:
         # Before the one unit of ε, denoiser attacks and adversarial training read a plain
         # number as a fraction of the range; such a config now asks for under 0.1 % of the
         # range in image units, which no real budget is. Refuse and say how to convert.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +29,10 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from medrobust.errors import ConfigError
+from medrobust.evaluation.budgets import eps_label
 from medrobust.limits import MAX_PHANTOM_IMAGES
 from medrobust.run.config import ConfigModel, merge_overrides, read_config
-from medrobust.validation import parse_number
+from medrobust.validation import is_range_fraction, parse_number
 
 #: Threat models an audit can run for defended targets (the bare classifier is always "whitebox").
 THREATS = ("graybox", "adaptive")
@@ -45,17 +45,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 class _Strict(ConfigModel):
     pass
-
-
-def eps_label(value: float) -> str:
-    """Human label of a budget: ``0.5``, ``2/255`` (long decimals that are multiples of 1/255), ``inf``."""
-    if math.isinf(value):
-        return "inf"
-    short = f"{value:g}"
-    k = value * 255.0
-    if len(short) > 5 and value > 0 and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return short
 
 
 def _check_path(value: Path | None, what: str) -> Path | None:
@@ -333,25 +322,32 @@ class AttackConfig(_Strict):
 
 
 class Budgets(_Strict):
-    """Perturbation budgets per norm, in image units (fractions like "2/255" accepted)."""
+    """Perturbation budgets per norm, kept as written: numbers in image units, ``"k/255"`` of the range.
 
-    linf: list[float] = Field(default_factory=list)
-    l2: list[float] = Field(default_factory=list)
+    Each budget is converted once, with the model card's bounds, by
+    :func:`medrobust.validation.budget_to_image_units` when the audit is planned
+    (:func:`medrobust.evaluation.cells.resolve_budgets`): ``"2/255"`` is 0.0078 on a [0, 1]
+    card and 32.1 HU on a CT card with bounds [-1024, 3071]; a number is already image units.
+    """
+
+    linf: list[str | float] = Field(default_factory=list)
+    l2: list[str | float] = Field(default_factory=list)
 
     @field_validator("linf", "l2", mode="before")
     @classmethod
-    def _parse(cls, v: Any, info: Any) -> list[float]:
+    def _parse(cls, v: Any, info: Any) -> list[str | float]:
         if v is None:
             return []
         if isinstance(v, (str, int, float)):
             v = [v]
-        out = []
+        out: dict[tuple[bool, float], str | float] = {}
         for item in v:
             eps = parse_number(item, f"budgets.{info.field_name}")
             if not eps > 0:
                 raise ConfigError(f"The 'budgets.{info.field_name}' values must be > 0. Got {item!r}.")
-            out.append(eps)
-        return sorted(set(out))
+            fraction = is_range_fraction(item)
+            out.setdefault((fraction, eps), item.strip() if fraction else eps)
+        return [out[k] for k in sorted(out, key=lambda k: k[1])]
 
 
 class ChecksConfig(_Strict):
@@ -459,7 +455,7 @@ class AuditConfig(_Strict):
 
     # -- helpers ---------------------------------------------------------------------------
     def resolved(self) -> dict[str, Any]:
-        """The config as plain JSON-able data (paths absolute, budgets as floats)."""
+        """The config as plain JSON-able data (paths absolute, budgets as written)."""
         return json.loads(self.model_dump_json())
 
     def fingerprint(self) -> str:
@@ -504,7 +500,14 @@ class AuditConfig(_Strict):
         raise ConfigError(f"no attack labelled {label!r}; labels are {[a.label for a in self.attacks]}")
 
 
-__all__ = ["AuditConfig", "config_from_dict", "load_config", "merge_overrides", "read_config_data"]
+__all__ = [
+    "AuditConfig",
+    "config_from_dict",
+    "eps_label",
+    "load_config",
+    "merge_overrides",
+    "read_config_data",
+]
 
 
 def config_from_dict(data: dict[str, Any], source: str = "audit config") -> AuditConfig:

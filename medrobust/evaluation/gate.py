@@ -5,7 +5,9 @@ Grammar::
     GATE      := ATTACK "@" EPS (":" QUALIFIER)* OP VALUE [":" BOUND]
     ATTACK    := an attack label from the config, "*" (every attack) or "worst" (the
                  per-sample worst case over all attacks of the budget's norm)
-    EPS       := a budget ("2/255", "0.5", "inf" for minimal attacks' unbounded cell) or "*"
+    EPS       := a budget as the config writes it ("2/255" = 2/255 of the card's intensity
+                 range on every card, "0.5" in image units, "inf" for minimal attacks'
+                 unbounded cell) or "*"
     QUALIFIER := METRIC | "metric=" METRIC | "target=" NAME | "threat=" NAME | BOUND
     BOUND     := "lower" | "upper" (test that end of the metric's 95 % interval)
     OP        := ">=" | "<=" | ">" | "<" | "=="
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medrobust.errors import ConfigError
+from medrobust.evaluation.budgets import same_budget
 from medrobust.validation import parse_number
 
 #: Metrics a gate may name (numeric per-cell metrics in results.json ``cells[].metrics``).
@@ -135,10 +138,8 @@ class Gate:
         if self.threat is not None and cell["threat"] != self.threat:
             return False
         if self.eps is not None:
-            eps = math.inf if cell["eps"] is None else float(cell["eps"])  # None: unbounded cell
-            if math.isinf(self.eps) or math.isinf(eps):
-                return math.isinf(self.eps) and math.isinf(eps)
-            return math.isclose(eps, self.eps, rel_tol=1e-6, abs_tol=1e-12)
+            # the budget as written: "2/255" names the 2/255 cells on every card (32.1 HU on CT)
+            return same_budget(cell.get("eps_label"), cell.get("eps"), self.eps)
         return True
 
     def value_of(self, cell: Mapping[str, Any]) -> float | None:

@@ -368,7 +368,7 @@ def run_audit(
             (the one-line message names what changed).
         DataError: a bad file, or images outside the model card's bounds (naming the source).
     """
-    plan: AuditPlan = plan_audit(config)
+    plan: AuditPlan = plan_audit(config)  # names only: the budgets' image units need the card
     gates = [parse_gate(g) for g in config.gates]
     check_gates_match(gates, [c.as_dict() for c in plan.cells])  # before anything is written
     ctx = open_shard_context()
@@ -423,6 +423,8 @@ def _run_audit(
 
     card, samples, targets = ctx.agree(load)
     check_gate_metrics(gates, card.num_classes)  # descriptive metrics refused before any attack
+    # The budgets in image units of the card's bounds: converted here, once, for every rank.
+    plan = plan_audit(config, tuple(float(b) for b in card.bounds))
 
     def open_state() -> AuditState | None:
         if not ctx.is_main:
@@ -579,7 +581,7 @@ def _run_audit(
                 }
                 for a in config.attacks
             ],
-            "budgets": {"linf": config.budgets.linf, "l2": config.budgets.l2},
+            "budgets": {norm: [b.value for b in plan.budgets[norm]] for norm in ("linf", "l2")},
             "cells": cells,
             "flags": [f.to_dict() for f in base_flags],
             "gates": [],

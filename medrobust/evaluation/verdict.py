@@ -123,34 +123,44 @@ def _is_inf(eps: Any) -> bool:
         return str(eps) == "inf"
 
 
-def eps_in_grey_levels(eps: float, norm: str, bounds: Sequence[float]) -> str:
-    """A budget in the units a reader knows: 8-bit grey levels of the card's intensity range.
+def eps_in_grey_levels(eps: float, norm: str, bounds: Sequence[float], unit: str = "") -> str:
+    """A budget in the units a reader knows: image units and 8-bit grey levels of the card's range.
 
-    ``linf`` 2/255 on bounds [0, 1] is "2 of 255 grey levels per pixel"; an L2 budget is
-    spread over the image, so it is given per image in grey-level units.
+    ``linf`` 2/255 on bounds [0, 1] is "2 of 255 grey levels per pixel"; on a CT card it is
+    "32.12 HU per pixel = 2 of 255 grey levels of the range [-1024, 3071] HU"
+    (:func:`medrobust.evaluation.budgets.describe_budget`).
     """
-    low, high = float(bounds[0]), float(bounds[1])
-    levels = eps / (high - low) * 255.0
-    if norm == "linf":
-        return f"{levels:.3g} of 255 grey levels per pixel (range [{low:g}, {high:g}])"
-    return f"L2 norm {levels:.3g} in 8-bit grey levels over the whole image (range [{low:g}, {high:g}])"
+    from medrobust.evaluation.budgets import describe_budget
+
+    return describe_budget(eps, norm, bounds, unit)
 
 
 def threat_model(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The threat-model statement: knowledge per threat, goal, where the perturbation acts, budgets."""
+    """The threat-model statement: knowledge per threat, goal, where the perturbation acts, budgets.
+
+    Each budget is given both ways: ``eps`` in image units of the card's bounds, its label as
+    the config writes it (``2/255`` = 2/255 of the range) and ``grey``, the text for readers.
+    """
+    from medrobust.evaluation.budgets import eps_label, intensity_unit
+
     bounds = results.get("bounds") or [0.0, 1.0]
     preset = results["data"].get("preset")
+    modality = (((results.get("model") or {}).get("card")) or {}).get("modality")
+    unit = intensity_unit(bounds, modality)
+    labels = {
+        (c["norm"], float(c["eps"])): c.get("eps_label")
+        for c in results.get("cells", [])
+        if c.get("eps") is not None and not _is_inf(c["eps"])
+    }
     budgets = []
     for norm in ("linf", "l2"):
         for eps in (results.get("budgets") or {}).get(norm) or []:
-            from medrobust.evaluation.config import eps_label
-
             budgets.append(
                 {
                     "norm": norm,
                     "eps": eps,
-                    "eps_label": eps_label(eps),
-                    "grey": eps_in_grey_levels(eps, norm, bounds),
+                    "eps_label": labels.get((norm, float(eps))) or eps_label(eps),
+                    "grey": eps_in_grey_levels(eps, norm, bounds, unit),
                 }
             )
     return {

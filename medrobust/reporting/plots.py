@@ -41,21 +41,19 @@ def _ci(cell: Mapping[str, Any], metric: str = "robust_accuracy") -> tuple[float
     return (math.nan, math.nan) if not ci else (float(ci[0]), float(ci[1]))
 
 
-def _eps_axis(ax: Any, norm: str, eps_values: list[float]) -> None:
-    """ε ticks at the audited budgets; L∞ budgets in k/255."""
-    from medrobust.evaluation.config import eps_label
-
-    ticks = sorted({0.0, *eps_values})
-    labels = []
-    for e in ticks:
-        k = e * 255.0
-        labels.append(
-            "0"
-            if e == 0
-            else (f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 else eps_label(e))
-        )
-    ax.set_xticks(ticks, labels, fontsize=8)
-    ax.set_xlabel("ε (L∞, in k/255 of the intensity range)" if norm == "linf" else "ε (L2)")
+def _eps_axis(
+    ax: Any, norm: str, labels: Mapping[float, str], bounds: Any = (0.0, 1.0), unit: str = ""
+) -> None:
+    """ε ticks at the audited budgets (image units), labelled as the config writes them ("2/255")."""
+    ticks = sorted({0.0, *labels})
+    ax.set_xticks(ticks, ["0" if e == 0 else labels[e] for e in ticks], fontsize=8)
+    low, high = float(bounds[0]), float(bounds[1])
+    if (low, high) == (0.0, 1.0) and not unit:
+        ax.set_xlabel("ε (L∞, in k/255 of the intensity range)" if norm == "linf" else "ε (L2)")
+        return
+    span = f"[{low:g}, {high:g}]" + (f" {unit}" if unit else "")
+    name = "L∞" if norm == "linf" else "L2"
+    ax.set_xlabel(f"ε ({name}, {unit or 'image units'}; k/255 of the range {span})")
 
 
 def _worst_curve(
@@ -79,6 +77,7 @@ def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bo
     report), each panel also shows the per-sample worst case over all attacks (black), chance
     (1/K, dotted) and, on defended panels, the bare model's worst case (grey dashed).
     """
+    from medrobust.evaluation.budgets import intensity_unit
     from medrobust.evaluation.verdict import ensure_evidence
 
     results = ensure_evidence(results)
@@ -91,7 +90,9 @@ def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bo
     fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows), layout="constrained")
     attacks = list(dict.fromkeys(c["attack"] for c in cells))
     colors = {a: f"C{i % 10}" for i, a in enumerate(attacks)}
-    eps_values = sorted({float(c["eps"]) for c in cells})
+    eps_labels = {float(c["eps"]): c["eps_label"] for c in cells}
+    bounds = results.get("bounds") or (0.0, 1.0)
+    unit = intensity_unit(bounds, (((results.get("model") or {}).get("card")) or {}).get("modality"))
     chance = 1.0 / max(len(results["data"]["class_names"]), 1)
     bare_name = next((t["name"] for t in results["targets"] if t.get("kind") == "classifier"), "bare")
     for i, (target, threat) in enumerate(groups):
@@ -155,7 +156,7 @@ def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bo
                 chance, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{round(1 / chance)})"
             )
         ax.set_title(f"{target} · {threat}", fontsize=10)
-        _eps_axis(ax, norm, eps_values)
+        _eps_axis(ax, norm, eps_labels, bounds, unit)
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)

@@ -30,7 +30,7 @@ def base(tmp_path):
 
 def test_valid_config_parses_fractions_and_defaults(base):
     cfg = config_from_dict(base)
-    assert cfg.budgets.linf == [pytest.approx(2 / 255), 0.03]
+    assert cfg.budgets.linf == ["2/255", 0.03]  # kept as written; converted with the card's bounds
     assert cfg.threats == ["graybox", "adaptive"]
     assert [a.label for a in cfg.attacks] == ["fgsm", "pgd", "deepfool"]
     assert cfg.attacks[2].minimal and not cfg.attacks[1].minimal
@@ -188,3 +188,45 @@ def test_gate_evaluation():
         evaluate_gates([parse_gate("fgsm@2/255>=0.1")], cells)
     with pytest.raises(ConfigError, match="'auroc' under attack cannot be gated"):
         parse_gate("pgd@2/255:auroc>=0.5")  # descriptive under untargeted attacks
+
+
+def test_budgets_convert_once_with_the_card_bounds(base):
+    from medrobust.evaluation.cells import resolve_budgets
+
+    base["budgets"] = {"linf": ["8/255", 2.0, "2/255", 0.03, "2/255"], "l2": ["0.5"]}
+    cfg = config_from_dict(base)
+    assert cfg.budgets.linf == ["2/255", 0.03, "8/255", 2.0] and cfg.budgets.l2 == [0.5]
+    unit = resolve_budgets(cfg, (0.0, 1.0))["linf"]
+    assert [(b.label, b.value) for b in unit] == [
+        ("2/255", pytest.approx(2 / 255)),
+        ("0.03", 0.03),
+        ("8/255", pytest.approx(8 / 255)),
+        ("2", 2.0),
+    ]
+    ct = resolve_budgets(cfg, (-1024.0, 3071.0))["linf"]  # a plain number is HU, never refused as tiny
+    assert [(b.label, b.value) for b in ct] == [
+        ("0.03", 0.03),
+        ("2", 2.0),
+        ("2/255", pytest.approx(2 / 255 * 4095)),
+        ("8/255", pytest.approx(8 / 255 * 4095)),
+    ]
+    plan = plan_audit(cfg, (-1024.0, 3071.0))
+    assert {c.key: c.eps for c in plan.cells}["bare/whitebox/pgd@2/255"] == pytest.approx(32.118, abs=1e-3)
+    assert plan_audit(cfg).cells[0].eps is None  # names only before the card is read
+    # "2/255" and its decimal read alike: one budget on [0, 1], refused where they differ
+    base["budgets"] = {"linf": ["2/255", 2 / 255], "l2": [0.5]}
+    cfg = config_from_dict(base)
+    assert len(resolve_budgets(cfg, (0.0, 1.0))["linf"]) == 1
+    with pytest.raises(ConfigError, match=r"'budgets\.linf' values .* both read 2/255"):
+        resolve_budgets(cfg, (-1024.0, 3071.0))
+
+
+def test_gates_name_budgets_as_written():
+    ct_cell = {"target": "bare", "threat": "whitebox", "attack": "pgd", "eps": 32.12, "eps_label": "2/255"}
+    assert parse_gate("pgd@2/255>=0.5").matches(ct_cell)
+    assert not parse_gate("pgd@32.12>=0.5").matches(ct_cell)
+    assert not parse_gate("pgd@inf>=0.5").matches(ct_cell)
+    unit_cell = {**ct_cell, "eps": 0.25, "eps_label": "0.25"}
+    assert parse_gate("pgd@1/4>=0.5").matches(unit_cell)
+    assert parse_gate("pgd@0.2500001>=0.5").matches(unit_cell)
+    assert parse_gate("pgd@inf>=0.5").matches({**ct_cell, "eps": None, "eps_label": "inf"})
