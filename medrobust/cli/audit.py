@@ -2,7 +2,9 @@
 
 Sharded over processes with ``torchrun --nproc_per_node N -m medrobust audit --config X --out DIR``
 (gloo on CPU, NCCL on CUDA): batches are split over the ranks, results equal a single
-process's, and rank 0 alone writes the run folder and prints the summary.
+process's, and rank 0 alone writes the run folder and prints the summary. No audit option is a
+prefix of a torchrun option (the sample count is ``--samples``/``-n``), so every flag reaches the
+audit through torchrun.
 
 Exit codes: 0 success (all gates pass), 1 a gate failed (a gate on a target with an
 error-level flag fails too), 2 invalid config/gate/input. ``--json`` prints one summary
@@ -14,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
+from medrobust.cli.options import deprecated_samples_option, resolve_samples, samples_option
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -82,7 +86,11 @@ def audit(
         "'none' removes the config's defenses (a folder named none: ./none).",
     ),
     threat: list[str] | None = typer.Option(None, "--threat", help="graybox and/or adaptive (repeatable)."),
-    n: int | None = typer.Option(None, "--n", help="Number of samples."),
+    samples: int | None = samples_option(
+        "Samples audited: a seeded subset of the split (also -n; safe under torchrun).",
+        show_default="the config's n_samples, else 100",
+    ),
+    n_deprecated: int | None = deprecated_samples_option(),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Attack batch size."),
     out: Path = typer.Option(Path("runs/audit"), "--out", "-o", help="Run folder (resumed when it exists)."),
     gate: list[str] | None = typer.Option(
@@ -145,6 +153,7 @@ def audit(
         overrides["defenses"] = _defense_specs(defense)
     if threat:
         overrides["threats"] = _split(threat)
+    n = resolve_samples(samples, n_deprecated, "medrobust audit")
     for key, value in (("n_samples", n), ("batch_size", batch_size), ("device", device), ("seed", seed)):
         if value is not None:
             overrides[key] = value

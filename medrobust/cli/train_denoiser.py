@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from medrobust.cli.options import deprecated_samples_option, resolve_samples, samples_option
+
 
 def _params(items: list[str] | None) -> dict:
     """``["depth=6", "channels=[16,32]"]`` -> ``{"depth": 6, "channels": [16, 32]}`` (YAML scalars)."""
@@ -38,7 +40,8 @@ def denoiser(
         None, "--preset", help="Modality preset for --data (bounds, resizing)."
     ),
     size: int | None = typer.Option(None, "--size", help="Image side in pixels."),
-    n: int | None = typer.Option(None, "--n", help="Number of images to use."),
+    samples: int | None = samples_option("Number of images to use (also -n; safe under torchrun)."),
+    n_deprecated: int | None = deprecated_samples_option(),
     out: Path | None = typer.Option(None, "--out", help="Output folder."),
     config: Path | None = typer.Option(None, "--config", help="YAML config (options override it)."),
     param: list[str] | None = typer.Option(
@@ -74,6 +77,7 @@ def denoiser(
             data_cfg.update(kind="phantom", modality=data.split(":", 1)[1])
         else:
             data_cfg.update(kind="source", path=data)
+    n = resolve_samples(samples, n_deprecated, "medrobust train denoiser")
     for key, value in (("preset", preset), ("size", size), ("n", n)):
         if value is not None:
             data_cfg[key] = value
