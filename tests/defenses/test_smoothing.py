@@ -132,3 +132,54 @@ def test_denoiser_sigma_unit_and_stochastic_forward() -> None:
         smooth(clf, "8/255", create_denoiser("median", in_channels=1))
     with pytest.raises(ConfigError, match="'n0'"):
         g.certify(torch.zeros(1, 1, 8, 8), n0=0)
+
+
+def test_certify_command_writes_radii_and_certified_accuracy(tmp_path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from medrobust.cli.certify import register
+    from medrobust.data import write_phantom
+    from medrobust.models.checkpoint import save_checkpoint
+    from medrobust.models.classifier import build_classifier
+
+    data = write_phantom("chest_xray", 8, 32, "npz", tmp_path / "data", seed=0)
+    torch.manual_seed(0)
+    card = ModelCard(
+        in_channels=1, class_names=["normal", "pneumonia"], spatial_size=(32, 32), modality="chest_xray"
+    )
+    run = save_checkpoint(build_classifier("small_cnn", card, width=4, depth=2).eval(), tmp_path / "clf")
+    noise = create_denoiser("noise-injection", in_channels=1, sigma=0.1, seed=0)
+    from medrobust.defenses import save_denoiser
+
+    save_denoiser(noise, tmp_path / "ni")
+    app = typer.Typer()
+    register(app)
+    app.callback()(lambda: None)
+    out = tmp_path / "certify.json"
+    args = ["certify", "--model", str(run), "--data", str(data), "--defense", str(tmp_path / "ni")]
+    args += [
+        "--sigma",
+        "64/255",
+        "--n",
+        "30",
+        "--n0",
+        "5",
+        "--radii",
+        "0,0.05",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["sigma"] == pytest.approx(64 / 255) and len(doc["samples"]) == 8
+    assert [r["radius"] for r in doc["certified_accuracy"]] == [0.0, 0.05]
+    for s in doc["samples"]:
+        assert s["abstained"] == (s["prediction"] == ABSTAIN) and s["radius"] >= 0.0
+    hits = sum(s["prediction"] == s["label"] and s["radius"] >= 0.05 for s in doc["samples"])
+    assert doc["certified_accuracy"][1]["certified"] == hits
