@@ -31,8 +31,9 @@ def certify(
     sigma: str = typer.Option(
         "0.25", "--sigma", help="Noise std in image units, or k/255 of the card's range."
     ),
-    n: int = typer.Option(1000, "--n", help="Estimation noise samples per image."),
-    n0: int = typer.Option(100, "--n0", help="Selection noise samples per image."),
+    # Not "--n": a prefix of torchrun's --nnodes/--nproc-per-node (see the audit's --samples).
+    n: int = typer.Option(1000, "--noise-samples", help="Estimation noise samples per image (CERTIFY's n)."),
+    n0: int = typer.Option(100, "--n0", help="Selection noise samples per image (CERTIFY's n0)."),
     alpha: float = typer.Option(0.001, "--alpha", help="Failure probability of each certificate."),
     radii: str = typer.Option(
         "0,0.25,0.5", "--radii", help="L2 radii for certified accuracy (image units or k/255)."

@@ -163,7 +163,7 @@ def test_certify_command_writes_radii_and_certified_accuracy(tmp_path) -> None:
     args += [
         "--sigma",
         "64/255",
-        "--n",
+        "--noise-samples",
         "30",
         "--n0",
         "5",
