@@ -14,6 +14,13 @@ def defense(
     classifier: Path | None = typer.Option(None, "--classifier", help="Classifier run folder."),
     data: str | None = typer.Option(None, "--data", help="Data source (default: the classifier's)."),
     kind: str | None = typer.Option(None, "--kind", help="siamese-dae (default), dae, magnet or hgd."),
+    adversary: str | None = typer.Option(
+        None,
+        "--adversary",
+        help="Who the training twins attack: adaptive (PGD through the current denoiser and the "
+        "classifier, every batch; default for siamese-dae) or graybox (the bare classifier; default "
+        "for magnet and hgd).",
+    ),
     out: Path | None = typer.Option(None, "--out", help="Output folder."),
     config: Path | None = typer.Option(None, "--config", help="YAML config (options override it)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
@@ -35,6 +42,8 @@ def defense(
     """Train a denoising defense in front of a frozen classifier and write a checkpoint folder.
 
     A checkpoint is written every epoch (OUT/checkpoint/last.pt); --resume continues an interrupted run.
+    The training adversary (adaptive or gray-box, its attacks and budgets) is recorded in
+    OUT/denoiser.json, OUT/summary.json and the notes of OUT/card.json.
     """
     import csv
 
@@ -45,6 +54,7 @@ def defense(
         "classifier": None if classifier is None else str(classifier),
         "data": data,
         "kind": kind,
+        "adversary": adversary,
         "out": None if out is None else str(out),
         "epochs": epochs,
         "arch": arch,
@@ -70,10 +80,12 @@ def defense(
         rows = list(csv.DictReader(metrics.read_text(encoding="utf-8").splitlines()))
         if rows:
             last = rows[-1]
+            adaptive = last.get("val_adaptive_acc")
             typer.echo(
                 f"epoch {last['epoch']}: loss {float(last['loss']):.4g}, "
                 f"val clean accuracy {float(last['val_clean_acc']):.4f}, "
-                f"val adversarial accuracy {float(last['val_adv_acc']):.4f}"
+                f"val adversarial accuracy {float(last['val_adv_acc']):.4f} (gray-box)"
+                + (f", {float(adaptive):.4f} (adaptive)" if adaptive else "")
             )
 
 

@@ -1,4 +1,14 @@
-"""Crafting the adversarial twins used to train defenses (an attack mix at random budgets)."""
+"""Crafting the adversarial twins used to train defenses (an attack mix at random budgets).
+
+Two adversaries (``TrainDefenseConfig.adversary``):
+
+* ``graybox`` – the twins are crafted against the bare frozen classifier ``f`` (:func:`craft`);
+  the denoiser never sees an attack aimed at itself.
+* ``adaptive`` – the twins are crafted end to end against ``f∘D`` with the *current* denoiser
+  ``D`` (:func:`craft_adaptive`), regenerated every batch, so ``D`` is trained on the attacks
+  an adaptive attacker would run against the deployed pipeline (adversarial training of the
+  denoiser, Madry et al. 2018, with the classifier frozen).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +30,8 @@ from medrobust.validation import (
 
 #: Attacks usable in a training mix (L-infinity, cheap, deterministic given a seed).
 MIX_ATTACKS = ("fgsm", "pgd")
+#: Who the training twins are crafted against: the bare classifier or the current ``f∘D``.
+ADVERSARIES = ("adaptive", "graybox")
 
 
 class AttackMixItem(BaseModel):
@@ -77,6 +89,16 @@ def default_mix() -> list[AttackMixItem]:
     ]
 
 
+def default_adaptive_mix() -> list[AttackMixItem]:
+    """2-step PGD (random start, step 1.25 ε) at 8/255 of the intensity range, through ``f∘D``.
+
+    Few steps with a large step size keep the adaptive training cost near the gray-box one
+    (each step is a forward and an input-gradient backward through the denoiser and the
+    classifier); the fixed budget is the largest one the audit asks a defense to survive.
+    """
+    return [AttackMixItem(name="pgd", eps=("8/255", "8/255"), steps=2)]
+
+
 def craft(
     classifier: nn.Module,
     x: torch.Tensor,
@@ -84,16 +106,20 @@ def craft(
     mix: Sequence[AttackMixItem],
     rng: np.random.Generator,
     bounds: tuple[float, float],
+    *,
+    fuse_bn: bool = True,
 ) -> torch.Tensor:
     """Adversarial twins of ``x`` against ``classifier`` with one attack and budget drawn from ``mix``.
 
     Args:
-        classifier: The frozen target classifier (attacks restore its modes).
+        classifier: The frozen target (attacks restore its modes); any module returning logits.
         x: Clean images in ``bounds``.
         y: Labels.
         mix: The attack mix.
         rng: NumPy generator choosing the attack, the budget and the attack's seed.
         bounds: Intensity interval ("k/255" budgets are k/255 of its width).
+        fuse_bn: Let the attack query a BatchNorm-folded copy (worth it only for a target whose
+            weights stay fixed between calls; the copy is rebuilt whenever they change).
 
     Returns:
         Detached adversarial images, same shape as ``x``.
@@ -104,7 +130,86 @@ def craft(
     item = mix[int(rng.choice(len(mix), p=weights / weights.sum()))]
     lo, hi = (budget_to_image_units(e, bounds, "eps", "the attack mix") for e in item.eps)
     eps = float(rng.uniform(lo, hi))
-    params: dict[str, Any] = {"eps": eps, "bounds": bounds, "seed": int(rng.integers(0, 2**31 - 1))}
+    params: dict[str, Any] = {
+        "eps": eps,
+        "bounds": bounds,
+        "seed": int(rng.integers(0, 2**31 - 1)),
+        "fuse_bn": fuse_bn,
+    }
     if item.name == "pgd":
         params["steps"] = item.steps
     return create_attack(item.name, classifier, **params)(x, y).adv.detach()
+
+
+def craft_adaptive(
+    denoiser: nn.Module,
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mix: Sequence[AttackMixItem],
+    rng: np.random.Generator,
+    bounds: tuple[float, float],
+) -> torch.Tensor:
+    """Adversarial twins of ``x`` crafted end to end through the current denoiser: ``f(D(x'))``.
+
+    The attack differentiates through ``D`` and ``f`` with both in eval mode (their modes are
+    restored afterwards) and their parameters frozen for the attack only, so crafting adds no
+    weight gradients; the returned images are detached, and the training step that follows
+    sends the loss gradients of the adversarial branch into ``D``'s parameters. ``D`` changes
+    every batch, so no BatchNorm-folded copy is built.
+
+    Args:
+        denoiser: The denoiser being trained (a :class:`~medrobust.defenses.denoisers.base.Denoiser`).
+        classifier: The frozen classifier (with a model card).
+        x: Clean images in ``bounds``.
+        y: Labels.
+        mix: The adaptive attack mix (:func:`default_adaptive_mix`).
+        rng: NumPy generator choosing the attack, the budget and the attack's seed.
+        bounds: Intensity interval.
+
+    Returns:
+        Detached adversarial images, same shape as ``x``.
+    """
+    from medrobust.defenses.defended import defend
+
+    return craft(defend(classifier, denoiser), x, y, mix, rng, bounds, fuse_bn=False)
+
+
+def adversary_record(
+    adversary: str, mix: Sequence[AttackMixItem], bounds: tuple[float, float]
+) -> dict[str, Any]:
+    """The training adversary as plain values (for ``denoiser.json``, ``summary.json`` and the card notes).
+
+    Returns:
+        ``{"adversary", "target", "attacks": [{"name", "eps" (as written), "eps_image_units",
+        "steps"}]}``; ``steps`` is None for FGSM.
+    """
+    target = (
+        "f∘D (current denoiser, regenerated every batch)"
+        if adversary == "adaptive"
+        else "f (bare classifier)"
+    )
+    return {
+        "adversary": adversary,
+        "target": target,
+        "attacks": [
+            {
+                "name": m.name,
+                "eps": list(m.eps),
+                "eps_image_units": [budget_to_image_units(e, bounds, "eps", "the attack mix") for e in m.eps],
+                "steps": m.steps if m.name == "pgd" else None,
+                "weight": m.weight,
+            }
+            for m in mix
+        ],
+    }
+
+
+def describe_adversary(record: dict[str, Any]) -> str:
+    """One line for the card notes: ``"Trained against an adaptive adversary (PGD-2 at 8/255 ...)."``."""
+    parts = []
+    for a in record["attacks"]:
+        lo, hi = a["eps"]
+        budget = f"{lo}" if lo == hi else f"[{lo}, {hi}]"
+        parts.append(f"{a['name'].upper()}{'-' + str(a['steps']) if a['steps'] else ''} at eps {budget}")
+    return f"Training adversary: {record['adversary']} ({', '.join(parts)} against {record['target']})."

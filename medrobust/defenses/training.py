@@ -1,16 +1,28 @@
 """Training denoising defenses: ``TrainDefenseConfig`` + ``train_defense`` (Siamese-DAE and baselines).
 
 A defense is trained in front of a *frozen* classifier ``f`` (a medrobust run folder).
-Each batch pairs clean images ``x`` with adversarial twins ``x'`` crafted against ``f``
-by an attack mix at random budgets (on the fly, or once per epoch), and the objective
-of the chosen ``kind`` (``medrobust.defenses.objectives``) is minimised over the
-denoiser's weights only.
+Each batch pairs clean images ``x`` with adversarial twins ``x'`` and the objective of the
+chosen ``kind`` (``medrobust.defenses.objectives``) is minimised over the denoiser's weights
+only. The twins come from one of two adversaries (``adversary``):
+
+* ``adaptive`` (the default for ``siamese-dae``): PGD through the *current* denoiser and the
+  frozen classifier, ``f∘D`` end to end, regenerated every batch (``adaptive_attacks``,
+  default 2-step PGD at 8/255). The denoiser is trained on the attacks an adaptive attacker
+  runs against the deployed pipeline; a denoiser trained only on gray-box twins falls to
+  near 0 % under them (docs/siamese_dae.md).
+* ``graybox`` (the default for ``magnet`` and ``hgd``): an attack mix at random budgets
+  against the bare ``f`` (``attacks``; on the fly, or once per epoch); ``D`` never sees an
+  attack aimed at itself.
+
+The adversary, its attacks and budgets are recorded in ``denoiser.json`` (``training.adversary``),
+``summary.json`` and the notes of the saved ``card.json``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +33,15 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from medrobust.defenses.adversarial import AttackMixItem, craft, default_mix
+from medrobust.defenses.adversarial import (
+    AttackMixItem,
+    adversary_record,
+    craft,
+    craft_adaptive,
+    default_adaptive_mix,
+    default_mix,
+    describe_adversary,
+)
 from medrobust.errors import ConfigError
 from medrobust.run.config import ConfigModel
 from medrobust.run.loop import EpochContext, EpochEnd, Evaluation, LoopSettings, StepOutput, TrainingLoop
@@ -32,6 +52,9 @@ log = get_logger("defenses.training")
 
 ABLATABLE = ("rec", "siam", "cls")
 SUMMARY_NAME = "summary.json"
+#: Kinds trained against the adaptive adversary unless ``adversary`` says otherwise. The HGD- and
+#: MagNet-style baselines stay gray-box by default, as published.
+ADAPTIVE_BY_DEFAULT = ("siamese-dae",)
 
 
 class TrainDefenseConfig(ConfigModel):
@@ -57,11 +80,20 @@ class TrainDefenseConfig(ConfigModel):
         weight_decay: Adam weight decay.
         seed: Seed of initialisation, shuffling, noise and the attack mix.
         device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
-        attacks: The attack mix crafting ``x'`` (FGSM/PGD, budget ranges bounds-relative).
+        adversary: "adaptive" (twins crafted every batch through the current ``f∘D`` with
+            ``adaptive_attacks``) or "graybox" (twins crafted against the bare ``f`` with
+            ``attacks``); None: adaptive for ``siamese-dae``, gray-box for the other kinds.
+            Kinds that train on Gaussian noise (``dae``) take no adversary.
+        attacks: The gray-box attack mix crafting ``x'`` against ``f`` (FGSM/PGD, budget ranges
+            in the one unit of ε).
+        adaptive_attacks: The adaptive attack mix crafting ``x'`` through ``f∘D`` (default
+            2-step PGD, random start, step 1.25 ε, at 8/255).
         crafting: "on_the_fly" (fresh twins every batch) or "per_epoch" (all twins crafted at
-            the start of each epoch; same cost, less variance within an epoch).
+            the start of each epoch; same cost, less variance within an epoch; gray-box only).
         val_attack: Attack for the per-epoch adversarial accuracy (crafted once on ``f``);
-            default: 10-step PGD at the largest budget of the mix.
+            default: 10-step PGD at the largest budget of the gray-box mix. With the adaptive
+            adversary the same attack is also run through the current ``f∘D`` every epoch
+            (``val_adaptive_acc``).
         w_rec: Weight of the reconstruction term (None: the kind's default).
         w_siam: Weight of the Siamese agreement term (None: default).
         w_cls: Weight of the classification term (None: default).
@@ -97,7 +129,9 @@ class TrainDefenseConfig(ConfigModel):
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0)
     device: str = "auto"
+    adversary: Literal["adaptive", "graybox"] | None = None
     attacks: list[AttackMixItem] = Field(default_factory=default_mix, min_length=1)
+    adaptive_attacks: list[AttackMixItem] = Field(default_factory=default_adaptive_mix, min_length=1)
     crafting: Literal["on_the_fly", "per_epoch"] = "on_the_fly"
     val_attack: AttackMixItem | None = None
     w_rec: float | None = Field(None, ge=0)
@@ -152,7 +186,36 @@ class TrainDefenseConfig(ConfigModel):
                 f"its terms are {list(objective.terms)}."
             )
         self.resolved_weights()  # at least one active term
+        if self.adversary is not None and not objective.needs_adversarial:
+            raise ValueError(
+                f"The 'adversary' parameter (--adversary) applies to kinds trained on adversarial twins "
+                f"(siamese-dae, magnet, hgd); kind {self.kind!r} trains on Gaussian noise. Got "
+                f"{self.adversary!r}."
+            )
+        if self.resolved_adversary() == "adaptive" and self.crafting == "per_epoch":
+            raise ValueError(
+                "The 'crafting' parameter must be 'on_the_fly' with the adaptive adversary (its twins are "
+                "recomputed through the current denoiser every batch); use adversary: graybox for "
+                "per-epoch crafting. Got 'per_epoch'."
+            )
         return self
+
+    def resolved_adversary(self) -> str | None:
+        """``adversary`` with its default filled in: None for kinds without adversarial twins."""
+        from medrobust.defenses.objectives import DEFENSE_KINDS
+
+        if not DEFENSE_KINDS.get(self.kind).needs_adversarial:
+            return None
+        if self.adversary is not None:
+            return self.adversary
+        return "adaptive" if self.kind in ADAPTIVE_BY_DEFAULT else "graybox"
+
+    def adversary_mix(self) -> list[AttackMixItem]:
+        """The attack mix of the resolved adversary (empty without one)."""
+        adversary = self.resolved_adversary()
+        if adversary is None:
+            return []
+        return list(self.adaptive_attacks if adversary == "adaptive" else self.attacks)
 
     def resolved_weights(self) -> dict[str, float]:
         """Weight of each active term of ``kind`` (ablated and zero-weight terms left out)."""
@@ -209,11 +272,18 @@ def _craft_all(
     rng: np.random.Generator,
     bounds: tuple[float, float],
     batch_size: int,
+    fuse_bn: bool = True,
 ) -> torch.Tensor:
     out = torch.empty_like(images)
     for i in range(0, images.shape[0], batch_size):
         out[i : i + batch_size] = craft(
-            classifier, images[i : i + batch_size], labels[i : i + batch_size], mix, rng, bounds
+            classifier,
+            images[i : i + batch_size],
+            labels[i : i + batch_size],
+            mix,
+            rng,
+            bounds,
+            fuse_bn=fuse_bn,
         )
     return out
 
@@ -302,6 +372,7 @@ def fit_denoiser(
         ``summary.json`` (final validation accuracies and the chance check).
     """
     from medrobust.defenses.checkpoint import save_denoiser
+    from medrobust.defenses.defended import defend
     from medrobust.defenses.denoisers import create_denoiser
     from medrobust.defenses.objectives import DEFENSE_KINDS, Batch
     from medrobust.models.training import chance_record
@@ -377,7 +448,10 @@ def fit_denoiser(
         "val_clean_acc": _accuracy(classifier, x_val, y_val, config.batch_size),
         "val_adv_acc": _accuracy(classifier, x_val_adv, y_val, config.batch_size),
     }
-    defended = nn.Sequential(denoiser, classifier)
+    defended = defend(classifier, denoiser)
+    adversary = config.resolved_adversary()
+    mix = config.adversary_mix()
+    adversary_info = adversary_record(adversary, mix, bounds) if adversary is not None else None
 
     resolved = config.model_copy(
         update={
@@ -386,17 +460,19 @@ def fit_denoiser(
             "w_cls": weights.get("cls", 0.0 if "cls" in objective_cls.terms else None),
             "device": str(device),
             "val_attack": val_item,
+            "adversary": adversary,
             "spatial_size": tuple(int(s) for s in train_images.shape[-2:]),
         }
     )
     n = x_train.shape[0]
-    epoch_adv: dict[str, torch.Tensor | None] = {"cache": None}
+    epoch_adv: dict[str, Any] = {"cache": None, "start": 0.0}
 
     def batches(ctx: EpochContext) -> list[torch.Tensor]:
+        epoch_adv["start"] = time.perf_counter()
         epoch_adv["cache"] = None
-        if objective_cls.needs_adversarial and config.crafting == "per_epoch":
+        if adversary == "graybox" and config.crafting == "per_epoch":
             epoch_adv["cache"] = _craft_all(
-                classifier, x_train, y_train, config.attacks, ctx.rng, bounds, config.batch_size
+                classifier, x_train, y_train, mix, ctx.rng, bounds, config.batch_size
             )
         perm = torch.randperm(n, generator=ctx.generator).to(device)
         return [perm[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
@@ -404,22 +480,37 @@ def fit_denoiser(
     def step(idx: torch.Tensor, ctx: EpochContext) -> StepOutput:
         x, y = x_train[idx], y_train[idx]
         x_adv = None
-        if objective_cls.needs_adversarial:
+        if adversary == "adaptive":
+            # Recomputed through the denoiser as it is now; the gradients of the adversarial
+            # branch reach D's parameters through the objective below.
+            x_adv = craft_adaptive(denoiser, classifier, x, y, mix, ctx.rng, bounds)
+        elif adversary == "graybox":
             cache = epoch_adv["cache"]
-            x_adv = (
-                cache[idx] if cache is not None else craft(classifier, x, y, config.attacks, ctx.rng, bounds)
-            )
+            x_adv = cache[idx] if cache is not None else craft(classifier, x, y, mix, ctx.rng, bounds)
         terms = objective.losses(denoiser, classifier, Batch(x=x, y=y, x_adv=x_adv, generator=ctx.generator))
         values = {name: float(value.detach()) for name, value in terms.items()}
         return StepOutput(loss=objective.total(terms), n=int(x.shape[0]), values=values)
 
     def evaluate(ctx: EpochContext, train: dict[str, float]) -> Evaluation:
+        train_seconds = time.perf_counter() - epoch_adv["start"]
         denoiser.eval()
         row = {
             **train,
             "val_clean_acc": _accuracy(defended, x_val, y_val, config.batch_size),
             "val_adv_acc": _accuracy(defended, x_val_adv, y_val, config.batch_size),
         }
+        if adversary == "adaptive":
+            # The validation attack through the current f∘D (same seeds every epoch).
+            x_val_adaptive = (
+                _craft_all(
+                    defended, x_val, y_val, [val_item], numpy_rng(config.seed + 2), bounds,
+                    config.batch_size, fuse_bn=False,
+                )
+                if len(x_val)
+                else x_val
+            )  # fmt: skip
+            row["val_adaptive_acc"] = _accuracy(defended, x_val_adaptive, y_val, config.batch_size)
+        row["train_seconds"] = round(train_seconds, 3)
         return Evaluation(row=row)
 
     try:
@@ -441,16 +532,20 @@ def fit_denoiser(
                     y_val.cpu().numpy(), preds.numpy(), card.num_classes, f"{config.kind} defense validation"
                 )
             denoiser = denoiser.to("cpu", memory_format=torch.contiguous_format).eval()
+            notes = [f"Denoiser trained by medrobust train defense (kind {config.kind}, seed {config.seed})."]
+            if adversary_info is not None:
+                notes.append(describe_adversary(adversary_info))
             save_denoiser(
                 denoiser,
                 out,
                 config=resolved,
-                card=card,
+                card=card.model_copy(update={"notes": [*card.notes, *notes]}),
                 extra={
                     "training": {
                         "kind": config.kind,
                         "weights": weights,
                         "epochs": config.epochs,
+                        "adversary": adversary_info,
                         "undefended": undefended,
                         "final": rows[-1] if rows else None,
                     }
@@ -465,6 +560,8 @@ def fit_denoiser(
                     "seconds_per_epoch": float(np.mean(result.epoch_seconds))
                     if result.epoch_seconds
                     else None,
+                    "train_seconds": float(sum(r.get("train_seconds", 0.0) for r in rows)),
+                    "adversary": adversary_info,
                     "final": rows[-1] if rows else None,
                     "undefended": undefended,
                     "chance": chance,

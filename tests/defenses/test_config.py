@@ -62,3 +62,23 @@ def test_yaml_round_trip(tmp_path) -> None:
         TrainDefenseConfig.from_yaml(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="not found"):
         TrainDefenseConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_adversary_defaults_and_refusals() -> None:
+    assert _cfg().resolved_adversary() == "adaptive"  # the Siamese-DAE trains against f∘D by default
+    assert [i.name for i in _cfg().adversary_mix()] == ["pgd"]
+    assert _cfg(adversary="graybox").adversary_mix() == _cfg().attacks
+    assert _cfg(kind="hgd").resolved_adversary() == "graybox"
+    assert _cfg(kind="magnet", adversary="adaptive").resolved_adversary() == "adaptive"
+    assert _cfg(kind="dae").resolved_adversary() is None and _cfg(kind="dae").adversary_mix() == []
+    cfg = _cfg(adaptive_attacks=[{"name": "pgd", "eps": "4/255", "steps": 1}])
+    assert cfg.adversary_mix()[0].eps == ("4/255", "4/255") and cfg.adversary_mix()[0].steps == 1
+    with pytest.raises(
+        ConfigError, match=r"'adversary' parameter \(--adversary\).*kind 'dae'.*Got 'graybox'"
+    ):
+        _cfg(kind="dae", adversary="graybox")
+    with pytest.raises(ConfigError, match="'crafting' parameter must be 'on_the_fly' with the adaptive"):
+        _cfg(crafting="per_epoch")
+    assert _cfg(crafting="per_epoch", adversary="graybox").crafting == "per_epoch"
+    with pytest.raises(ConfigError, match="adversary"):
+        _cfg(adversary="whitebox")

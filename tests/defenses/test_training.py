@@ -86,6 +86,23 @@ def test_siamese_dae_training_lowers_loss_and_round_trips(tmp_path, phantom_run)
         assert (res.out / name).is_file(), name
     resolved = yaml.safe_load((res.out / "config.yaml").read_text())
     assert resolved["w_rec"] == 1.0 and resolved["attacks"][0]["eps"][0] == "2/255"
+    # The Siamese-DAE trains against the adaptive adversary by default, and says so.
+    assert resolved["adversary"] == "adaptive" and "val_adaptive_acc" in rows[0]
+    spec = json.loads((res.out / "denoiser.json").read_text())
+    adversary = spec["training"]["adversary"]
+    assert adversary["adversary"] == "adaptive" and adversary["target"].startswith("f∘D")
+    assert adversary["attacks"] == [
+        {
+            "name": "pgd",
+            "eps": ["8/255", "8/255"],
+            "eps_image_units": [8 / 255, 8 / 255],
+            "steps": 2,
+            "weight": 1.0,
+        }
+    ]
+    assert json.loads((res.out / "summary.json").read_text())["adversary"] == adversary
+    notes = json.loads((res.out / "card.json").read_text())["notes"]
+    assert any(n.startswith("Training adversary: adaptive (PGD-2 at eps 8/255 against f∘D") for n in notes)
     again = load_denoiser(res.out)
     with torch.no_grad():
         torch.testing.assert_close(again(x), res.denoiser(x), rtol=0, atol=0)
@@ -102,6 +119,7 @@ def test_train_defense_reads_classifier_run_and_ablation(tmp_path, phantom_run) 
             "epochs": 1,
             "batch_size": 16,
             "limit": 32,
+            "adversary": "graybox",
             "crafting": "per_epoch",
             "attacks": [{"name": "fgsm", "eps": ["2/255", "4/255"]}],
             "out": str(tmp_path / "abl"),
@@ -161,6 +179,10 @@ def test_baselines_train(tmp_path, phantom_run, kind) -> None:
     }
     res = fit_denoiser(cfg, clf, x[:16], y[:16], x[16:], y[16:])
     row = res.metrics[0]
+    # The published baselines keep gray-box twins by default; the plain DAE has no adversary.
+    spec = json.loads((res.out / "denoiser.json").read_text())["training"]["adversary"]
+    assert (spec or {}).get("adversary") == {"dae": None, "magnet": "graybox", "hgd": "graybox"}[kind]
+    assert "val_adaptive_acc" not in row
     expected = {"dae": {"rec"}, "magnet": {"rec"}, "hgd": {"cls"}}[kind]
     assert expected == {k for k in row if k in ("rec", "siam", "cls")}
     assert row["loss"] > 0
@@ -199,6 +221,81 @@ def test_siamese_terms_vanish_for_identical_pairs() -> None:
     assert terms["siam"].item() > 0
     terms["siam"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+
+
+# --------------------------------------------------------------------------- the adaptive adversary
+
+
+def _tiny_pair(seed: int = 0):
+    from medrobust.models import ModelCard, build_classifier
+
+    torch.manual_seed(seed)
+    clf = build_classifier(
+        "small_cnn", ModelCard(in_channels=1, class_names=["a", "b"]), width=4, depth=2
+    ).eval()
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    return clf, create_denoiser("dae", width=4, depth=1)
+
+
+def test_adaptive_twins_are_recomputed_through_the_denoiser_as_it_trains() -> None:
+    import numpy as np
+
+    from medrobust.defenses.adversarial import craft, craft_adaptive, default_adaptive_mix
+
+    clf, den = _tiny_pair()
+    x, y = _phantom_tensors(8)
+    mix, bounds = default_adaptive_mix(), (0.0, 1.0)
+
+    def twins(adaptive: bool) -> torch.Tensor:
+        rng = np.random.default_rng(0)  # same attack seed every time: only D can change the result
+        return (
+            craft_adaptive(den, clf, x, y, mix, rng, bounds)
+            if adaptive
+            else craft(clf, x, y, mix, rng, bounds)
+        )
+
+    before, gray_before = twins(True), twins(False)
+    torch.testing.assert_close(twins(True), before, rtol=0, atol=0)  # deterministic given D and the seed
+    den.train()
+    opt = torch.optim.Adam(den.parameters(), lr=1e-2)
+    for _ in range(3):  # a few training steps change D
+        opt.zero_grad()
+        ((den(x) - x) ** 2).mean().backward()
+        opt.step()
+    after, gray_after = twins(True), twins(False)
+    assert den.training  # the attack ran D in eval mode and restored its mode
+    assert (after - before).abs().max() > 1e-3  # recomputed through the new D
+    torch.testing.assert_close(gray_after, gray_before, rtol=0, atol=0)  # gray-box twins ignore D
+    assert (after - x).abs().max() <= 8 / 255 + 1e-6 and after.min() >= 0 and after.max() <= 1
+
+
+def test_adaptive_attack_and_classifier_loss_send_gradients_through_the_denoiser() -> None:
+    import numpy as np
+
+    from medrobust.defenses.adversarial import craft_adaptive, default_adaptive_mix
+    from medrobust.defenses.objectives.siamese import consistency
+
+    clf, den = _tiny_pair(1)
+    x, y = _phantom_tensors(8)
+    # The attack differentiates through D: its input reaches D with gradients switched on.
+    seen: list[bool] = []
+    hook = den.register_forward_pre_hook(lambda m, args: seen.append(args[0].requires_grad))
+    try:
+        x_adv = craft_adaptive(den, clf, x, y, default_adaptive_mix(), np.random.default_rng(0), (0.0, 1.0))
+    finally:
+        hook.remove()
+    assert seen.count(True) == 2  # one per PGD step (the success check runs without gradients)
+    assert not x_adv.requires_grad and all(p.grad is None for p in den.parameters())  # no weight grads
+    # The classification-consistency loss of the adversarial branch reaches D's input and weights.
+    x_adv = x_adv.clone().requires_grad_(True)
+    with torch.no_grad():
+        clean_logits = clf(x)
+    consistency(clean_logits, clf(den(x_adv)), y, "kl").backward()
+    assert x_adv.grad is not None and x_adv.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in den.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in den.parameters()) > 0
+    assert all(p.grad is None for p in clf.parameters())  # the classifier stays frozen
 
 
 # --------------------------------------------------------------------------- the one training loop
@@ -261,7 +358,7 @@ def test_siamese_dae_killed_after_epoch_2_resumes_to_the_same_weights(tmp_path, 
     a, b = straight.denoiser.state_dict(), resumed.denoiser.state_dict()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]  # noqa: E731
     assert drop(straight.metrics) == drop(resumed.metrics) and len(resumed.metrics) == 4
     assert not (resumed.out / "checkpoint").exists()
 
