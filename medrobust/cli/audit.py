@@ -55,9 +55,24 @@ def _defense_specs(values: list[str]) -> list[dict]:
 def audit(
     config: Path | None = typer.Option(None, "--config", "-c", help="Audit YAML (pipelines/*.yaml)."),
     model: Path | None = typer.Option(
-        None, "--model", help="Classifier run folder, ONNX or TorchScript file."
+        None,
+        "--model",
+        help="Classifier: run folder, ONNX / TorchScript / .pt2 / state-dict file, MONAI bundle folder, "
+        "or torchvision:NAME / timm:NAME (with --weights).",
     ),
-    card: Path | None = typer.Option(None, "--card", help="card.json for ONNX/TorchScript models."),
+    card: Path | None = typer.Option(None, "--card", help="card.json for imported models."),
+    weights: Path | None = typer.Option(
+        None,
+        "--weights",
+        help="Local weights (safetensors or a state dict) for torchvision:NAME / timm:NAME models; "
+        "nothing is downloaded.",
+    ),
+    model_format: str | None = typer.Option(
+        None,
+        "--model-format",
+        help="Read the --model file as safetensors, state_dict, torchscript, pt2 or onnx whatever its "
+        "suffix (from the suffix when omitted; TorchScript is never inferred from .pt/.pth/.bin/.ckpt).",
+    ),
     data: str | None = typer.Option(
         None,
         "--data",
@@ -123,8 +138,9 @@ def audit(
     from medrobust.evaluation.config import config_from_dict, merge_overrides, read_config_data
 
     overrides: dict = {}
-    if model is not None or card is not None:
-        overrides["model"] = {k: str(v) for k, v in (("path", model), ("card", card)) if v is not None}
+    model_flags = (("path", model), ("card", card), ("weights", weights), ("format", model_format))
+    if any(v is not None for _, v in model_flags):
+        overrides["model"] = {k: str(v) for k, v in model_flags if v is not None}
     data_over: dict = {}
     if data is not None:
         if data.strip().lower().startswith("phantom:"):
@@ -166,7 +182,8 @@ def audit(
         if replaces_source and isinstance(base.get("data"), dict):
             base["data"] = {k: v for k, v in base["data"].items() if k not in ("source", "phantom")}
         if model is not None and isinstance(base.get("model"), dict):
-            base["model"] = {k: v for k, v in base["model"].items() if k != "card"}  # --card re-adds it
+            # card, weights and format belong to the replaced model (--card/--weights/--model-format re-add)
+            base["model"] = {k: v for k, v in base["model"].items() if k not in ("card", "weights", "format")}
         merged = merge_overrides(base, overrides)
         merged["gates"] = list(base.get("gates") or []) + list(gate or [])
         cfg = config_from_dict(merged, str(config))

@@ -138,8 +138,32 @@ def audited_data_summary(samples: Any, labels: np.ndarray, class_names: Sequence
     return out
 
 
+#: How each import format turns a file into a torch module (the report's "converted with").
+#: ``None``: nothing is converted (medrobust run folders and plain state dicts load into a
+#: registered architecture).
+CONVERTERS: dict[str, str | None] = {
+    "medrobust": None,
+    "state_dict": None,
+    "onnx": "onnx2torch",
+    "torchscript": "torch.jit.load",
+    "pt2": "torch.export.load",
+    "torchvision": "torchvision.models builder (weights=None) + local weights",
+    "timm": "timm.create_model (pretrained=False) + local weights",
+    "monai_bundle": "MONAI network_def from configs/inference.json (no expressions run) + models/model.pt",
+    "module": "the live nn.Module as given (no conversion)",
+}
+#: MONAI bundles read from their TorchScript ``models/model.ts`` instead of ``network_def``.
+BUNDLE_TORCHSCRIPT = "torch.jit.load of the bundle's models/model.ts"
+
+
 def import_summary(model: Any, card: Any) -> dict[str, Any]:
-    """How the model was loaded: format, converter and its check, input layout, output wrapping."""
+    """How the model was loaded: format, converter and its check, input layout, output wrapping.
+
+    ``converter`` names what turned the file into a torch module for every format
+    :func:`medrobust.models.load_model` reads (:data:`CONVERTERS`); ``source`` names the
+    weights file, network or module class the format records; ``channels`` says when grey
+    images are repeated inside the model (card ``channels: replicate``).
+    """
     info = dict(getattr(model, "import_info", {}) or {})
     fmt = info.get("format", "medrobust")
     outputs = getattr(card, "outputs", "logits")
@@ -148,9 +172,25 @@ def import_summary(model: Any, card: Any) -> dict[str, Any]:
         "probabilities": "probabilities → clamped log-probabilities used as logits",
         "log_probabilities": "log-probabilities used as logits",
     }.get(outputs, str(outputs))
+    converter = CONVERTERS.get(fmt)
+    source = None
+    if fmt in ("torchvision", "timm"):
+        source = f"{fmt}:{info.get('name')} with weights {info.get('weights')}"
+    elif fmt == "monai_bundle":
+        network = info.get("network")
+        if network == "torchscript":
+            converter = BUNDLE_TORCHSCRIPT
+        source = f"network {network}"
+    elif fmt == "module":
+        source = f"class {info.get('class')}"
+    channels = None
+    if getattr(card, "channels", "as_is") == "replicate":
+        n = getattr(card, "model_channels", None)
+        channels = f"grey images repeated to {n} channels inside the model"
     out: dict[str, Any] = {
         "format": fmt,
-        "converter": {"onnx": "onnx2torch", "torchscript": "torch.jit.load"}.get(fmt),
+        "converter": converter,
+        "source": source,
         "reference": "onnxruntime" if fmt == "onnx" else None,
         "max_abs_diff": info.get("max_abs_diff"),
         "tolerance": info.get("tolerance"),
@@ -158,6 +198,7 @@ def import_summary(model: Any, card: Any) -> dict[str, Any]:
         "input_layout": getattr(card, "input_layout", "NCHW"),
         "outputs": outputs,
         "wrapping": wrapping,
+        "channels": channels,
     }
     return out
 

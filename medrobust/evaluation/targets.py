@@ -299,10 +299,24 @@ def load_audit_data(config: AuditConfig, card: Any) -> AuditData:
 
 
 def load_classifier(config: AuditConfig, device: torch.device) -> nn.Module:
-    """The audited classifier (run folder, ONNX or TorchScript) in eval mode on ``device``."""
+    """The audited classifier in eval mode on ``device``.
+
+    Whatever ``model.path`` names (:func:`medrobust.models.load_model`): a run folder, an ONNX,
+    TorchScript, ``.pt2`` or state-dict file, a MONAI bundle, a live module, or
+    ``torchvision:NAME`` / ``timm:NAME`` with the local ``model.weights`` (never downloaded).
+    ``model.format`` (where the config has it) reads a file whose suffix does not say what it is;
+    TorchScript is never inferred from ``.pt``/``.pth``/``.bin``/``.ckpt``.
+    """
     from medrobust.models import load_model
 
-    return load_model(config.model.path, card=config.model.card, device=device).eval()
+    spec = config.model
+    opts: dict[str, Any] = {}
+    if spec.weights is not None:
+        opts["weights"] = spec.weights
+    fmt = getattr(spec, "format", None)
+    if fmt is not None:
+        opts["format"] = fmt
+    return load_model(spec.path, card=spec.card, device=device, **opts).eval()
 
 
 def build_denoiser(spec: DefenseConfig, card: Any, device: torch.device) -> nn.Module:

@@ -55,3 +55,72 @@ def test_phantom_block_and_spec_open_the_same_file_and_classes(tmp_path, phantom
     own = SimpleNamespace(**{**vars(block), "cache_dir": tmp_path / "own"})
     _, other = open_configured_source(SimpleNamespace(source=None, phantom=own, kind=None))
     assert other == tmp_path / "own" / "skin-n24-s32-seed1" / "skin_phantom.npz" and other.is_file()
+
+
+def _grey_rgb_card(path) -> str:
+    card = {
+        "in_channels": 3,
+        "channels": "replicate",  # grey phantoms into an RGB network
+        "class_names": ["normal", "pneumonia"],
+        "spatial_size": [32, 32],
+        "modality": "chest_xray",
+        "bounds": [0.0, 1.0],
+    }
+    path.write_text(json.dumps(card))
+    return str(path)
+
+
+def test_audit_torchvision_name_with_local_weights(tmp_path, phantom_cache, capsys):
+    import torchvision
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "r18.safetensors"
+    torch_net = torchvision.models.resnet18(weights=None, num_classes=2)
+    save_file(torch_net.state_dict(), str(weights))
+    card = _grey_rgb_card(tmp_path / "card.json")
+    out = tmp_path / "audit"
+    argv = ["audit", "--model", "torchvision:resnet18", "--weights", str(weights), "--card", card]
+    argv += ["--data", "phantom:chest_xray@32?n=40", "--split", "all", "--attacks", "fgsm", "--eps", "2/255"]
+    argv += ["-n", "4", "--batch-size", "4", "--device", "cpu", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    imported = results["model"]["import"]
+    assert imported["format"] == "torchvision" and "local weights" in imported["converter"]
+    assert imported["source"] == f"torchvision:resnet18 with weights {weights.resolve()}"
+    assert "repeated to 3 channels" in imported["channels"]
+    assert results["data"]["n"] == 4 and [c["attack"] for c in results["cells"]] == ["fgsm"]
+
+    # the weights of a library model; a run folder or file carries its own
+    capsys.readouterr()
+    argv[argv.index("torchvision:resnet18")] = str(tmp_path / "card.json")
+    assert main([*argv, "--fresh"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "'weights' applies to torchvision:NAME and timm:NAME" in err[0]
+
+
+def test_load_classifier_reads_model_format(tmp_path):
+    """model.format reads a TorchScript program saved as .pt, which by its suffix is refused."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from medrobust.errors import CheckpointError
+    from medrobust.evaluation.targets import load_classifier
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x.mean(dim=(1, 2, 3)), -x.mean(dim=(1, 2, 3))], 1)
+
+    path = tmp_path / "model.pt"
+    torch.jit.script(Net()).save(str(path))
+    card = _grey_rgb_card(tmp_path / "card.json")
+
+    def config(fmt):
+        return SimpleNamespace(model=SimpleNamespace(path=path, card=card, weights=None, format=fmt))
+
+    with pytest.raises(CheckpointError, match="TorchScript archive"):
+        load_classifier(config(None), torch.device("cpu"))
+    model = load_classifier(config("torchscript"), torch.device("cpu"))
+    assert model.import_info["format"] == "torchscript" and not model.training
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(model(x)[:, 0], x.mean(dim=(1, 2, 3)))

@@ -23,7 +23,7 @@ _AUDIT_TAIL = [
     "fgsm",
     "--eps",
     "2/255",
-    "--n",
+    "--samples",
     "4",
     "--device",
     "cpu",
@@ -94,6 +94,30 @@ def _tv_no_weights(d: Path) -> Call:
 @hostile("byom-torchvision-unknown-name")
 def _tv_unknown(d: Path) -> Call:
     return Call(_audit(d, "torchvision:resnet81", _card(d, in_channels=3)), names=("resnet81",))
+
+
+@hostile("byom-weights-torchscript-archive")
+def _tv_weights_program(d: Path) -> Call:
+    """--weights is read as weights only: a TorchScript program named .pt is refused, never run."""
+    weights = d / "weights.pt"
+    torch.jit.script(_Net().eval()).save(str(weights))
+    argv = _audit(d, "torchvision:resnet18", _card(d, in_channels=3, channels="replicate"))
+    return Call([*argv, "--weights", str(weights)], names=("weights.pt",))
+
+
+@hostile("byom-weights-for-a-file-model")
+def _weights_for_file(d: Path) -> Call:
+    model = d / "grey.pt2"
+    model.write_bytes(b"never read")
+    weights = d / "w.safetensors"
+    weights.write_bytes(b"never read")
+    return Call([*_audit(d, model, _card(d)), "--weights", str(weights)], names=("'weights'",))
+
+
+@hostile("byom-weights-missing-file")
+def _weights_missing(d: Path) -> Call:
+    argv = _audit(d, "torchvision:resnet18", _card(d, in_channels=3, channels="replicate"))
+    return Call([*argv, "--weights", str(d / "nope.safetensors")], names=("nope.safetensors",))
 
 
 @hostile("byom-timm-name")

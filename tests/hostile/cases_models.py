@@ -28,7 +28,7 @@ _AUDIT_TAIL = [
     "fgsm",
     "--eps",
     "2/255",
-    "--n",
+    "--samples",
     "4",
     "--device",
     "cpu",
