@@ -44,16 +44,12 @@ def _register_groups() -> None:
         ("data", "data"),
         ("train", "train"),
         ("audit", None),
+        ("certify", None),
         ("denoisers", "denoisers"),
         ("card", "card"),
         ("demo", None),
     ):
-        try:
-            module = importlib.import_module(f"medrobust.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"medrobust.cli.{module_name}":
-                raise
-            continue
+        module = importlib.import_module(f"medrobust.cli.{module_name}")
         if group is None:
             module.register(app)
         else:
