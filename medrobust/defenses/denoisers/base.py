@@ -39,12 +39,15 @@ class Denoiser(nn.Module):
     Class attributes:
         kind: "deep", "classical" or "hybrid".
         differentiable: False when the forward pass uses a BPDA (straight-through) gradient.
+        stochastic: True when the output is random (noise injection, random resize-pad): attacks
+            on it need Expectation over Transformation (``eot-pgd``, APGD with ``eot_iter``).
         fast_params: Cheap constructor settings for conformance tests and smoke runs.
     """
 
     name: ClassVar[str] = "denoiser"
     kind: ClassVar[str] = "deep"
     differentiable: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
     fast_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, in_channels: int = 1, bounds: Any = (0.0, 1.0)) -> None:
