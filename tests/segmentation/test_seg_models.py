@@ -28,7 +28,7 @@ def test_the_asked_for_families_are_registered():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_segmenter_builds_for_2d_and_3d_and_1_and_3_channels(arch, dims, channels):
     family = get_segmenter_arch(arch)
-    size = (max(32, family.size_multiple),) * dims
+    size = (max(32, family.size_multiple, family.min_size),) * dims
     card = SegmentationCard(
         in_channels=channels, class_names=["bg", "organ", "lesion"], spatial_dims=dims, spatial_size=size
     )
@@ -38,9 +38,12 @@ def test_every_segmenter_builds_for_2d_and_3d_and_1_and_3_channels(arch, dims, c
         assert importlib.util.find_spec("einops") is None
         return
     model = build_segmenter(arch, card, **family.test_kwargs).eval()
+    assert model.backbone is not None and model.card.in_channels == channels
+    if dims == 3 and family.min_size >= 64 and channels == 3:
+        return  # a 64³ SwinUNETR forward takes ~5 s on one thread: the 1-channel case runs it
     with torch.no_grad():
-        out = model(torch.rand(2, channels, *size))
-    assert out.shape == (2, 3, *size) and torch.isfinite(out).all()
+        out = model(torch.rand(1, channels, *size))
+    assert out.shape == (1, 3, *size) and torch.isfinite(out).all()
 
 
 def test_sizes_the_network_cannot_take_and_unknown_kwargs_are_refused():
@@ -84,7 +87,7 @@ def test_training_beats_all_background_and_the_checkpoint_round_trips(skin_run):
     summary = json.loads((skin_run / "summary.json").read_text())
     assert summary["best_val"]["dice"]["lesion"] > 0.6  # all-background scores 0 on the lesion
     rows = (skin_run / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,train_loss,val_loss,val_dice") and len(rows) == 7
+    assert rows[0].startswith("epoch,train_loss,val_loss,val_dice") and len(rows) == 6
     model = load_segmenter(skin_run)
     assert model.card.task == "segmentation" and model.card.lesion_classes == ["lesion"]
     assert model.card.bounds == (0.0, 1.0) and model.card.in_channels == 3

@@ -40,8 +40,13 @@ class SegmenterArch(ABC):
     name: ClassVar[str] = "segmenter"
     spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
     size_multiple: ClassVar[int] = 1
+    #: Smallest side the network takes (its deepest level must keep more than one voxel).
+    min_size: ClassVar[int] = 8
     fixed_size: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
+    #: Whether the network can be built on the ``meta`` device to count its parameters first (a
+    #: family that cannot must bound its size through its parameters' ranges instead).
+    meta_build: ClassVar[bool] = True
     #: Cheap keyword arguments for tests and smoke runs.
     test_kwargs: ClassVar[dict[str, Any]] = {}
 
@@ -104,6 +109,11 @@ def _checked_size(
             f"Got {size}."
         )
     m = arch.size_multiple
+    if any(s < arch.min_size for s in size):
+        raise ConfigError(
+            f"The 'spatial_size' parameter of {owner} must be at least {arch.min_size} per side. "
+            f"Got {list(size)}."
+        )
     if any(s % m for s in size):
         raise ConfigError(
             f"The 'spatial_size' parameter of {owner} must be multiples of {m} (the network downsamples "
@@ -156,6 +166,8 @@ def create_segmenter(
             f"Got a Python without {', '.join(missing)}."
         )
     kw = check_segmenter_kwargs(arch.name, kw)
+    if not arch.meta_build:
+        return arch.build(in_channels, num_classes, spatial_dims, size, **kw)
     try:
         with torch.device("meta"):
             n_params = sum(
