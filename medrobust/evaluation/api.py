@@ -19,10 +19,12 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medrobust.errors import ConfigError
+from medrobust.evaluation.results import SCHEMA, AuditDocument, Cell
 from medrobust.validation import check_choice, check_int
 
 if TYPE_CHECKING:
@@ -61,12 +63,21 @@ class AuditResults:
     """An audit's results with pandas views and plotting helpers.
 
     Attributes:
-        raw: The results.json dict (schema ``medrobust.audit/1``).
+        raw: The results.json dict (schema ``medrobust.audit/1``), as written.
         run_dir: The run folder (None when built from a dict).
     """
 
     raw: dict[str, Any]
     run_dir: Path | None = None
+
+    @cached_property
+    def document(self) -> AuditDocument:
+        """The results, typed (:class:`~medrobust.evaluation.results.AuditDocument`), read by attribute.
+
+        ``res.document.data.labels``, ``res.document.targets[0].clean.accuracy``,
+        ``res.document.cells[0].metrics.robust_accuracy``; read once from :attr:`raw`.
+        """
+        return AuditDocument.from_dict(self.raw)
 
     @property
     def cells(self) -> pd.DataFrame:
@@ -75,7 +86,7 @@ class AuditResults:
 
         from medrobust.reporting.tables import cell_rows
 
-        return pd.DataFrame(cell_rows(self.raw))
+        return pd.DataFrame(cell_rows(self.document))
 
     @property
     def intervals(self) -> pd.DataFrame:
@@ -88,20 +99,20 @@ class AuditResults:
 
         from medrobust.evaluation.verdict import ensure_evidence
 
-        raw = ensure_evidence(self.raw)
+        doc = ensure_evidence(self.document)
         rows = [
             {
-                "key": c["key"],
+                "key": c.key,
                 "metric": metric,
-                "value": iv.get("value"),
-                "ci_low": (iv.get("ci") or [None, None])[0],
-                "ci_high": (iv.get("ci") or [None, None])[1],
-                "method": iv.get("method"),
-                "n": iv.get("n"),
-                "descriptive": bool(iv.get("descriptive", False)),
+                "value": iv.value,
+                "ci_low": iv.low,
+                "ci_high": iv.high,
+                "method": iv.method,
+                "n": iv.n,
+                "descriptive": bool(iv.descriptive),
             }
-            for c in raw["cells"]
-            for metric, iv in (c.get("intervals") or {}).items()
+            for c in doc.cells
+            for metric, iv in (c.intervals or {}).items()
         ]
         columns = ["key", "metric", "value", "ci_low", "ci_high", "method", "n", "descriptive"]
         return pd.DataFrame(rows, columns=columns)
@@ -115,17 +126,17 @@ class AuditResults:
 
         rows = [
             {
-                "key": w["key"],
-                "target": w["target"],
-                "threat": w["threat"],
-                "norm": w["norm"],
-                "eps_label": w["eps_label"],
-                "robust_accuracy": w["metrics"]["robust_accuracy"],
-                "ci_low": (w["intervals"]["robust_accuracy"].get("ci") or [None, None])[0],
-                "ci_high": (w["intervals"]["robust_accuracy"].get("ci") or [None, None])[1],
-                "attacks": list(w["attacks"]),
+                "key": w.key,
+                "target": w.target,
+                "threat": w.threat,
+                "norm": w.norm,
+                "eps_label": w.eps_label,
+                "robust_accuracy": w.metrics.robust_accuracy,
+                "ci_low": w.interval("robust_accuracy").low,
+                "ci_high": w.interval("robust_accuracy").high,
+                "attacks": list(w.attacks or []),
             }
-            for w in ensure_evidence(self.raw)["worst_cases"]
+            for w in ensure_evidence(self.document).worst_cases or []
         ]
         columns = [
             "key",
@@ -147,7 +158,7 @@ class AuditResults:
 
         from medrobust.reporting.tables import sample_rows
 
-        return pd.DataFrame(sample_rows(self.raw))
+        return pd.DataFrame(sample_rows(self.document))
 
     @property
     def flags(self) -> pd.DataFrame:
@@ -155,7 +166,7 @@ class AuditResults:
         import pandas as pd
 
         return pd.DataFrame(
-            self.raw["flags"],
+            [f.to_dict() for f in self.document.flags],
             columns=["id", "severity", "message", "target", "threat", "attack", "eps_label", "doc"],
         )
 
@@ -166,31 +177,31 @@ class AuditResults:
 
         rows = [
             {
-                "gate": g["gate"],
-                "metric": g["metric"],
-                "passed": g["passed"],
-                "n_checked": len(g["checked"]),
-                "failures": [f["cell"] for f in g["failures"]],
+                "gate": g.gate,
+                "metric": g.metric,
+                "passed": g.passed,
+                "n_checked": len(g.checked),
+                "failures": [f.cell for f in g.failures],
             }
-            for g in self.raw.get("gates", [])
+            for g in self.document.gates
         ]
         return pd.DataFrame(rows, columns=["gate", "metric", "passed", "n_checked", "failures"])
 
     @property
     def gates_passed(self) -> bool:
         """True when every gate passed (or there are none)."""
-        return all(g["passed"] for g in self.raw.get("gates", []))
+        return all(g.passed for g in self.document.gates)
 
     @property
     def targets(self) -> list[str]:
         """Target names in audit order (``bare`` first, then the defenses)."""
-        return [t["name"] for t in self.raw["targets"]]
+        return self.document.target_names
 
     def figures(self) -> list[dict[str, Any]]:
         """The report's matplotlib figures (needs ``run_dir`` for the gallery)."""
         from medrobust.reporting.plots import report_figures
 
-        return report_figures(self.raw, self.run_dir or Path("."))
+        return report_figures(self.document, self.run_dir or Path("."))
 
     # -- selections ------------------------------------------------------------------------
     def select_cells(
@@ -199,13 +210,13 @@ class AuditResults:
         threat: str | None = None,
         attack: str | None = None,
         eps_label: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The raw cells matching every given filter (None matches all), in audit order.
+    ) -> list[Cell]:
+        """The cells matching every given filter (None matches all), in audit order.
 
         Raises:
             ConfigError: when a filter value names no cell (the message lists the valid ones).
         """
-        cells = self.raw["cells"]
+        cells = self.document.cells
         for name, value in (
             ("target", target),
             ("threat", threat),
@@ -214,8 +225,10 @@ class AuditResults:
         ):
             if value is None:
                 continue
-            check_choice(value, name, list(dict.fromkeys(str(c[name]) for c in cells)), "AuditResults")
-            cells = [c for c in cells if str(c[name]) == value]
+            check_choice(
+                value, name, list(dict.fromkeys(str(getattr(c, name)) for c in cells)), "AuditResults"
+            )
+            cells = [c for c in cells if str(getattr(c, name)) == value]
         return list(cells)
 
     def flipped(
@@ -230,19 +243,23 @@ class AuditResults:
         One row per (cell, flipped sample) of the cells matching the filters, with the
         class names of the label and of both predictions.
         """
-        keys = {c["key"] for c in self.select_cells(target, threat, attack, eps_label)}
+        keys = {c.key for c in self.select_cells(target, threat, attack, eps_label)}
         s = self.samples
         if s.empty:
             return s
         out = s[s["key"].isin(keys) & s["success"].astype(bool)].reset_index(drop=True)
-        names = self.raw["data"]["class_names"]
+        names = self.document.data.class_names
         for col in ("label", "clean_pred", "adv_pred"):
             out[f"{col}_name"] = [names[int(v)] for v in out[col]]
         return out
 
     # -- plots -----------------------------------------------------------------------------
-    def _subset(self, cells: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**self.raw, "cells": cells}
+    def _subset(self, cells: list[Cell]) -> AuditDocument:
+        import copy
+
+        doc = copy.copy(self.document)
+        doc.cells = cells
+        return doc
 
     def plot_robust_accuracy(self, norm: str = "linf", targets: list[str] | None = None) -> Figure:
         """Robust accuracy vs ε: one panel per (target, threat), one line per attack of ``norm``.
@@ -260,15 +277,15 @@ class AuditResults:
         from medrobust.reporting.plots import robust_accuracy_figure
 
         check_choice(norm, "norm", ("linf", "l2"), "plot_robust_accuracy")
-        cells = self.raw["cells"]
+        cells = self.document.cells
         if targets is not None:
             for t in targets:
                 check_choice(t, "targets", self.targets, "plot_robust_accuracy")
-            cells = [c for c in cells if c["target"] in targets]
+            cells = [c for c in cells if c.target in targets]
         fig = robust_accuracy_figure(self._subset(cells), norm)
         if fig is None:
             raise ConfigError(
-                f"No bounded {norm} cell to plot (attacks: {[a['label'] for a in self.raw['attacks']]})."
+                f"No bounded {norm} cell to plot (attacks: {[a.label for a in self.document.attacks]})."
             )
         return fig
 
@@ -277,7 +294,7 @@ class AuditResults:
         from medrobust.reporting.plots import confusion_figure
 
         check_choice(target, "target", self.targets, "plot_confusion")
-        return confusion_figure(self.raw, target)
+        return confusion_figure(self.document, target)
 
     def plot_gallery(
         self,
@@ -301,17 +318,17 @@ class AuditResults:
         from medrobust.reporting.plots import gallery_figure, strongest_cell
 
         n = check_int(n, "n", "plot_gallery", low=1)
-        cells = [c for c in self.select_cells(target, threat, attack, eps_label) if c["eps"] is not None]
+        cells = [c for c in self.select_cells(target, threat, attack, eps_label) if c.eps is not None]
         cell = strongest_cell(self._subset(cells), target) if cells else None
         if cell is None:
             raise ConfigError(
                 f"No bounded cell matches target={target!r}, threat={threat!r}, "
                 f"attack={attack!r}, eps_label={eps_label!r}."
             )
-        fig = gallery_figure(self.raw, self.run_dir or Path("."), cell, n=n)
+        fig = gallery_figure(self.document, self.run_dir or Path("."), cell, n=n)
         if fig is None:
             raise ConfigError(
-                f"Cell {cell['key']!r} has no saved examples under {str(self.run_dir)!r} "
+                f"Cell {cell.key!r} has no saved examples under {str(self.run_dir)!r} "
                 "(set save_examples > 0 and load the results from their run folder)."
             )
         return fig
@@ -353,40 +370,40 @@ def compare_samples(
     import pandas as pd
 
     ra, rb = _as_results(a), _as_results(b)
-    index_b: dict[tuple, dict[str, Any]] = {}
-    for c in rb.raw["cells"]:
-        index_b[(c["target"], c["threat"], c["attack"], _eps_key(c["eps"]))] = c
+    index_b: dict[tuple, Cell] = {}
+    for c in rb.document.cells:
+        index_b[(c.target, c.threat, c.attack, _eps_key(c.eps))] = c
     rows = []
-    for ca in ra.raw["cells"]:
-        cb = index_b.get((ca["target"], ca["threat"], ca["attack"], _eps_key(ca["eps"])))
+    for ca in ra.document.cells:
+        cb = index_b.get((ca.target, ca.threat, ca.attack, _eps_key(ca.eps)))
         if cb is None:
             continue
-        sb = cb["samples"]
-        pos_b = {int(i): p for p, i in enumerate(sb["index"])}
-        sa = ca["samples"]
-        for p, idx in enumerate(sa["index"]):
+        sb = cb.samples
+        pos_b = {int(i): p for p, i in enumerate(sb.index or [])}
+        sa = ca.samples
+        for p, idx in enumerate(sa.index or []):
             q = pos_b.get(int(idx))
             if q is None:
                 continue
-            label = int(sa["label"][p])
-            if int(sb["label"][q]) != label:
+            label = int(sa.label[p])
+            if int(sb.label[q]) != label:
                 raise ConfigError(
                     f"The runs audited different images: index {idx} has label {label} in a and "
-                    f"{sb['label'][q]} in b."
+                    f"{sb.label[q]} in b."
                 )
-            pa, pb = int(sa["adv_pred"][p]), int(sb["adv_pred"][q])
+            pa, pb = int(sa.adv_pred[p]), int(sb.adv_pred[q])
             ok_a, ok_b = pa == label, pb == label
             change = "same" if ok_a == ok_b else ("became_wrong" if ok_a else "became_right")
             if changed_only and change == "same":
                 continue
             rows.append(
                 {
-                    "key": ca["key"],
-                    "target": ca["target"],
-                    "threat": ca["threat"],
-                    "attack": ca["attack"],
-                    "eps": ca["eps"],
-                    "eps_label": ca["eps_label"],
+                    "key": ca.key,
+                    "target": ca.target,
+                    "threat": ca.threat,
+                    "attack": ca.attack,
+                    "eps": ca.eps,
+                    "eps_label": ca.eps_label,
                     "index": int(idx),
                     "label": label,
                     "adv_pred_a": pa,
@@ -533,8 +550,6 @@ def load_results(run_dir: str | Path) -> AuditResults:
     Raises:
         ConfigError: when the file is missing or has another schema.
     """
-    from medrobust.evaluation.runner import SCHEMA
-
     path = Path(run_dir)
     if path.is_dir():
         path = path / "results.json"

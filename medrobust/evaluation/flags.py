@@ -19,9 +19,17 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from medrobust.evaluation.results import (
+    AuditDocument,
+    Cell,
+    Flag,
+    TargetInfo,
+    as_cells,
+    as_document,
+    as_flags,
+)
 from medrobust.registry import Registry
 
 if TYPE_CHECKING:
@@ -40,24 +48,6 @@ CHECK_DEFAULTS: dict[str, float] = {
     "min_samples": 30,
     "gradient_free_ratio": 0.5,
 }
-
-
-@dataclass
-class Flag:
-    """One raised flag."""
-
-    id: str
-    severity: str
-    message: str
-    target: str | None = None
-    threat: str | None = None
-    attack: str | None = None
-    eps_label: str | None = None
-    doc: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form stored in results.json ``flags``."""
-        return asdict(self)
 
 
 class FlagCheck:
@@ -79,14 +69,12 @@ class FlagCheck:
         """Inspect a target on one batch (before attacking)."""
         return []
 
-    def check_results(
-        self, cells: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
-    ) -> list[Flag]:
-        """Inspect finished cells."""
+    def check_results(self, cells: Sequence[Cell], targets: Sequence[TargetInfo]) -> list[Flag]:
+        """Inspect finished cells (records; :func:`run_results_checks` reads dicts into them)."""
         return []
 
-    def check_audit(self, results: Mapping[str, Any]) -> list[Flag]:
-        """Inspect the whole results dict (data, targets with clean metrics, cells, config)."""
+    def check_audit(self, results: AuditDocument | Mapping[str, Any]) -> list[Flag]:
+        """Inspect the whole results (data, targets with clean metrics, cells, config)."""
         return []
 
 
@@ -97,18 +85,12 @@ FLAG_CHECKS: Registry[type[FlagCheck]] = Registry("flag")
 register_flag = FLAG_CHECKS.decorator("id")
 
 
-def _where(cell: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "target": cell["target"],
-        "threat": cell["threat"],
-        "attack": cell["attack"],
-        "eps_label": cell["eps_label"],
-    }
+def _where(cell: Cell) -> dict[str, Any]:
+    return {"target": cell.target, "threat": cell.threat, "attack": cell.attack, "eps_label": cell.eps_label}
 
 
-def _ra(cell: Mapping[str, Any]) -> float:
-    value = cell["metrics"].get("robust_accuracy")
-    return math.nan if value is None else float(value)
+def _ra(cell: Cell) -> float:
+    return cell.robust_accuracy
 
 
 # -- model checks ------------------------------------------------------------------------------
@@ -221,13 +203,13 @@ class BlackBoxBeatsWhiteBox(FlagCheck):
     )
 
     def check_results(self, cells, targets):  # noqa: D102
-        groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+        groups: dict[tuple, list[Cell]] = defaultdict(list)
         for c in cells:
-            groups[(c["target"], c["threat"], c["norm"], c["eps_label"])].append(c)
+            groups[(c.target, c.threat, c.norm, c.eps_label)].append(c)
         out = []
         for group in groups.values():
-            white = [c for c in group if not c.get("gradient_free")]
-            black = [c for c in group if c.get("gradient_free")]
+            white = [c for c in group if not c.gradient_free]
+            black = [c for c in group if c.gradient_free]
             if not white or not black:
                 continue
             best_white = min(white, key=_ra)
@@ -235,8 +217,8 @@ class BlackBoxBeatsWhiteBox(FlagCheck):
                 if _ra(c) < _ra(best_white) - 1e-9:
                     out.append(
                         self.flag(
-                            f"{c['attack']} (gradient-free) reaches robust accuracy {_ra(c):.3f} < "
-                            f"{_ra(best_white):.3f} of the best gradient attack ({best_white['attack']}): "
+                            f"{c.attack} (gradient-free) reaches robust accuracy {_ra(c):.3f} < "
+                            f"{_ra(best_white):.3f} of the best gradient attack ({best_white.attack}): "
                             "gradients are likely masked or obfuscated.",
                             **_where(c),
                         )
@@ -255,18 +237,18 @@ class RisesWithEps(FlagCheck):
     )
 
     def check_results(self, cells, targets):  # noqa: D102
-        groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+        groups: dict[tuple, list[Cell]] = defaultdict(list)
         for c in cells:
-            groups[(c["target"], c["threat"], c["attack"])].append(c)
+            groups[(c.target, c.threat, c.attack)].append(c)
         out = []
         for group in groups.values():
-            ordered = sorted(group, key=lambda c: math.inf if c["eps"] is None else c["eps"])
+            ordered = sorted(group, key=lambda c: math.inf if c.eps is None else c.eps)
             for small, large in itertools.pairwise(ordered):
                 if _ra(large) > _ra(small) + 1e-9:
                     out.append(
                         self.flag(
-                            f"robust accuracy {_ra(large):.3f} at ε={large['eps_label']} exceeds "
-                            f"{_ra(small):.3f} at ε={small['eps_label']}: the attack is not converging "
+                            f"robust accuracy {_ra(large):.3f} at ε={large.eps_label} exceeds "
+                            f"{_ra(small):.3f} at ε={small.eps_label}: the attack is not converging "
                             "(more steps/restarts) or gradients are unreliable.",
                             **_where(large),
                         )
@@ -288,15 +270,10 @@ class UnboundedNotZero(FlagCheck):
         out = []
         for c in cells:
             # graybox cells transfer examples crafted on another model: not reaching 0 % is expected
-            if (
-                c.get("minimal")
-                and c["eps"] is None
-                and c["threat"] != "graybox"
-                and _ra(c) > UNBOUNDED_TOLERANCE
-            ):
+            if c.minimal and c.eps is None and c.threat != "graybox" and _ra(c) > UNBOUNDED_TOLERANCE:
                 out.append(
                     self.flag(
-                        f"{c['attack']} with an unbounded budget leaves robust accuracy {_ra(c):.3f} "
+                        f"{c.attack} with an unbounded budget leaves robust accuracy {_ra(c):.3f} "
                         f"(> {UNBOUNDED_TOLERANCE:.0%}); an unbounded attack should reach 0 %: increase "
                         "its steps/constants, or suspect gradient masking.",
                         **_where(c),
@@ -315,11 +292,11 @@ class BudgetViolation(FlagCheck):
     def check_results(self, cells, targets):  # noqa: D102
         out = []
         for c in cells:
-            n = int(c.get("n_over_budget") or 0)
-            if not c.get("minimal") and n:
+            n = int(c.n_over_budget or 0)
+            if not c.minimal and n:
                 out.append(
                     self.flag(
-                        f"{n} adversarial example(s) exceed ε={c['eps_label']} ({c['norm']}) and were "
+                        f"{n} adversarial example(s) exceed ε={c.eps_label} ({c.norm}) and were "
                         "counted as not attacked: the attack implementation is wrong.",
                         **_where(c),
                     )
@@ -341,14 +318,12 @@ class BPDAUsed(FlagCheck):
     def check_results(self, cells, targets):  # noqa: D102
         out = []
         for t in targets:
-            if t.get("uses_bpda") and any(
-                c["target"] == t["name"] and c["threat"] == "adaptive" for c in cells
-            ):
+            if t.uses_bpda and any(c.target == t.name and c.threat == "adaptive" for c in cells):
                 out.append(
                     self.flag(
-                        f"{t['name']}: the denoiser is not differentiable; adaptive attacks used BPDA "
+                        f"{t.name}: the denoiser is not differentiable; adaptive attacks used BPDA "
                         "(identity gradient through the denoiser).",
-                        target=t["name"],
+                        target=t.name,
                         threat="adaptive",
                     )
                 )
@@ -356,29 +331,34 @@ class BPDAUsed(FlagCheck):
 
 
 # -- audit checks: degenerate targets and under-powered evidence ---------------------------------
-def check_setting(results: Mapping[str, Any], name: str) -> float:
+def check_setting(results: AuditDocument | Mapping[str, Any], name: str) -> float:
     """Threshold ``name`` of the audit checks: the config's ``checks`` or :data:`CHECK_DEFAULTS`."""
-    checks = (results.get("config") or {}).get("checks") or {}
-    value = checks.get(name)
+    value = as_document(results).checks.get(name)
     return float(CHECK_DEFAULTS[name] if value is None else value)
 
 
-def _clean_preds(target: Mapping[str, Any]) -> list[int]:
-    return list((target.get("clean") or {}).get("pred") or [])
+def per_sample(values: Sequence[Any] | None, labels: Sequence[int]) -> list[Any] | None:
+    """``values`` when there is one per audited sample (same length as ``labels``, not empty), else None.
+
+    Clean and adversarial predictions are compared with the labels sample by sample; a record
+    without them, or from another set of samples, is not checked.
+    """
+    values = list(values or [])
+    return values if values and len(values) == len(labels) else None
 
 
-def _chance(results: Mapping[str, Any], target: Mapping[str, Any]):
+def _chance(results: AuditDocument, target: TargetInfo):
     from medrobust.evaluation.degenerate import assess_chance
     from medrobust.evaluation.statistics import resampler_for
 
-    labels = results["data"]["labels"]
-    preds = _clean_preds(target)
-    if len(preds) != len(labels) or not labels:
+    labels = results.data.labels
+    preds = per_sample(target.clean.pred, labels)
+    if preds is None:
         return None
     return assess_chance(
         labels,
         preds,
-        len(results["data"]["class_names"]),
+        len(results.data.class_names),
         check_setting(results, "chance_margin"),
         resampler=resampler_for(results),
     )
@@ -397,18 +377,19 @@ class ConstantPredictions(FlagCheck):
     )
 
     def check_audit(self, results):  # noqa: D102
-        names = results["data"]["class_names"]
+        results = as_document(results)
+        names = results.data.class_names
         out = []
-        for t in results["targets"]:
+        for t in results.targets:
             a = _chance(results, t)
             if a is not None and a.constant:
-                only = int(_clean_preds(t)[0])
+                only = int(t.clean.pred[0])
                 out.append(
                     self.flag(
-                        f"{t['name']}: predicts {names[only]!r} for all {a.n} clean images "
+                        f"{t.name}: predicts {names[only]!r} for all {a.n} clean images "
                         f"({a.classes_present} classes present); its robust accuracy is that class's share, "
                         "not robustness.",
-                        target=t["name"],
+                        target=t.name,
                     )
                 )
         return out
@@ -428,8 +409,9 @@ class ChanceLevel(FlagCheck):
     )
 
     def check_audit(self, results):  # noqa: D102
+        results = as_document(results)
         out = []
-        for t in results["targets"]:
+        for t in results.targets:
             a = _chance(results, t)
             if a is None or a.constant:
                 continue  # constant-predictions says it already
@@ -437,18 +419,18 @@ class ChanceLevel(FlagCheck):
             if a.at_chance:
                 out.append(
                     self.flag(
-                        f"{t['name']}: clean accuracy is at chance level ({a.describe()}; margin "
+                        f"{t.name}: clean accuracy is at chance level ({a.describe()}; margin "
                         f"{margin:.0%}); robust accuracy on it is not evidence of robustness.",
-                        target=t["name"],
+                        target=t.name,
                     )
                 )
             elif a.near_chance:
                 out.append(
                     self.flag(
-                        f"{t['name']}: clean accuracy within {margin:.0%} of chance ({a.describe()}); "
+                        f"{t.name}: clean accuracy within {margin:.0%} of chance ({a.describe()}); "
                         f"with {a.n} samples it may be at chance.",
                         severity="warning",
-                        target=t["name"],
+                        target=t.name,
                     )
                 )
         return out
@@ -466,21 +448,22 @@ class ClassNeverRecognised(FlagCheck):
     )
 
     def check_audit(self, results):  # noqa: D102
-        names = results["data"]["class_names"]
-        labels = results["data"]["labels"]
+        results = as_document(results)
+        names = results.data.class_names
+        labels = results.data.labels
         out = []
-        for t in results["targets"]:
-            preds = _clean_preds(t)
-            if len(preds) != len(labels) or len(set(preds)) <= 1:
+        for t in results.targets:
+            preds = per_sample(t.clean.pred, labels)
+            if preds is None or len(set(preds)) <= 1:
                 continue  # constant predictions are flagged as such
             for c, name in enumerate(names):
                 idx = [i for i, y in enumerate(labels) if y == c]
                 if idx and not any(preds[i] == c for i in idx):
                     out.append(
                         self.flag(
-                            f"{t['name']}: clean sensitivity of class {name!r} is 0 (0 of {len(idx)} "
+                            f"{t.name}: clean sensitivity of class {name!r} is 0 (0 of {len(idx)} "
                             "recognised).",
-                            target=t["name"],
+                            target=t.name,
                         )
                     )
         return out
@@ -498,23 +481,24 @@ class DefenseCost(FlagCheck):
     )
 
     def check_audit(self, results):  # noqa: D102
-        bare = next((t for t in results["targets"] if t.get("kind") == "classifier"), None)
+        results = as_document(results)
+        bare = results.bare
         limit = check_setting(results, "max_defense_cost")
-        if bare is None or (bare.get("clean") or {}).get("accuracy") is None:
+        if bare is None or bare.clean.accuracy is None:
             return []
-        ref = float(bare["clean"]["accuracy"])
+        ref = float(bare.clean.accuracy)
         out = []
-        for t in results["targets"]:
-            acc = (t.get("clean") or {}).get("accuracy")
+        for t in results.targets:
+            acc = t.clean.accuracy
             if t is bare or acc is None:
                 continue
             cost = ref - float(acc)
             if cost > limit + 1e-12:
                 out.append(
                     self.flag(
-                        f"{t['name']}: clean accuracy {float(acc):.3f} is {cost * 100:.1f} points below the "
+                        f"{t.name}: clean accuracy {float(acc):.3f} is {cost * 100:.1f} points below the "
                         f"bare model's {ref:.3f} (allowed: {limit * 100:.0f}).",
-                        target=t["name"],
+                        target=t.name,
                     )
                 )
         return out
@@ -532,24 +516,25 @@ class RobustAboveClean(FlagCheck):
     )
 
     def check_audit(self, results):  # noqa: D102
-        labels = results["data"]["labels"]
+        results = as_document(results)
+        labels = results.data.labels
         n = len(labels)
-        clean = {t["name"]: (t.get("clean") or {}).get("accuracy") for t in results["targets"]}
-        kinds = {t["name"]: t.get("kind") for t in results["targets"]}
+        clean = {t.name: t.clean.accuracy for t in results.targets}
+        kinds = {t.name: t.kind for t in results.targets}
         out = []
-        for c in results["cells"]:
-            if kinds.get(c["target"]) != "defended" or not n or clean.get(c["target"]) is None:
+        for c in results.cells:
+            if kinds.get(c.target) != "defended" or clean.get(c.target) is None:
                 continue
-            raw = c["samples"].get("adv_raw_pred")
-            if not raw or len(raw) != n:
+            raw = per_sample(c.samples.adv_raw_pred, labels)
+            if raw is None:
                 continue
             raw_acc = sum(int(p == y) for p, y in zip(raw, labels, strict=True)) / n
             tol = max(2.0 / n, 0.02)
-            if raw_acc > float(clean[c["target"]]) + tol:
+            if raw_acc > float(clean[c.target]) + tol:
                 out.append(
                     self.flag(
                         f"accuracy on the adversarial inputs {raw_acc:.3f} exceeds the clean accuracy "
-                        f"{float(clean[c['target']]):.3f}: the attack makes this target more accurate.",
+                        f"{float(clean[c.target]):.3f}: the attack makes this target more accurate.",
                         **_where(c),
                     )
                 )
@@ -569,7 +554,8 @@ class SmallSample(FlagCheck):
     def check_audit(self, results):  # noqa: D102
         from medrobust.evaluation.statistics import samples_for_half_width, wilson_half_width
 
-        n = len(results["data"]["labels"])
+        results = as_document(results)
+        n = len(results.data.labels)
         limit = int(check_setting(results, "min_samples"))
         if n >= limit:
             return []
@@ -593,15 +579,16 @@ class MissingClass(FlagCheck):
     )
 
     def check_audit(self, results):  # noqa: D102
-        names = results["data"]["class_names"]
-        present = set(results["data"]["labels"])
+        results = as_document(results)
+        names = results.data.class_names
+        present = set(results.data.labels)
         missing = [name for c, name in enumerate(names) if c not in present]
         if not missing:
             return []
-        split = results["data"].get("split")
+        split = results.data.split
         return [
             self.flag(
-                f"class(es) {missing} have no sample among the {len(results['data']['labels'])} audited "
+                f"class(es) {missing} have no sample among the {len(results.data.labels)} audited "
                 f"(split {split!r}); robustness on them is not measured."
             )
         ]
@@ -619,31 +606,32 @@ class GradientFreeUnderpowered(FlagCheck):
     )
 
     def check_audit(self, results):  # noqa: D102
+        results = as_document(results)
         ratio = check_setting(results, "gradient_free_ratio")
-        bare = [c for c in results["cells"] if c["threat"] == "whitebox" and c.get("eps") is not None]
+        bare = [c for c in results.cells if c.threat == "whitebox" and c.eps is not None]
         out = []
         for c in bare:
-            if not c.get("gradient_free"):
+            if not c.gradient_free:
                 continue
             refs = [
                 r
                 for r in bare
-                if not r.get("gradient_free")
-                and not r.get("minimal")
-                and r["norm"] == c["norm"]
-                and r["eps_label"] == c["eps_label"]
-                and r["target"] == c["target"]
+                if not r.gradient_free
+                and not r.minimal
+                and r.norm == c.norm
+                and r.eps_label == c.eps_label
+                and r.target == c.target
             ]
             if not refs:
                 continue
-            fgsm = [r for r in refs if r.get("attack_name") == "fgsm"]
-            ref = fgsm[0] if fgsm else min(refs, key=lambda r: int(r["metrics"].get("n_fooled") or 0))
-            k_ref = int(ref["metrics"].get("n_fooled") or 0)
-            k = int(c["metrics"].get("n_fooled") or 0)
+            fgsm = [r for r in refs if r.attack_name == "fgsm"]
+            ref = fgsm[0] if fgsm else min(refs, key=lambda r: int(r.metrics.n_fooled or 0))
+            k_ref = int(ref.metrics.n_fooled or 0)
+            k = int(c.metrics.n_fooled or 0)
             if k_ref >= 4 and k < ratio * k_ref:
                 out.append(
                     self.flag(
-                        f"{c['attack']} fools {k} sample(s), {ref['attack']} {k_ref} at the same budget on "
+                        f"{c.attack} fools {k} sample(s), {ref.attack} {k_ref} at the same budget on "
                         f"the undefended model (< {ratio:.0%}): the gradient-free attack is under-powered.",
                         **_where(c),
                     )
@@ -660,27 +648,30 @@ def run_model_checks(target: str, model: nn.Module, images: torch.Tensor, labels
 
 
 def run_results_checks(
-    cells: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
+    cells: Sequence[Cell | Mapping[str, Any]], targets: Sequence[TargetInfo | Mapping[str, Any]]
 ) -> list[Flag]:
     """Run every registered results check on finished cells."""
+    records = as_cells(cells)
+    infos = [TargetInfo.from_dict(t) for t in targets]
     out: list[Flag] = []
     for name in FLAG_CHECKS.names():
-        out += FLAG_CHECKS.get(name)().check_results(cells, targets)
+        out += FLAG_CHECKS.get(name)().check_results(records, infos)
     return out
 
 
-def run_audit_checks(results: Mapping[str, Any]) -> list[Flag]:
-    """Run every registered audit check on a results dict (after intervals are added)."""
+def run_audit_checks(results: AuditDocument | Mapping[str, Any]) -> list[Flag]:
+    """Run every registered audit check on the results (after intervals are added)."""
+    doc = as_document(results)
     out: list[Flag] = []
     for name in FLAG_CHECKS.names():
-        out += FLAG_CHECKS.get(name)().check_audit(results)
+        out += FLAG_CHECKS.get(name)().check_audit(doc)
     return out
 
 
-def error_targets(flags: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+def error_targets(flags: Sequence[Flag | Mapping[str, Any]]) -> dict[str, list[str]]:
     """``{target: [error-level flag ids]}`` (flags without a target apply to no single target)."""
     out: dict[str, list[str]] = defaultdict(list)
-    for f in flags:
-        if f.get("severity") == "error" and f.get("target"):
-            out[f["target"]].append(f["id"])
+    for f in as_flags(flags):
+        if f.severity == "error" and f.target:
+            out[f.target].append(f.id)
     return dict(out)

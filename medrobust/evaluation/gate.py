@@ -46,6 +46,7 @@ from typing import Any
 
 from medrobust.errors import ConfigError
 from medrobust.evaluation.budgets import same_budget
+from medrobust.evaluation.results import Cell, Flag, GateFailure, GateOutcome, WorstCase, as_cells
 from medrobust.validation import parse_number
 
 #: Metrics a gate may name (numeric per-cell metrics in results.json ``cells[].metrics``).
@@ -122,35 +123,35 @@ class Gate:
     threat: str | None = None
     bound: str = "value"
 
-    def matches(self, cell: Mapping[str, Any]) -> bool:
-        """Whether ``cell`` (a dict with attack, eps, target, threat) falls under this gate.
+    def matches(self, cell: Cell | WorstCase | Mapping[str, Any]) -> bool:
+        """Whether ``cell`` (a cell or worst case, or its dict) falls under this gate.
 
         ``worst`` cells (per-sample worst case) match only gates naming ``worst``, and
         ``worst`` gates match only them.
         """
-        is_worst = str(cell["attack"]).lower() == WORST
+        (cell,) = as_cells([cell])
+        is_worst = str(cell.attack).lower() == WORST
         if (self.attack is not None and self.attack.lower() == WORST) != is_worst:
             return False
-        if self.attack is not None and str(cell["attack"]).lower() != self.attack.lower():
+        if self.attack is not None and str(cell.attack).lower() != self.attack.lower():
             return False
-        if self.target is not None and cell["target"] != self.target:
+        if self.target is not None and cell.target != self.target:
             return False
-        if self.threat is not None and cell["threat"] != self.threat:
+        if self.threat is not None and cell.threat != self.threat:
             return False
         if self.eps is not None:
             # the budget as written: "2/255" names the 2/255 cells on every card (32.1 HU on CT)
-            return same_budget(cell.get("eps_label"), cell.get("eps"), self.eps)
+            return same_budget(cell.eps_label, cell.eps, self.eps)
         return True
 
-    def value_of(self, cell: Mapping[str, Any]) -> float | None:
+    def value_of(self, cell: Cell | WorstCase) -> float | None:
         """The number this gate tests in ``cell``: the metric, or an end of its interval."""
         if self.bound == "value":
-            return cell["metrics"].get(self.metric)
-        entry = (cell.get("intervals") or {}).get(self.metric) or {}
-        ci = entry.get("ci")
-        if not ci:
+            return cell.metrics.get(self.metric)
+        entry = cell.interval(self.metric)
+        if entry is None or not entry.ci:
             return None
-        return ci[0] if self.bound == "lower" else ci[1]
+        return entry.low if self.bound == "lower" else entry.high
 
     def passes(self, value: float | None) -> bool:
         """Whether a metric value satisfies the gate (missing/NaN values fail)."""
@@ -182,19 +183,20 @@ class GateResult:
         """True when every matched cell satisfies the gate."""
         return not self.failures
 
+    def outcome(self) -> GateOutcome:
+        """The record stored in results.json ``gates``."""
+        return GateOutcome(
+            gate=self.gate.text,
+            metric=self.gate.metric,
+            bound=self.gate.bound,
+            passed=self.passed,
+            checked=list(self.checked),
+            failures=[GateFailure(cell=k, value=v, reason=self.reasons.get(k)) for k, v in self.failures],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored in results.json ``gates``."""
-        return {
-            "gate": self.gate.text,
-            "metric": self.gate.metric,
-            "bound": self.gate.bound,
-            "passed": self.passed,
-            "checked": list(self.checked),
-            "failures": [
-                {"cell": k, "value": v, **({"reason": self.reasons[k]} if k in self.reasons else {})}
-                for k, v in self.failures
-            ],
-        }
+        return self.outcome().to_dict()
 
 
 def parse_gate(text: str) -> Gate:
@@ -295,38 +297,38 @@ def check_gate_metrics(gates: Iterable[Gate], num_classes: int) -> None:
             )
 
 
-def cell_key(cell: Mapping[str, Any]) -> str:
+def cell_key(cell: Cell | WorstCase | Mapping[str, Any]) -> str:
     """``target/threat/attack@eps`` label used in gate messages."""
-    return f"{cell['target']}/{cell['threat']}/{cell['attack']}@{cell.get('eps_label', cell['eps'])}"
+    return as_cells([cell])[0].ident
 
 
-def check_gates_match(gates: Iterable[Gate], cells: Iterable[Mapping[str, Any]]) -> None:
+def check_gates_match(gates: Iterable[Gate], cells: Iterable[Cell | WorstCase | Mapping[str, Any]]) -> None:
     """Raise :class:`ConfigError` for a gate that matches none of ``cells`` (planned or finished).
 
     ``worst`` gates match the per-sample worst-case cells derived from ``cells``.
     """
-    cells = list(cells)
-    cells = cells + worst_case_stubs(cells)
+    records = as_cells(cells)
+    records = records + worst_case_stubs(records)
     for gate in gates:
-        if not any(gate.matches(c) for c in cells):
-            real = [c for c in cells if str(c["attack"]).lower() != WORST]
-            available = sorted({f"{c['attack']}@{c.get('eps_label', c['eps'])}" for c in real})
+        if not any(gate.matches(c) for c in records):
+            real = [c for c in records if str(c.attack).lower() != WORST]
+            available = sorted({f"{c.attack}@{c.eps_label or c.eps}" for c in real})
             raise ConfigError(
                 f"Gate {gate.text!r} matches no audit cell. Cells have attack@eps in: {', '.join(available)}"
                 " (and worst@EPS for the per-sample worst case)"
-                + ("" if gate.target is None else f"; targets: {sorted({c['target'] for c in cells})}")
-                + ("" if gate.threat is None else f"; threats: {sorted({c['threat'] for c in cells})}")
+                + ("" if gate.target is None else f"; targets: {sorted({c.target for c in records})}")
+                + ("" if gate.threat is None else f"; threats: {sorted({c.threat for c in records})}")
                 + "."
             )
 
 
 def evaluate_gates(
     gates: Iterable[Gate],
-    cells: Iterable[Mapping[str, Any]],
-    flags: Iterable[Mapping[str, Any]] | None = None,
-    worst: Iterable[Mapping[str, Any]] | None = None,
+    cells: Iterable[Cell | Mapping[str, Any]],
+    flags: Iterable[Flag | Mapping[str, Any]] | None = None,
+    worst: Iterable[WorstCase | Mapping[str, Any]] | None = None,
 ) -> list[GateResult]:
-    """Check every gate on the finished ``cells`` (each with a ``metrics`` dict).
+    """Check every gate on the finished ``cells``.
 
     Args:
         gates: Parsed gates.
@@ -336,24 +338,24 @@ def evaluate_gates(
     """
     from medrobust.evaluation.flags import error_targets
 
-    cells = list(cells) + list(worst or [])
+    records = as_cells(cells) + [WorstCase.from_dict(w) for w in worst or []]
     gates = list(gates)
-    check_gates_match(gates, cells)
+    check_gates_match(gates, records)
     flagged = error_targets(list(flags or []))
     out = []
     for gate in gates:
         res = GateResult(gate)
-        for cell in cells:
+        for cell in records:
             if not gate.matches(cell):
                 continue
-            key = cell_key(cell)
+            key = cell.ident
             res.checked.append(key)
             value = gate.value_of(cell)
-            if cell["target"] in flagged:
+            if cell.target in flagged:
                 res.failures.append((key, value))
-                ids = ", ".join(flagged[cell["target"]])
+                ids = ", ".join(flagged[cell.target])
                 res.reasons[key] = (
-                    f"target {cell['target']!r} has error-level flag(s) {ids}: "
+                    f"target {cell.target!r} has error-level flag(s) {ids}: "
                     "its numbers are not evidence of robustness"
                 )
             elif not gate.passes(value):
@@ -364,31 +366,31 @@ def evaluate_gates(
     return out
 
 
-def _worst_groups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
+def _worst_groups(cells: Sequence[Cell | WorstCase]) -> dict[tuple, list[Cell]]:
     """Cells grouped by (target, threat, norm, eps_label), plus (target, "all", norm, eps_label)."""
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    groups: dict[tuple, list[Cell]] = {}
     for c in cells:
-        if str(c["attack"]).lower() == WORST:
+        if str(c.attack).lower() == WORST or not isinstance(c, Cell):
             continue
-        for threat in (c["threat"], ALL_THREATS):
-            label = c.get("eps_label", str(c["eps"]))
-            groups.setdefault((c["target"], threat, c.get("norm"), label), []).append(c)
+        for threat in (c.threat, ALL_THREATS):
+            label = c.eps_label or str(c.eps)
+            groups.setdefault((c.target, threat, c.norm, label), []).append(c)
     return groups
 
 
-def worst_case_stubs(cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def worst_case_stubs(cells: Sequence[Cell | WorstCase]) -> list[WorstCase]:
     """The worst-case cells ``cells`` give rise to (identity fields only; gate matching)."""
     out = []
     for (target, threat, norm, label), group in _worst_groups(cells).items():
-        eps = group[0]["eps"]
+        eps = group[0].eps
         out.append(
-            {
-                "target": target,
-                "threat": threat,
-                "attack": WORST,
-                "norm": norm,
-                "eps": None if eps is None or math.isinf(eps) else eps,
-                "eps_label": label,
-            }
+            WorstCase(
+                target=target,
+                threat=threat,
+                attack=WORST,
+                norm=norm,
+                eps=None if eps is None or math.isinf(eps) else eps,
+                eps_label=label,
+            )
         )
     return out

@@ -16,87 +16,90 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from medrobust.evaluation.results import AuditDocument, as_document
 from medrobust.evaluation.verdict import flag_counts
 
 SUMMARY_SCHEMA = "medrobust.audit-summary/1"
 SUMMARY_SCHEMA_PATH = Path(__file__).parent / "schemas" / "summary.schema.json"
 
 
-def _summary_gates(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _summary_gates(results: AuditDocument) -> list[dict[str, Any]]:
     return [
         {
-            "gate": g["gate"],
-            "metric": g.get("metric", "robust_accuracy"),
-            "bound": g.get("bound", "value"),
-            "passed": bool(g["passed"]),
-            "n_checked": len(g.get("checked", [])),
+            "gate": g.gate,
+            "metric": g.metric or "robust_accuracy",
+            "bound": g.bound or "value",
+            "passed": bool(g.passed),
+            "n_checked": len(g.checked or []),
             "failures": [
-                {
-                    "cell": f["cell"],
-                    "value": f.get("value"),
-                    **({"reason": f["reason"]} if f.get("reason") else {}),
-                }
-                for f in g.get("failures", [])
+                {"cell": f.cell, "value": f.value, **({"reason": f.reason} if f.reason else {})}
+                for f in g.failures
             ],
         }
-        for g in results.get("gates", [])
+        for g in results.gates
     ]
 
 
-def summary_document(results: Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+def summary_document(
+    results: AuditDocument | Mapping[str, Any], run_dir: str | Path | None = None
+) -> dict[str, Any]:
     """The ``--json`` summary (schema ``medrobust.audit-summary/1``) of a finished audit's results."""
-    gates = _summary_gates(results)
+    doc = as_document(results)
+    gates = _summary_gates(doc)
     failed = any(not g["passed"] for g in gates)
     verdict = "no-gates" if not gates else ("fail" if failed else "pass")
     worst = []
-    for w in results.get("worst_cases", []):
-        iv = (w.get("intervals") or {}).get("robust_accuracy") or {}
-        eps = w.get("eps")
+    for w in doc.worst_cases or []:
+        iv = w.interval("robust_accuracy")
+        eps = w.eps
         worst.append(
             {
-                "target": w["target"],
-                "threat": w["threat"],
-                "norm": w["norm"],
+                "target": w.target,
+                "threat": w.threat,
+                "norm": w.norm,
                 "eps": None if eps is None or isinstance(eps, str) else float(eps),
-                "eps_label": str(w["eps_label"]),
-                "robust_accuracy": w["metrics"].get("robust_accuracy"),
-                "ci": iv.get("ci"),
-                "method": iv.get("method", "wilson"),
-                "n": int(w["metrics"].get("n", 0)),
-                "clean_accuracy": w["metrics"].get("clean_accuracy"),
-                "attacks": list(w.get("attacks", [])),
+                "eps_label": str(w.eps_label),
+                "robust_accuracy": w.metrics.robust_accuracy,
+                "ci": None if iv is None else iv.ci,
+                "method": (iv.method if iv is not None else None) or "wilson",
+                "n": int(w.metrics.n or 0),
+                "clean_accuracy": w.metrics.clean_accuracy,
+                "attacks": list(w.attacks or []),
             }
         )
     flags = [
         {
-            "id": f["id"],
-            "level": f.get("severity", "warning"),
-            "message": f["message"],
-            **{k: f.get(k) for k in ("target", "threat", "attack", "eps_label")},
-            "doc": f.get("doc", ""),
+            "id": f.id,
+            "level": f.severity or "warning",
+            "message": f.message,
+            "target": f.target,
+            "threat": f.threat,
+            "attack": f.attack,
+            "eps_label": f.eps_label,
+            "doc": f.doc or "",
         }
-        for f in results.get("flags", [])
+        for f in doc.flags
     ]
-    data = results.get("data", {})
-    stats = dict(results.get("statistics") or {"confidence": 0.95})
+    data = doc.data
+    stats = doc.statistics.to_dict() if doc.statistics is not None else {"confidence": 0.95}
     return {
         "schema": SUMMARY_SCHEMA,
-        "name": str(results.get("name", "audit")),
-        "medrobust_version": str(results.get("medrobust_version", "")),
+        "name": str(doc.name or "audit"),
+        "medrobust_version": str(doc.medrobust_version or ""),
         "verdict": verdict,
         "exit_code": 1 if failed else 0,
         "gates": gates,
         "worst_cases": worst,
         "flags": flags,
-        "flag_counts": flag_counts(results.get("flags", [])),
+        "flag_counts": flag_counts(doc.flags).to_dict(),
         "data": {
-            "source": str(data.get("source", "")),
-            "split": data.get("split"),
-            "split_reason": str(data.get("split_reason", "as configured")),
-            "n": int(data.get("n", len(data.get("labels", [])))),
-            "n_available": data.get("n_available"),
-            "class_counts": dict(data.get("class_counts") or {}),
-            "n_patients": data.get("n_patients"),
+            "source": str(data.source or ""),
+            "split": data.split,
+            "split_reason": str(data.split_reason or "as configured"),
+            "n": int(data.n if data.n is not None else len(data.labels)),
+            "n_available": data.n_available,
+            "class_counts": dict(data.class_counts or {}),
+            "n_patients": data.n_patients,
         },
         "statistics": {
             k: stats[k] for k in ("confidence", "proportions", "clustered", "averaging") if k in stats
@@ -105,7 +108,7 @@ def summary_document(results: Mapping[str, Any], run_dir: str | Path | None = No
     }
 
 
-def summary_json(results: Mapping[str, Any], run_dir: str | Path | None = None) -> str:
+def summary_json(results: AuditDocument | Mapping[str, Any], run_dir: str | Path | None = None) -> str:
     """:func:`summary_document` as indented JSON text."""
     return json.dumps(summary_document(results, run_dir), indent=2, allow_nan=False)
 
@@ -115,12 +118,13 @@ def load_summary_schema() -> dict[str, Any]:
     return json.loads(SUMMARY_SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def junit_xml(results: Mapping[str, Any]) -> str:
+def junit_xml(results: AuditDocument | Mapping[str, Any]) -> str:
     """JUnit XML: one testcase per gate and one per error-level flag (each flag a failure)."""
-    suite = ET.Element("testsuite", name=f"medrobust audit: {results.get('name', 'audit')}")
+    doc = as_document(results)
+    suite = ET.Element("testsuite", name=f"medrobust audit: {doc.name or 'audit'}")
     failures = 0
     tests = 0
-    for g in _summary_gates(results):
+    for g in _summary_gates(doc):
         tests += 1
         case = ET.SubElement(suite, "testcase", classname="medrobust.gate", name=g["gate"])
         if not g["passed"]:
@@ -134,16 +138,16 @@ def junit_xml(results: Mapping[str, Any]) -> str:
             fail.text = "\n".join(lines)
         else:
             ET.SubElement(case, "system-out").text = f"passed on {g['n_checked']} cell(s)"
-    for f in results.get("flags", []):
-        if f.get("severity") != "error":
+    for f in doc.flags:
+        if f.severity != "error":
             continue
         tests += 1
         failures += 1
-        where = " · ".join(str(f[k]) for k in ("target", "threat", "attack", "eps_label") if f.get(k))
-        name = f"{f['id']}" + (f" ({where})" if where else "")
+        where = " · ".join(f.where)
+        name = f"{f.id}" + (f" ({where})" if where else "")
         case = ET.SubElement(suite, "testcase", classname="medrobust.flag", name=name)
-        fail = ET.SubElement(case, "failure", message=f"error-level flag {f['id']}")
-        fail.text = f"{f['message']} See {f.get('doc', '')}."
+        fail = ET.SubElement(case, "failure", message=f"error-level flag {f.id}")
+        fail.text = f"{f.message} See {f.doc or ''}."
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", "0")

@@ -59,6 +59,18 @@ from medrobust.evaluation.metrics import (
     within_budget,
 )
 from medrobust.evaluation.progress import AuditProgress, attack_cost, craft_label
+from medrobust.evaluation.results import (
+    SCHEMA,
+    AttackInfo,
+    AuditDocument,
+    BudgetValues,
+    Cell,
+    CleanMetrics,
+    DataInfo,
+    ModelInfo,
+    Provenance,
+    TargetInfo,
+)
 from medrobust.evaluation.state import (
     AuditState,
     BatchPiece,
@@ -80,7 +92,6 @@ from medrobust.utils.io import atomic_path
 from medrobust.utils.lock import RunLock
 from medrobust.utils.logging import get_logger
 
-SCHEMA = "medrobust.audit/1"
 #: Files of a finished audit that ``fresh=True`` removes with the state (besides examples and plots).
 OUTPUT_FILES = (
     "results.json",
@@ -534,64 +545,66 @@ def _run_audit(
 
         target_info = []
         for name, model in targets.items():
-            info = describe_target(name, model, specs.get(name))
+            info = TargetInfo.from_dict(describe_target(name, model, specs.get(name)))
             pred, probs = clean[name]
-            info["clean"] = {
-                **prediction_metrics(labels_np, pred, probs, num_classes, positive),
-                "pred": pred.tolist(),
-                "probs": probs.tolist(),
-            }
-            target_info.append(info)
-        cells = [state.load(c.id) for c in plan.cells]
-        base_flags = list(flags or []) + run_results_checks(cells, target_info)
-        results: dict[str, Any] = {
-            "schema": SCHEMA,
-            "medrobust_version": __version__,
-            "name": config.name,
-            "fingerprint": config.fingerprint(),
-            "provenance": {"run_fingerprint": state.fingerprint, **state.provenance},
-            "seed": config.seed,
-            "config": resolved,
-            "data": {
-                **samples.describe,
-                "spatial_size": spatial_size,
-                "n": n,
-                "class_names": list(card.class_names),
-                "positive_class": card.positive_class,
-                "indices": list(samples.indices),
-                "ids": ids,
-                "labels": labels_np.tolist(),
-                **audited_data_summary(samples, labels_np, list(card.class_names)),
-            },
-            "model": {
-                "path": str(config.model.path),
-                "card": card.model_dump(mode="json"),
-                "import": import_summary(targets[BARE], card),
-            },
-            "bounds": [float(b) for b in card.bounds],
-            "targets": target_info,
-            "threats": ["whitebox", *config.threats] if config.defenses else ["whitebox"],
-            "attacks": [
+            info.clean = CleanMetrics.from_dict(
                 {
-                    "label": a.label,
-                    "name": a.name,
-                    "norm": a.norm,
-                    "minimal": a.minimal,
-                    "params": _jsonable(a.params),
+                    **prediction_metrics(labels_np, pred, probs, num_classes, positive),
+                    "pred": pred.tolist(),
+                    "probs": probs.tolist(),
                 }
+            )
+            target_info.append(info)
+        cells = [Cell.from_dict(state.load(c.id)) for c in plan.cells]
+        base_flags = list(flags or []) + run_results_checks(cells, target_info)
+        doc = AuditDocument(
+            schema=SCHEMA,
+            medrobust_version=__version__,
+            name=config.name,
+            fingerprint=config.fingerprint(),
+            provenance=Provenance.from_dict({"run_fingerprint": state.fingerprint, **state.provenance}),
+            seed=config.seed,
+            config=resolved,
+            data=DataInfo.from_dict(
+                {
+                    **samples.describe,
+                    "spatial_size": spatial_size,
+                    "n": n,
+                    "class_names": list(card.class_names),
+                    "positive_class": card.positive_class,
+                    "indices": list(samples.indices),
+                    "ids": ids,
+                    "labels": labels_np.tolist(),
+                    **audited_data_summary(samples, labels_np, list(card.class_names)),
+                }
+            ),
+            model=ModelInfo.from_dict(
+                {
+                    "path": str(config.model.path),
+                    "card": card.model_dump(mode="json"),
+                    "import": import_summary(targets[BARE], card),
+                }
+            ),
+            bounds=[float(b) for b in card.bounds],
+            targets=target_info,
+            threats=["whitebox", *config.threats] if config.defenses else ["whitebox"],
+            attacks=[
+                AttackInfo(
+                    label=a.label, name=a.name, norm=a.norm, minimal=a.minimal, params=_jsonable(a.params)
+                )
                 for a in config.attacks
             ],
-            "budgets": {norm: [b.value for b in plan.budgets[norm]] for norm in ("linf", "l2")},
-            "cells": cells,
-            "flags": [f.to_dict() for f in base_flags],
-            "gates": [],
-            "notes": list(config.notes),
-        }
-        complete_results(results, gates, base_flags)  # intervals, audit flags, worst cases, gates, verdict
+            budgets=BudgetValues(**{norm: [b.value for b in plan.budgets[norm]] for norm in ("linf", "l2")}),
+            cells=cells,
+            flags=base_flags,
+            gates=[],
+            notes=list(config.notes),
+        )
+        complete_results(doc, gates, base_flags)  # intervals, audit flags, worst cases, gates, verdict
         atomic_write_text(out / "config.resolved.yaml", dump_config(config))
         atomic_write_json(out / "environment.json", _environment(config, device, ctx))
-        write_reports(results, out)
-        return results
+        write_reports(doc, out)
+        return doc.to_dict()
 
     return ctx.broadcast(ctx.agree(finalize))
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from medrobust.evaluation.results import AuditDocument, Interval, Statistics, as_document
+
 #: Confidence level of every interval the audit reports.
 CONFIDENCE = 0.95
 #: Bootstrap resamples (fewer for very large audits, see :data:`MAX_BOOT_WEIGHTS`).
@@ -344,21 +346,23 @@ def proportion_interval(
     )
 
 
-def fmt_interval(entry: dict[str, Any] | None, digits: int = 2) -> str:
+def fmt_interval(entry: Interval | Mapping[str, Any] | None, digits: int = 2) -> str:
     """``0.56 [0.46, 0.66]`` (``—`` when undefined; the value alone when the interval is)."""
-    if not entry or entry.get("value") is None:
+    if not entry:
         return "—"
-    text = f"{entry['value']:.{digits}f}"
-    ci = entry.get("ci")
-    if ci is not None:
-        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    entry = Interval.from_dict(entry)
+    if entry.value is None:
+        return "—"
+    text = f"{entry.value:.{digits}f}"
+    if entry.ci is not None:
+        text += f" [{entry.low:.{digits}f}, {entry.high:.{digits}f}]"
     return text
 
 
 _RESAMPLERS: dict[tuple, Resampler] = {}
 
 
-def resampler_for(results: Mapping[str, Any]) -> Resampler:
+def resampler_for(results: AuditDocument | Mapping[str, Any]) -> Resampler:
     """The audit's resampler: its samples (clustered by ``data.clusters``), seeded from its seed.
 
     Cached per (n, seed, clusters), so every metric and check of one audit uses the same
@@ -366,9 +370,10 @@ def resampler_for(results: Mapping[str, Any]) -> Resampler:
     """
     from medrobust.run.seeds import derive_seed
 
-    n = len(results["data"]["labels"])
-    clusters = cluster_ids(results["data"].get("clusters"))
-    seed = derive_seed(int(results.get("seed") or 0), "bootstrap")
+    doc = as_document(results)
+    n = len(doc.data.labels)
+    clusters = cluster_ids(doc.data.clusters)
+    seed = derive_seed(int(doc.seed or 0), "bootstrap")
     key = (n, seed, None if clusters is None else clusters.tobytes())
     rs = _RESAMPLERS.get(key)
     if rs is None:
@@ -378,11 +383,9 @@ def resampler_for(results: Mapping[str, Any]) -> Resampler:
     return rs
 
 
-def positive_index(results: Mapping[str, Any]) -> int | None:
+def positive_index(results: AuditDocument | Mapping[str, Any]) -> int | None:
     """Index of the card's positive class (``None``: class 1 of a binary task, macro otherwise)."""
-    pos = results["data"].get("positive_class")
-    names = list(results["data"]["class_names"])
-    return names.index(pos) if pos in names else None
+    return as_document(results).data.positive_index
 
 
 def descriptive_metrics(num_classes: int) -> list[str]:
@@ -397,66 +400,74 @@ def descriptive_metrics(num_classes: int) -> list[str]:
     return ["auroc"] if num_classes <= 2 else ["auroc", "specificity"]
 
 
-def add_intervals(results: dict[str, Any]) -> None:
+def add_intervals(results: AuditDocument) -> None:
     """Add 95 % intervals to every target's clean metrics and every cell, and ``statistics``.
 
-    Adds ``targets[].clean.intervals`` and ``cells[].intervals`` (``{metric: {"value", "ci",
-    "method", "n", ...}}``; the point values stay in ``metrics`` as before), each cell's
-    ``descriptive`` list, and ``results["statistics"]`` describing the methods.
+    Sets ``targets[].clean.intervals`` and ``cells[].intervals`` (``{metric: Interval}``; the
+    point values stay in ``metrics`` as before), each cell's ``descriptive`` list, and
+    ``results.statistics`` describing the methods.
     """
-    data = results["data"]
-    labels = np.asarray(data["labels"], dtype=np.int64)
-    k = len(data["class_names"])
-    pos = positive_index(results)
+    data = results.data
+    labels = np.asarray(data.labels, dtype=np.int64)
+    k = len(data.class_names)
+    pos = data.positive_index
     rs = resampler_for(results)
-    clean_iv: dict[str, dict[str, Any]] = {}
-    for t in results["targets"]:
-        clean = t["clean"]
-        iv = prediction_intervals(labels, clean["pred"], clean.get("probs"), k, pos, clean, rs)
-        clean["intervals"] = iv
-        clean_iv[t["name"]] = iv
-    descriptive = descriptive_metrics(k)
-    for c in results["cells"]:
-        m, s = c["metrics"], c["samples"]
+    clean_iv: dict[str, dict[str, Interval]] = {}
+    for t in results.targets:
+        clean = t.clean
         point = {
-            "accuracy": m.get("robust_accuracy"),
-            "balanced_accuracy": m.get("balanced_accuracy"),
-            "sensitivity": m.get("sensitivity"),
-            "specificity": m.get("specificity"),
-            "auroc": m.get("auroc"),
+            "accuracy": clean.accuracy,
+            "balanced_accuracy": clean.balanced_accuracy,
+            "sensitivity": clean.sensitivity,
+            "specificity": clean.specificity,
+            "auroc": clean.auroc,
         }
-        adv = prediction_intervals(labels, s["adv_pred"], s.get("adv_probs"), k, pos, point, rs)
-        civ = clean_iv.get(c["target"], {})
-        cpred = np.asarray(s["clean_pred"], dtype=np.int64)
+        iv = prediction_intervals(labels, clean.pred, clean.probs, k, pos, point, rs)
+        clean.intervals = {name: Interval.from_dict(v) for name, v in iv.items()}
+        clean_iv[t.name] = clean.intervals
+    descriptive = descriptive_metrics(k)
+    for c in results.cells:
+        m, s = c.metrics, c.samples
+        point = {
+            "accuracy": m.robust_accuracy,
+            "balanced_accuracy": m.balanced_accuracy,
+            "sensitivity": m.sensitivity,
+            "specificity": m.specificity,
+            "auroc": m.auroc,
+        }
+        adv = prediction_intervals(labels, s.adv_pred, s.adv_probs, k, pos, point, rs)
+        civ = clean_iv.get(c.target, {})
+        cpred = np.asarray(s.clean_pred, dtype=np.int64)
         correct = cpred == labels
-        fooled = np.asarray(s["success"], dtype=bool)
+        fooled = np.asarray(s.success, dtype=bool)
         iv = {
             "robust_accuracy": adv["accuracy"],
             "balanced_accuracy": adv["balanced_accuracy"],
             "sensitivity": adv["sensitivity"],
             "specificity": adv["specificity"],
-            "success_rate": proportion_interval(fooled, correct, m.get("success_rate"), rs),
+            "success_rate": proportion_interval(fooled, correct, m.success_rate, rs),
         }
         if "auroc" in adv:
             iv["auroc"] = adv["auroc"]
+        intervals = {name: Interval.from_dict(v) for name, v in iv.items()}
         for name in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auroc"):
             if name in civ:
-                iv[f"clean_{name}"] = civ[name]
+                intervals[f"clean_{name}"] = civ[name]
         for name in descriptive:
-            if name in iv:
-                iv[name] = {**iv[name], "descriptive": True}
-        c["intervals"] = iv
-        c["descriptive"] = list(descriptive)
-    results["statistics"] = statistics_note(results, rs)
+            if name in intervals:
+                intervals[name] = Interval.from_dict({**intervals[name].to_dict(), "descriptive": True})
+        c.intervals = intervals
+        c.descriptive = list(descriptive)
+    results.statistics = statistics_note(results, rs)
 
 
-def statistics_note(results: Mapping[str, Any], rs: Resampler) -> dict[str, Any]:
-    """What ``results["statistics"]`` says about the intervals (methods, resamples, sample sizes)."""
-    n = len(results["data"]["labels"])
-    k = len(results["data"]["class_names"])
-    pos = positive_index(results)
+def statistics_note(results: AuditDocument, rs: Resampler) -> Statistics:
+    """What ``results.statistics`` says about the intervals (methods, resamples, sample sizes)."""
+    n = len(results.data.labels)
+    names = results.data.class_names
+    k = len(names)
+    pos = results.data.positive_index
     if k == 2 or pos is not None:
-        names = results["data"]["class_names"]
         positive = names[1 if pos is None else pos]
         averaging = (
             f"sensitivity and specificity are those of the positive class {positive!r} "
@@ -467,16 +478,16 @@ def statistics_note(results: Mapping[str, Any], rs: Resampler) -> dict[str, Any]
             f"sensitivity and specificity are macro averages over the {k} classes, each class "
             "one-vs-rest (unweighted mean over the classes present)"
         )
-    return {
-        "confidence": CONFIDENCE,
-        "proportions": CLUSTER_BOOTSTRAP if rs.clustered else WILSON,
-        "other": rs.method,
-        "n_boot": rs.n_boot,
-        "clustered": rs.clustered,
-        "n_clusters": rs.n_clusters if rs.clustered else None,
-        "n": n,
-        "half_width_at_0.5": wilson_half_width(n) if n else None,
-        "samples_needed": {f"{h:g}": samples_for_half_width(h) for h in (0.10, 0.05, 0.03)},
-        "averaging": averaging,
-        "descriptive": descriptive_metrics(k),
-    }
+    return Statistics(
+        confidence=CONFIDENCE,
+        proportions=CLUSTER_BOOTSTRAP if rs.clustered else WILSON,
+        other=rs.method,
+        n_boot=rs.n_boot,
+        clustered=rs.clustered,
+        n_clusters=rs.n_clusters if rs.clustered else None,
+        n=n,
+        half_width=wilson_half_width(n) if n else None,
+        samples_needed={f"{h:g}": samples_for_half_width(h) for h in (0.10, 0.05, 0.03)},
+        averaging=averaging,
+        descriptive=descriptive_metrics(k),
+    )

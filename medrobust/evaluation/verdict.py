@@ -8,8 +8,9 @@ AutoAttack on others is not robust on either set. ``threat="all"`` combines ever
 model of the target (whitebox for the bare classifier; graybox and adaptive for a defended
 one), so a sample counts only if it survived every attack under every threat model.
 
-:func:`complete_results` is what the runner calls on the assembled results dict: intervals,
-audit flags, worst cases, gates and the verdict, in that order.
+:func:`complete_results` is what the runner calls on the assembled
+:class:`~medrobust.evaluation.results.AuditDocument`: intervals, audit flags, worst cases,
+gates and the verdict, in that order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ from typing import Any
 import numpy as np
 
 from medrobust.evaluation.gate import ALL_THREATS, WORST, _worst_groups, worst_case_stubs  # noqa: F401
+from medrobust.evaluation.results import (
+    AuditDocument,
+    BudgetStatement,
+    Flag,
+    FlagCounts,
+    GateCounts,
+    Headline,
+    Interval,
+    ThreatModel,
+    Verdict,
+    WorstCase,
+    WorstMetrics,
+    as_document,
+    as_flags,
+)
 
 #: Attacker knowledge per threat model (the report's threat-model statement).
 THREAT_KNOWLEDGE = {
@@ -40,7 +56,7 @@ def _eps_sort(eps: float | None) -> float:
     return math.inf if eps is None else float(eps)
 
 
-def worst_cases(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def worst_cases(results: AuditDocument | Mapping[str, Any]) -> list[WorstCase]:
     """Per-sample worst case per (target, threat or ``all``, norm, budget), with its interval.
 
     Each record looks like a cell (``key``, ``target``, ``threat``, ``attack="worst"``,
@@ -50,19 +66,21 @@ def worst_cases(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """
     from medrobust.evaluation.statistics import proportion_interval, resampler_for
 
-    labels = np.asarray(results["data"]["labels"], dtype=np.int64)
+    doc = as_document(results)
+    labels = np.asarray(doc.data.labels, dtype=np.int64)
     n = int(labels.size)
-    rs = resampler_for(results)
+    rs = resampler_for(doc)
+    names = doc.target_names
     out = []
-    groups = _worst_groups(results["cells"])
+    groups = _worst_groups(doc.cells)
     order = sorted(
         groups,
         key=lambda k: (
-            [t["name"] for t in results["targets"]].index(k[0]) if k[0] in _names(results) else 99,
+            names.index(k[0]) if k[0] in names else 99,
             k[1] == ALL_THREATS,
             k[1],
             0 if k[2] == "linf" else 1,
-            _eps_sort(groups[k][0]["eps"]),
+            _eps_sort(groups[k][0].eps),
         ),
     )
     for key in order:
@@ -70,49 +88,44 @@ def worst_cases(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         group = groups[key]
         robust = np.ones(n, dtype=bool)
         for c in group:
-            robust &= np.asarray(c["samples"]["adv_pred"], dtype=np.int64) == labels
-        clean = group[0]["metrics"].get("clean_accuracy")
+            robust &= np.asarray(c.samples.adv_pred, dtype=np.int64) == labels
+        clean = group[0].metrics.clean_accuracy
         value = float(robust.mean()) if n else None
-        singles = [c["metrics"].get("robust_accuracy") for c in group]
-        singles = [s for s in singles if s is not None]
-        clean_iv = (group[0].get("intervals") or {}).get("clean_accuracy")
+        singles = [c.metrics.robust_accuracy for c in group if c.metrics.robust_accuracy is not None]
+        clean_iv = group[0].interval("clean_accuracy")
+        intervals = {
+            "robust_accuracy": Interval.from_dict(
+                proportion_interval(robust, np.ones(n, dtype=bool), value, rs)
+            ),
+            **({"clean_accuracy": clean_iv} if clean_iv else {}),
+        }
         out.append(
-            {
-                "key": f"{target}/{threat}/{WORST}@{label}",
-                "target": target,
-                "threat": threat,
-                "attack": WORST,
-                "norm": norm,
-                "eps": group[0]["eps"],
-                "eps_label": label,
-                "attacks": list(dict.fromkeys(c["attack"] for c in group)),
-                "threats": list(dict.fromkeys(c["threat"] for c in group)),
-                "weakest_single": min(singles) if singles else None,
-                "metrics": {
-                    "n": n,
-                    "n_robust": int(robust.sum()),
-                    "robust_accuracy": value,
-                    "clean_accuracy": clean,
-                },
-                "intervals": {
-                    "robust_accuracy": proportion_interval(robust, np.ones(n, dtype=bool), value, rs),
-                    **({"clean_accuracy": clean_iv} if clean_iv else {}),
-                },
-            }
+            WorstCase(
+                key=f"{target}/{threat}/{WORST}@{label}",
+                target=target,
+                threat=threat,
+                attack=WORST,
+                norm=norm,
+                eps=group[0].eps,
+                eps_label=label,
+                attacks=list(dict.fromkeys(c.attack for c in group)),
+                threats=list(dict.fromkeys(c.threat for c in group)),
+                weakest_single=min(singles) if singles else None,
+                metrics=WorstMetrics(
+                    n=n, n_robust=int(robust.sum()), robust_accuracy=value, clean_accuracy=clean
+                ),
+                intervals=intervals,
+            )
         )
     return out
 
 
-def _names(results: Mapping[str, Any]) -> list[str]:
-    return [t["name"] for t in results["targets"]]
-
-
-def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def headline(results: AuditDocument | Mapping[str, Any]) -> list[WorstCase]:
     """The verdict's rows: per target, its overall worst case (``threat="all"``) at each bounded budget."""
     return [
         w
-        for w in results.get("worst_cases", [])
-        if w["threat"] == ALL_THREATS and w["eps"] is not None and not _is_inf(w["eps"])
+        for w in as_document(results).worst_cases or []
+        if w.threat == ALL_THREATS and w.eps is not None and not _is_inf(w.eps)
     ]
 
 
@@ -135,7 +148,7 @@ def eps_in_grey_levels(eps: float, norm: str, bounds: Sequence[float], unit: str
     return describe_budget(eps, norm, bounds, unit)
 
 
-def threat_model(results: Mapping[str, Any]) -> dict[str, Any]:
+def threat_model(results: AuditDocument | Mapping[str, Any]) -> ThreatModel:
     """The threat-model statement: knowledge per threat, goal, where the perturbation acts, budgets.
 
     Each budget is given both ways: ``eps`` in image units of the card's bounds, its label as
@@ -143,83 +156,80 @@ def threat_model(results: Mapping[str, Any]) -> dict[str, Any]:
     """
     from medrobust.evaluation.budgets import eps_label, intensity_unit
 
-    bounds = results.get("bounds") or [0.0, 1.0]
-    preset = results["data"].get("preset")
-    modality = (((results.get("model") or {}).get("card")) or {}).get("modality")
-    unit = intensity_unit(bounds, modality)
+    doc = as_document(results)
+    bounds = doc.bounds or [0.0, 1.0]
+    preset = doc.data.preset
+    unit = intensity_unit(bounds, doc.model.modality)
     labels = {
-        (c["norm"], float(c["eps"])): c.get("eps_label")
-        for c in results.get("cells", [])
-        if c.get("eps") is not None and not _is_inf(c["eps"])
+        (c.norm, float(c.eps)): c.eps_label for c in doc.cells if c.eps is not None and not _is_inf(c.eps)
     }
-    budgets = []
-    for norm in ("linf", "l2"):
-        for eps in (results.get("budgets") or {}).get(norm) or []:
-            budgets.append(
-                {
-                    "norm": norm,
-                    "eps": eps,
-                    "eps_label": labels.get((norm, float(eps))) or eps_label(eps),
-                    "grey": eps_in_grey_levels(eps, norm, bounds, unit),
-                }
-            )
-    return {
-        "knowledge": {t: THREAT_KNOWLEDGE.get(t, t) for t in results.get("threats", [])},
-        "goal": (
+    budgets = [
+        BudgetStatement(
+            norm=norm,
+            eps=eps,
+            eps_label=labels.get((norm, float(eps))) or eps_label(eps),
+            grey=eps_in_grey_levels(eps, norm, bounds, unit),
+        )
+        for norm in ("linf", "l2")
+        for eps in getattr(doc.budgets, norm) or []
+    ]
+    return ThreatModel(
+        knowledge={t: THREAT_KNOWLEDGE.get(t, t) for t in doc.threats},
+        goal=(
             "evasion: change the predicted class of each correctly classified image (untargeted), "
             "within the budget; attacks stop at the first misclassification"
         ),
-        "where": (
+        where=(
             f"on the preprocessed image the model receives (after the {preset or 'data'} preset: "
             f"resizing and intensity scaling to [{bounds[0]:g}, {bounds[1]:g}]), before any defense; "
             "not on raw DICOM values or in the acquisition"
         ),
-        "budgets": budgets,
-    }
+        budgets=budgets,
+    )
 
 
-def flag_counts(flags: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """``{"error": n, "warning": n, "info": n}``."""
-    counts = {"error": 0, "warning": 0, "info": 0}
-    for f in flags:
-        counts[f.get("severity", "warning")] = counts.get(f.get("severity", "warning"), 0) + 1
+def flag_counts(flags: Iterable[Flag | Mapping[str, Any]]) -> FlagCounts:
+    """Flags per level (``error``, ``warning``, ``info``)."""
+    counts = FlagCounts()
+    for f in as_flags(flags):
+        level = f.severity if f.severity in ("error", "warning", "info") else "warning"
+        setattr(counts, level, getattr(counts, level) + 1)
     return counts
 
 
-def verdict(results: Mapping[str, Any]) -> dict[str, Any]:
-    """``results["verdict"]``: status (pass/fail/no-gates), gate and flag counts, headline, threat model."""
-    gates = results.get("gates", [])
-    failed = [g for g in gates if not g["passed"]]
-    status = "no-gates" if not gates else ("fail" if failed else "pass")
-    return {
-        "status": status,
-        "gates": {"total": len(gates), "passed": len(gates) - len(failed), "failed": len(failed)},
-        "flags": flag_counts(results.get("flags", [])),
-        "headline": [
-            {
-                "target": w["target"],
-                "norm": w["norm"],
-                "eps": w["eps"],
-                "eps_label": w["eps_label"],
-                "robust_accuracy": w["intervals"]["robust_accuracy"],
-                "clean_accuracy": (w.get("intervals") or {}).get("clean_accuracy"),
-                "attacks": w["attacks"],
-                "threats": w["threats"],
-            }
-            for w in headline(results)
+def verdict(results: AuditDocument | Mapping[str, Any]) -> Verdict:
+    """``results.verdict``: status (pass/fail/no-gates), gate and flag counts, headline, threat model."""
+    doc = as_document(results)
+    failed = [g for g in doc.gates if not g.passed]
+    status = "no-gates" if not doc.gates else ("fail" if failed else "pass")
+    return Verdict(
+        status=status,
+        gates=GateCounts(total=len(doc.gates), passed=len(doc.gates) - len(failed), failed=len(failed)),
+        flags=flag_counts(doc.flags),
+        headline=[
+            Headline(
+                target=w.target,
+                norm=w.norm,
+                eps=w.eps,
+                eps_label=w.eps_label,
+                robust_accuracy=w.interval("robust_accuracy"),
+                clean_accuracy=w.interval("clean_accuracy"),
+                attacks=list(w.attacks or []),
+                threats=list(w.threats or []),
+            )
+            for w in headline(doc)
         ],
-        "threat_model": threat_model(results),
-    }
+        threat_model=threat_model(doc),
+    )
 
 
-def complete_results(results: dict[str, Any], gates: Sequence[Any], flags: Sequence[Any]) -> dict[str, Any]:
+def complete_results(results: AuditDocument, gates: Sequence[Any], flags: Sequence[Flag]) -> AuditDocument:
     """Add intervals, audit flags, worst cases, gate results and the verdict to ``results``.
 
     Args:
-        results: The assembled results dict (data, targets with clean metrics, cells, config).
+        results: The assembled results (data, targets with clean metrics, cells, config).
         gates: Parsed :class:`~medrobust.evaluation.gate.Gate` objects.
-        flags: :class:`~medrobust.evaluation.flags.Flag` objects raised so far (model and
-            results checks).
+        flags: Flags raised so far (model and results checks).
 
     Returns:
         ``results``, completed in place.
@@ -229,31 +239,31 @@ def complete_results(results: dict[str, Any], gates: Sequence[Any], flags: Seque
     from medrobust.evaluation.statistics import add_intervals
 
     add_intervals(results)
-    all_flags = [f.to_dict() for f in [*flags, *run_audit_checks(results)]]
-    all_flags.sort(key=lambda f: SEVERITIES.index(f["severity"]) if f["severity"] in SEVERITIES else 9)
-    results["flags"] = all_flags
-    results["worst_cases"] = worst_cases(results)
-    results["gates"] = [
-        g.to_dict() for g in evaluate_gates(gates, results["cells"], all_flags, results["worst_cases"])
+    all_flags = [*flags, *run_audit_checks(results)]
+    all_flags.sort(key=lambda f: SEVERITIES.index(f.severity) if f.severity in SEVERITIES else 9)
+    results.flags = all_flags
+    results.worst_cases = worst_cases(results)
+    results.gates = [
+        g.outcome() for g in evaluate_gates(gates, results.cells, all_flags, results.worst_cases)
     ]
-    results["verdict"] = verdict(results)
+    results.verdict = verdict(results)
     return results
 
 
-def ensure_evidence(results: Mapping[str, Any]) -> Mapping[str, Any]:
+def ensure_evidence(results: AuditDocument | Mapping[str, Any]) -> AuditDocument:
     """``results`` with intervals, worst cases and a verdict.
 
     An older results.json lacks them: a completed copy is returned (its flags and gates are
     kept as they were).
     """
-    if "verdict" in results and "worst_cases" in results:
-        return results
-    import copy
-
+    doc = as_document(results)
+    if doc.verdict is not None and doc.worst_cases is not None:
+        return doc
     from medrobust.evaluation.statistics import add_intervals
 
-    out = copy.deepcopy(dict(results))
+    # a copy when given a document: the caller's results stay as they were
+    out = AuditDocument.from_dict(doc.to_dict()) if doc is results else doc
     add_intervals(out)
-    out["worst_cases"] = worst_cases(out)
-    out["verdict"] = verdict(out)
+    out.worst_cases = worst_cases(out)
+    out.verdict = verdict(out)
     return out

@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from medrobust.evaluation.results import AuditDocument, Cell, as_document
+
 #: Amplification of perturbations in the gallery (around mid-grey).
 AMPLIFY = 10.0
 
@@ -27,18 +29,20 @@ def figure_png(fig: Figure, dpi: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def _ra(cell: Mapping[str, Any]) -> float:
-    v = cell["metrics"].get("robust_accuracy")
-    return math.nan if v is None else float(v)
+Results = AuditDocument | Mapping[str, Any]
 
 
-def _groups(results: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return list(dict.fromkeys((c["target"], c["threat"]) for c in results["cells"]))
+def _ra(cell: Cell) -> float:
+    return cell.robust_accuracy
 
 
-def _ci(cell: Mapping[str, Any], metric: str = "robust_accuracy") -> tuple[float, float]:
-    ci = ((cell.get("intervals") or {}).get(metric) or {}).get("ci")
-    return (math.nan, math.nan) if not ci else (float(ci[0]), float(ci[1]))
+def _groups(results: AuditDocument) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((c.target, c.threat) for c in results.cells))
+
+
+def _ci(cell: Any, metric: str = "robust_accuracy") -> tuple[float, float]:
+    iv = cell.interval(metric)
+    return (math.nan, math.nan) if iv is None or not iv.ci else (float(iv.low), float(iv.high))
 
 
 def _eps_axis(
@@ -57,20 +61,20 @@ def _eps_axis(
 
 
 def _worst_curve(
-    results: Mapping[str, Any], target: str, threat: str, norm: str
+    results: AuditDocument, target: str, threat: str, norm: str
 ) -> list[tuple[float, float, float, float]]:
     pts = []
-    for w in results.get("worst_cases", []):
-        if w["target"] == target and w["threat"] == threat and w["norm"] == norm and w["eps"] is not None:
-            if isinstance(w["eps"], str) or math.isinf(float(w["eps"])):
+    for w in results.worst_cases or []:
+        if w.target == target and w.threat == threat and w.norm == norm and w.eps is not None:
+            if isinstance(w.eps, str) or math.isinf(float(w.eps)):
                 continue
             lo, hi = _ci(w)
-            ra = w["metrics"].get("robust_accuracy")
-            pts.append((float(w["eps"]), math.nan if ra is None else float(ra), lo, hi))
+            ra = w.metrics.robust_accuracy
+            pts.append((float(w.eps), math.nan if ra is None else float(ra), lo, hi))
     return sorted(pts)
 
 
-def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bool = False) -> Figure | None:
+def robust_accuracy_figure(results: Results, norm: str, references: bool = False) -> Figure | None:
     """Robust accuracy vs ε for ``norm``: one panel per target × threat, one line per attack.
 
     Shaded bands are 95 % intervals; ε = 0 is the clean accuracy. With ``references`` (the
@@ -81,37 +85,33 @@ def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bo
     from medrobust.evaluation.verdict import ensure_evidence
 
     results = ensure_evidence(results)
-    cells = [c for c in results["cells"] if c["norm"] == norm and c["eps"] is not None]
+    cells = [c for c in results.cells if c.norm == norm and c.eps is not None]
     if not cells:
         return None
-    groups = [g for g in _groups(results) if any((c["target"], c["threat"]) == g for c in cells)]
+    groups = [g for g in _groups(results) if any((c.target, c.threat) == g for c in cells)]
     ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
     fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows), layout="constrained")
-    attacks = list(dict.fromkeys(c["attack"] for c in cells))
+    attacks = list(dict.fromkeys(c.attack for c in cells))
     colors = {a: f"C{i % 10}" for i, a in enumerate(attacks)}
-    eps_labels = {float(c["eps"]): c["eps_label"] for c in cells}
-    bounds = results.get("bounds") or (0.0, 1.0)
-    unit = intensity_unit(bounds, (((results.get("model") or {}).get("card")) or {}).get("modality"))
-    chance = 1.0 / max(len(results["data"]["class_names"]), 1)
-    bare_name = next((t["name"] for t in results["targets"] if t.get("kind") == "classifier"), "bare")
+    eps_labels = {float(c.eps): c.eps_label for c in cells}
+    bounds = results.bounds or (0.0, 1.0)
+    unit = intensity_unit(bounds, results.model.modality)
+    chance = 1.0 / max(len(results.data.class_names), 1)
+    bare_name = results.bare.name if results.bare is not None else "bare"
     for i, (target, threat) in enumerate(groups):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         clean_iv = None
         for attack in attacks:
             group = sorted(
-                (
-                    c
-                    for c in cells
-                    if c["target"] == target and c["threat"] == threat and c["attack"] == attack
-                ),
-                key=lambda c: c["eps"],
+                (c for c in cells if c.target == target and c.threat == threat and c.attack == attack),
+                key=lambda c: c.eps,
             )
             if not group:
                 continue
-            clean = group[0]["metrics"].get("clean_accuracy")
+            clean = group[0].metrics.clean_accuracy
             clean_iv = _ci(group[0], "clean_accuracy")
-            xs = [0.0] + [float(c["eps"]) for c in group]
+            xs = [0.0] + [float(c.eps) for c in group]
             ys = [math.nan if clean is None else clean] + [_ra(c) for c in group]
             lows = [clean_iv[0]] + [_ci(c)[0] for c in group]
             highs = [clean_iv[1]] + [_ci(c)[1] for c in group]
@@ -119,8 +119,8 @@ def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bo
             ax.fill_between(xs, lows, highs, color=colors[attack], alpha=0.12, linewidth=0)
         worst = _worst_curve(results, target, threat, norm) if references else []
         if worst and clean_iv is not None:
-            first = next(c for c in cells if c["target"] == target and c["threat"] == threat)
-            clean = first["metrics"].get("clean_accuracy")
+            first = next(c for c in cells if c.target == target and c.threat == threat)
+            clean = first.metrics.clean_accuracy
             xs = [0.0] + [p[0] for p in worst]
             ax.plot(
                 xs,
@@ -139,9 +139,8 @@ def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bo
             )
         if references and target != bare_name:
             ref = _worst_curve(results, bare_name, "whitebox", norm)
-            bare_clean = next(
-                (t["clean"].get("accuracy") for t in results["targets"] if t["name"] == bare_name), None
-            )
+            bare = results.target(bare_name)
+            bare_clean = None if bare is None else bare.clean.accuracy
             if ref and bare_clean is not None:
                 ax.plot(
                     [0.0] + [p[0] for p in ref],
@@ -164,18 +163,16 @@ def robust_accuracy_figure(results: Mapping[str, Any], norm: str, references: bo
     return fig
 
 
-def strongest_cell(
-    results: Mapping[str, Any], target: str, threat: str | None = None
-) -> Mapping[str, Any] | None:
+def strongest_cell(results: Results, target: str, threat: str | None = None) -> Cell | None:
     """The bounded cell of ``target`` with the lowest robust accuracy (ties: larger ε, then order)."""
     cands = [
         c
-        for c in results["cells"]
-        if c["target"] == target and c["eps"] is not None and (threat is None or c["threat"] == threat)
+        for c in as_document(results).cells
+        if c.target == target and c.eps is not None and (threat is None or c.threat == threat)
     ]
     if not cands:
         return None
-    return min(enumerate(cands), key=lambda ic: (_ra(ic[1]), -ic[1]["eps"], ic[0]))[1]
+    return min(enumerate(cands), key=lambda ic: (_ra(ic[1]), -ic[1].eps, ic[0]))[1]
 
 
 def confusion_matrix(labels: list[int], preds: list[int], k: int) -> np.ndarray:
@@ -186,18 +183,20 @@ def confusion_matrix(labels: list[int], preds: list[int], k: int) -> np.ndarray:
     return cm
 
 
-def confusion_figure(results: Mapping[str, Any], target: str) -> Figure:
+def confusion_figure(results: Results, target: str) -> Figure:
     """Confusion matrices of ``target``: clean and under its strongest attack."""
-    names = results["data"]["class_names"]
-    labels = results["data"]["labels"]
-    tinfo = next(t for t in results["targets"] if t["name"] == target)
-    panels = [("clean", confusion_matrix(labels, tinfo["clean"]["pred"], len(names)))]
+    results = as_document(results)
+    names = results.data.class_names
+    labels = results.data.labels
+    tinfo = results.target(target)
+    assert tinfo is not None, target
+    panels = [("clean", confusion_matrix(labels, tinfo.clean.pred or [], len(names)))]
     cell = strongest_cell(results, target)
     if cell is not None:
         panels.append(
             (
-                f"{cell['attack']}@{cell['eps_label']} ({cell['threat']})",
-                confusion_matrix(labels, cell["samples"]["adv_pred"], len(names)),
+                f"{cell.attack}@{cell.eps_label} ({cell.threat})",
+                confusion_matrix(labels, cell.samples.adv_pred or [], len(names)),
             )
         )
     fig = Figure(figsize=(3.6 * len(panels), 3.4), layout="constrained")
@@ -225,17 +224,14 @@ def _to_display(img: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarra
     return rgb, {}
 
 
-def flipped_positions(
-    results: Mapping[str, Any], cell: Mapping[str, Any], candidates: list[int], n: int
-) -> list[int]:
+def flipped_positions(results: Results, cell: Cell, candidates: list[int], n: int) -> list[int]:
     """Up to ``n`` of ``candidates`` the cell's attack flipped (clean right, adversarial wrong).
 
     Balanced by class: classes take turns (in class order), each contributing its flipped samples in
     position order.
     """
-    samples = cell["samples"]
-    success = samples.get("success") or []
-    labels = samples["label"]
+    success = cell.samples.success or []
+    labels = cell.samples.label or []
     by_class: dict[int, list[int]] = {}
     for pos in candidates:
         if pos < len(success) and success[pos]:
@@ -249,22 +245,25 @@ def flipped_positions(
     return out
 
 
-def gallery_rows(
-    results: Mapping[str, Any], cell: Mapping[str, Any], saved: list[int], n: int = 4
-) -> list[dict]:
+def _clean_probs(results: AuditDocument, cell: Cell) -> list[list[float]] | None:
+    target = results.target(cell.target or "")
+    return None if target is None else target.clean.probs
+
+
+def gallery_rows(results: Results, cell: Cell, saved: list[int], n: int = 4) -> list[dict]:
     """Gallery rows: flipped saved examples, true class, clean and adversarial prediction with confidence."""
-    names = results["data"]["class_names"]
-    samples = cell["samples"]
-    target = next((t for t in results["targets"] if t["name"] == cell["target"]), {})
-    clean_probs = (target.get("clean") or {}).get("probs")
-    adv_probs = samples.get("adv_probs")
+    results = as_document(results)
+    names = results.data.class_names
+    samples = cell.samples
+    clean_probs = _clean_probs(results, cell)
+    adv_probs = samples.adv_probs
     rows = []
     for pos in flipped_positions(results, cell, saved, n):
-        cp, ap = int(samples["clean_pred"][pos]), int(samples["adv_pred"][pos])
+        cp, ap = int(samples.clean_pred[pos]), int(samples.adv_pred[pos])
         rows.append(
             {
                 "position": pos,
-                "label": names[int(samples["label"][pos])],
+                "label": names[int(samples.label[pos])],
                 "clean": names[cp],
                 "clean_confidence": float(clean_probs[pos][cp]) if clean_probs else None,
                 "adversarial": names[ap],
@@ -282,9 +281,9 @@ def _prediction_text(names: list[str], pred: int, probs: Any) -> str:
 
 
 def gallery_figure(
-    results: Mapping[str, Any],
+    results: Results,
     run_dir: str | Path,
-    cell: Mapping[str, Any],
+    cell: Cell,
     n: int = 4,
     flipped_only: bool = False,
 ) -> Figure | None:
@@ -295,14 +294,15 @@ def gallery_figure(
     ``flipped_only`` (the report) saved examples the attack flipped, balanced by class; the
     figure is ``None`` when there is nothing to show.
     """
-    if not cell.get("examples"):
+    results = as_document(results)
+    if not cell.examples:
         return None
-    path = Path(run_dir) / cell["examples"]
+    path = Path(run_dir) / cell.examples
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    low, high = results["bounds"]
+    low, high = results.bounds
     mid = 0.5 * (low + high)
     saved = [int(p) for p in arrays["positions"]]
     rows = flipped_positions(results, cell, saved, n) if flipped_only else saved[:n]
@@ -313,11 +313,10 @@ def gallery_figure(
     cols = [("clean", arrays["clean"]), ("adversarial", arrays["adv"]), (f"perturbation ×{AMPLIFY:g}", pert)]
     if "denoised_adv" in arrays:
         cols.append(("denoised adversarial", arrays["denoised_adv"]))
-    samples = cell["samples"]
-    names = results["data"]["class_names"]
-    target = next((t for t in results["targets"] if t["name"] == cell["target"]), {})
-    clean_probs = (target.get("clean") or {}).get("probs")
-    adv_probs = samples.get("adv_probs")
+    samples = cell.samples
+    names = results.data.class_names
+    clean_probs = _clean_probs(results, cell)
+    adv_probs = samples.adv_probs
     k = len(rows)
     fig = Figure(figsize=(2.2 * len(cols), 2.45 * k), layout="constrained")
     for r, pos in enumerate(rows):
@@ -331,25 +330,26 @@ def gallery_figure(
             if r == 0:
                 ax.set_title(title, fontsize=9)
             if c == 0:
-                ax.set_ylabel(f"#{pos} true: {names[samples['label'][pos]]}", fontsize=8)
-                cp = int(samples["clean_pred"][pos])
+                ax.set_ylabel(f"#{pos} true: {names[samples.label[pos]]}", fontsize=8)
+                cp = int(samples.clean_pred[pos])
                 ax.set_xlabel(
                     f"clean: {_prediction_text(names, cp, clean_probs[pos] if clean_probs else None)}",
                     fontsize=8,
                 )
             if c == 1:
-                ap = int(samples["adv_pred"][pos])
+                ap = int(samples.adv_pred[pos])
                 ax.set_xlabel(
                     f"adv: {_prediction_text(names, ap, adv_probs[pos] if adv_probs else None)}",
                     fontsize=8,
-                    color="#8a1f11" if ap != int(samples["label"][pos]) else "black",
+                    color="#8a1f11" if ap != int(samples.label[pos]) else "black",
                 )
-    fig.suptitle(f"{cell['target']} · {cell['threat']} · {cell['attack']}@{cell['eps_label']}", fontsize=10)
+    fig.suptitle(f"{cell.target} · {cell.threat} · {cell.attack}@{cell.eps_label}", fontsize=10)
     return fig
 
 
-def report_figures(results: Mapping[str, Any], run_dir: str | Path) -> list[dict[str, Any]]:
+def report_figures(results: Results, run_dir: str | Path) -> list[dict[str, Any]]:
     """All report figures: ``[{"id", "title", "section", "figure"}]`` in display order."""
+    results = as_document(results)
     figs: list[dict[str, Any]] = []
     for norm in ("linf", "l2"):
         fig = robust_accuracy_figure(results, norm, references=True)
@@ -369,13 +369,13 @@ def report_figures(results: Mapping[str, Any], run_dir: str | Path) -> list[dict
         cell = strongest_cell(results, target, threat)
         fig = None if cell is None else gallery_figure(results, run_dir, cell, flipped_only=True)
         if fig is not None:
-            with np.load(Path(run_dir) / cell["examples"], allow_pickle=False) as z:
+            with np.load(Path(run_dir) / cell.examples, allow_pickle=False) as z:
                 saved = [int(p) for p in z["positions"]]
             figs.append(
                 {
                     "rows": gallery_rows(results, cell, saved),
                     "id": f"gallery_{target}_{threat}",
-                    "title": f"Gallery · {target} · {threat} · {cell['attack']}@{cell['eps_label']}",
+                    "title": f"Gallery · {target} · {threat} · {cell.attack}@{cell.eps_label}",
                     "caption": "images the attack flipped (clean prediction right, adversarial wrong), "
                     "balanced by class, with the prediction's confidence; perturbation amplified "
                     f"×{AMPLIFY:g} around mid-grey",
@@ -383,15 +383,15 @@ def report_figures(results: Mapping[str, Any], run_dir: str | Path) -> list[dict
                     "figure": fig,
                 }
             )
-    for t in results["targets"]:
+    for t in results.targets:
         figs.append(
             {
-                "id": f"confusion_{t['name']}",
-                "title": f"Confusion matrices · {t['name']}",
+                "id": f"confusion_{t.name}",
+                "title": f"Confusion matrices · {t.name}",
                 "caption": "rows true class, columns prediction; clean, and under the attack that hurt "
                 "this target most",
                 "section": "confusion",
-                "figure": confusion_figure(results, t["name"]),
+                "figure": confusion_figure(results, t.name),
             }
         )
     return figs

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from medrobust.evaluation.results import AuditDocument, as_document
+
 #: One row per framework: what it asks (paraphrased), what this audit provides, where to look.
 FRAMEWORKS: tuple[dict[str, str], ...] = (
     {
@@ -71,14 +73,14 @@ DISCLAIMER = (
 )
 
 
-def evidence_map(results: Mapping[str, Any]) -> dict[str, Any]:
+def evidence_map(results: AuditDocument | Mapping[str, Any]) -> dict[str, Any]:
     """The appendix context: rows of :data:`FRAMEWORKS` plus this audit's key numbers."""
-    verdict = results.get("verdict") or {}
+    doc = as_document(results)
     return {
         "rows": list(FRAMEWORKS),
         "disclaimer": DISCLAIMER,
-        "n": len((results.get("data") or {}).get("labels", [])),
-        "n_attacks": len(results.get("attacks", [])),
-        "threats": list(results.get("threats", [])),
-        "gates": verdict.get("gates") or {},
+        "n": len(doc.data.labels),
+        "n_attacks": len(doc.attacks),
+        "threats": list(doc.threats),
+        "gates": doc.verdict.gates.to_dict() if doc.verdict is not None else {},
     }

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from medrobust.evaluation.results import AuditDocument, as_document
+
 #: Cell columns before the metrics, in CSV order.
 CELL_COLUMNS = (
     "key",
@@ -65,34 +67,34 @@ SAMPLE_COLUMNS = (
 )
 
 
-def cell_rows(results: Mapping[str, Any], intervals: bool = False) -> list[dict[str, Any]]:
+def cell_rows(results: AuditDocument | Mapping[str, Any], intervals: bool = False) -> list[dict[str, Any]]:
     """One dict per cell: identification columns then metrics (``eps`` None = unbounded).
 
     With ``intervals`` (results.csv), the 95 % interval ends follow (:data:`CI_COLUMNS`;
     ``None`` for results written before intervals existed).
     """
     rows = []
-    for cell in results["cells"]:
+    for cell in as_document(results).cells:
         row = {k: cell.get(k) for k in CELL_COLUMNS}
-        row.update({k: cell["metrics"].get(k) for k in METRIC_COLUMNS})
+        row.update({k: cell.metrics.get(k) for k in METRIC_COLUMNS})
         if intervals:
-            ivs = cell.get("intervals") or {}
             for m in CI_METRICS:
-                ci = (ivs.get(m) or {}).get("ci") or (None, None)
-                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci[0], ci[1]
+                iv = cell.interval(m)
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = (None, None) if iv is None else (iv.low, iv.high)
         rows.append(row)
     return rows
 
 
-def sample_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def sample_rows(results: AuditDocument | Mapping[str, Any]) -> list[dict[str, Any]]:
     """One dict per (cell, sample) with the cell's key columns."""
     rows = []
-    for cell in results["cells"]:
-        s = cell["samples"]
+    for cell in as_document(results).cells:
+        s = cell.samples
+        columns = {k: getattr(s, k) for k in SAMPLE_COLUMNS if getattr(s, k) is not None}
         head = {k: cell.get(k) for k in ("key", "target", "threat", "attack", "eps", "eps_label")}
-        for i in range(len(s["position"])):
+        for i in range(len(s.position or [])):
             row = dict(head)
-            row.update({k: s[k][i] for k in SAMPLE_COLUMNS if k in s})
+            row.update({k: v[i] for k, v in columns.items()})
             rows.append(row)
     return rows
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from medrobust.evaluation.results import AuditDocument, Cell, Interval, as_document
 from medrobust.evaluation.statistics import fmt_interval
 from medrobust.evaluation.verdict import ensure_evidence
 from medrobust.reporting.tables import CELL_COLUMNS, CI_COLUMNS, METRIC_COLUMNS, cell_rows, fmt
@@ -37,7 +38,7 @@ def _env(autoescape: bool):
     return env
 
 
-def results_csv(results: Mapping[str, Any]) -> str:
+def results_csv(results: AuditDocument | Mapping[str, Any]) -> str:
     """One row per cell (identification columns, then metrics)."""
     buf = io.StringIO()
     writer = csv.DictWriter(
@@ -49,7 +50,7 @@ def results_csv(results: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-def summary(results: Mapping[str, Any]) -> dict[str, Any]:
+def summary(results: AuditDocument | Mapping[str, Any]) -> dict[str, Any]:
     """Robust accuracy pivot: per norm, rows target · threat · attack, columns budgets (floats).
 
     A ``worst`` row per target · threat holds the *per-sample* worst case over the attacks
@@ -60,31 +61,31 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     out = interval_summary(results)
     for table in out.values():
         for row in table["rows"]:
-            row["clean"] = row["clean"].get("value")
-            row["values"] = {k: v.get("value") for k, v in row["values"].items()}
+            row["clean"] = row["clean"].value
+            row["values"] = {k: v.value for k, v in row["values"].items()}
     return out
 
 
-def interval_summary(results: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`summary` with interval dicts (``{"value", "ci", "method", "n"}``) as values."""
+def interval_summary(results: AuditDocument | Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`summary` with :class:`~medrobust.evaluation.results.Interval` values."""
     results = ensure_evidence(results)
-    worst_by = {(w["target"], w["threat"], w["norm"], w["eps_label"]): w for w in results["worst_cases"]}
+    worst_by = {(w.target, w.threat, w.norm, w.eps_label): w for w in results.worst_cases or []}
     out: dict[str, Any] = {}
     for norm in ("linf", "l2"):
-        cells = [c for c in results["cells"] if c["norm"] == norm]
+        cells = [c for c in results.cells if c.norm == norm]
         if not cells:
             continue
         labels = []
-        for c in sorted(cells, key=lambda c: float("inf") if c["eps"] is None else c["eps"]):
-            if c["eps_label"] not in labels:
-                labels.append(c["eps_label"])
+        for c in sorted(cells, key=lambda c: float("inf") if c.eps is None else c.eps):
+            if c.eps_label not in labels:
+                labels.append(c.eps_label)
         rows = []
-        for target, threat in dict.fromkeys((c["target"], c["threat"]) for c in cells):
-            group = [c for c in cells if c["target"] == target and c["threat"] == threat]
+        for target, threat in dict.fromkeys((c.target, c.threat) for c in cells):
+            group = [c for c in cells if c.target == target and c.threat == threat]
             clean = _iv(group[0], "clean_accuracy")
-            for attack in dict.fromkeys(c["attack"] for c in group):
-                values = {c["eps_label"]: _iv(c, "robust_accuracy") for c in group if c["attack"] == attack}
-                bpda = any(c.get("bpda") for c in group if c["attack"] == attack)
+            for attack in dict.fromkeys(c.attack for c in group):
+                values = {c.eps_label: _iv(c, "robust_accuracy") for c in group if c.attack == attack}
+                bpda = any(c.bpda for c in group if c.attack == attack)
                 rows.append(
                     {
                         "target": target,
@@ -97,7 +98,7 @@ def interval_summary(results: Mapping[str, Any]) -> dict[str, Any]:
                     }
                 )
             worst = {
-                label: worst_by[key]["intervals"]["robust_accuracy"]
+                label: worst_by[key].interval("robust_accuracy")
                 for label in labels
                 if (key := (target, threat, norm, label)) in worst_by
             }
@@ -116,29 +117,26 @@ def interval_summary(results: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _iv(cell: Mapping[str, Any], metric: str) -> dict[str, Any]:
+def _iv(cell: Cell, metric: str) -> Interval:
     """A cell's interval for ``metric`` (the bare value when the cell has no intervals)."""
-    iv = (cell.get("intervals") or {}).get(metric)
-    if iv is not None:
-        return iv
-    return {"value": cell["metrics"].get(metric), "ci": None, "method": None}
+    iv = cell.interval(metric)
+    return iv if iv is not None else Interval(value=cell.metrics.get(metric))
 
 
-def _verdict_table(results: Mapping[str, Any]) -> dict[str, Any]:
+def _verdict_table(results: AuditDocument) -> dict[str, Any]:
     """Headline rows per target: clean accuracy and worst-case robust accuracy per budget (with CIs)."""
-    heads = results["verdict"]["headline"]
-    columns = list(dict.fromkeys((h["norm"], h["eps_label"]) for h in heads))
+    heads = results.verdict.headline if results.verdict is not None else []
+    columns = list(dict.fromkeys((h.norm, h.eps_label) for h in heads))
     rows = []
-    for t in results["targets"]:
-        cells = {(h["norm"], h["eps_label"]): h["robust_accuracy"] for h in heads if h["target"] == t["name"]}
-        threats = sorted({th for h in heads if h["target"] == t["name"] for th in h["threats"]})
+    for t in results.targets:
+        cells = {(h.norm, h.eps_label): h.robust_accuracy for h in heads if h.target == t.name}
+        threats = sorted({th for h in heads if h.target == t.name for th in h.threats})
         rows.append(
             {
-                "target": t["name"],
-                "defense": (t.get("denoiser") or {}).get("name") if t.get("denoiser") else None,
+                "target": t.name,
+                "defense": (t.denoiser or {}).get("name") if t.denoiser else None,
                 "threats": threats,
-                "clean": (t["clean"].get("intervals") or {}).get("accuracy")
-                or {"value": t["clean"].get("accuracy"), "ci": None},
+                "clean": (t.clean.intervals or {}).get("accuracy") or Interval(value=t.clean.accuracy),
                 "values": cells,
             }
         )
@@ -157,7 +155,7 @@ def _settings_rows(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix.rstrip("."), "—" if value is None else str(value))]
 
 
-def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+def _context(results: AuditDocument | Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     from medrobust.evaluation.audited import describe_audited
     from medrobust.evaluation.flags import FLAG_CHECKS
     from medrobust.reporting.regulatory import evidence_map
@@ -166,21 +164,21 @@ def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     env_file = run_dir / "environment.json"
     environment = json.loads(env_file.read_text(encoding="utf-8")) if env_file.exists() else {}
     attack_params: dict[str, Any] = {}
-    for c in results["cells"]:
+    for c in results.cells:
         attack_params.setdefault(
-            c["attack"],
+            c.attack,
             {
-                "name": c["attack_name"],
-                "norm": c["norm"],
-                "minimal": c["minimal"],
-                "params": c["params"],
-                "param_rows": _settings_rows(c["params"] or {}),
-                "info_rows": _settings_rows(c["info"] or {}),
-                "info": c["info"],
+                "name": c.attack_name,
+                "norm": c.norm,
+                "minimal": c.minimal,
+                "params": c.params,
+                "param_rows": _settings_rows(c.params or {}),
+                "info_rows": _settings_rows(c.info or {}),
+                "info": c.info,
             },
         )
     reference = []
-    for fid in dict.fromkeys(f["id"] for f in results["flags"]):
+    for fid in dict.fromkeys(f.id for f in results.flags):
         check = FLAG_CHECKS.get(fid) if fid in FLAG_CHECKS.names() else None
         reference.append(
             {
@@ -190,8 +188,8 @@ def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                 "doc": f"docs/flags.md#{fid}",
             }
         )
-    stats = results.get("statistics") or {}
-    descriptive = set(stats.get("descriptive") or [])
+    stats = results.statistics
+    descriptive = set(stats.descriptive if stats is not None else [])
     return {
         "r": results,
         "summary": interval_summary(results),
@@ -211,33 +209,37 @@ def _context(results: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         ],
         "descriptive": descriptive,
         "attack_params": attack_params,
-        "config_yaml": yaml.safe_dump(results["config"], sort_keys=False),
+        "config_yaml": yaml.safe_dump(results.config, sort_keys=False),
         "environment": environment,
         "environment_rows": _settings_rows(environment),
-        "flags_warning": [f for f in results["flags"] if f["severity"] == "warning"],
-        "verdict": results["verdict"],
+        "flags_warning": [f for f in results.flags if f.severity == "warning"],
+        "verdict": results.verdict,
         "verdict_table": _verdict_table(results),
-        "audited_line": describe_audited(results["data"]),
-        "model_import": (results.get("model") or {}).get("import"),
+        "audited_line": describe_audited(results.data.to_dict()),
+        "model_import": results.model.import_info,
         "stats": stats,
         "flag_reference": reference,
         "regulatory": evidence_map(results),
     }
 
 
-def render_markdown(results: Mapping[str, Any], run_dir: str | Path, plots: list[dict[str, Any]]) -> str:
+def render_markdown(
+    results: AuditDocument | Mapping[str, Any], run_dir: str | Path, plots: list[dict[str, Any]]
+) -> str:
     """``report.md``: summary tables, flags, gates; plots linked from ``plots/``."""
     ctx = _context(results, Path(run_dir))
     return _env(False).get_template("report.md.j2").render(plots=plots, **ctx)
 
 
-def render_html(results: Mapping[str, Any], run_dir: str | Path, plots: list[dict[str, Any]]) -> str:
+def render_html(
+    results: AuditDocument | Mapping[str, Any], run_dir: str | Path, plots: list[dict[str, Any]]
+) -> str:
     """``report.html``: self-contained (PNG plots embedded as base64, no external URLs, no scripts)."""
     ctx = _context(results, Path(run_dir))
     return _env(True).get_template("report.html.j2").render(plots=plots, **ctx)
 
 
-def write_reports(results: Mapping[str, Any], run_dir: str | Path) -> dict[str, Path]:
+def write_reports(results: AuditDocument | Mapping[str, Any], run_dir: str | Path) -> dict[str, Path]:
     """Write results.json, results.csv, plots/*.png, report.md and report.html (atomically).
 
     Returns:
@@ -246,8 +248,9 @@ def write_reports(results: Mapping[str, Any], run_dir: str | Path) -> dict[str, 
     from medrobust.reporting.plots import figure_png, report_figures
 
     run_dir = Path(run_dir)
+    results = as_document(results)
     paths = {
-        "json": atomic_write_json(run_dir / "results.json", results),
+        "json": atomic_write_json(run_dir / "results.json", results.to_dict()),
         "csv": atomic_write_text(run_dir / "results.csv", results_csv(results)),
     }
     plots = []
