@@ -139,3 +139,97 @@ def test_torchrun_audit_with_a_sample_limit(tmp_path):
     env_record = json.loads((out / "environment.json").read_text())
     assert env_record["world_size"] == 2 and env_record["backend"] == "gloo"
     assert proc.stdout.count("report:") == 1  # rank 0 alone printed the summary
+
+
+# -- defaults in --help and one progress switch ---------------------------------------------------
+#: Commands that follow cli/options.py's conventions: every default shown in --help (config-backed
+#: ones say "the config's, else ..."), one progress switch. cli/train.py and cli/train_defense.py
+#: (train classifier / defense) and commands added since are checked only for what they show.
+CONVENTIONS = {
+    "audit",
+    "card init",
+    "data inspect",
+    "data phantom",
+    "demo",
+    "denoisers study",
+    "train denoiser",
+}
+#: Options that have no default at all (nothing is used when they are not given).
+NO_DEFAULT = {
+    ("audit", "--config"),
+    ("audit", "--junit"),
+    ("train denoiser", "--config"),
+    ("card init", "--weights"),
+}
+
+
+def _help_record(command: str, option) -> str:
+    cmd = COMMANDS[command]
+    ctx = typer.Context(cmd, info_name=command)
+    record = option.get_help_record(ctx)
+    return "" if record is None else record[1]
+
+
+def _plain_flag(option) -> bool:
+    """An on-switch such as --fresh (off unless given): nothing to show as a default."""
+    return bool(option.is_flag) and not option.secondary_opts and not option.default
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_shows_every_default(command):
+    for option in _options(COMMANDS[command]):
+        if option.opts == ["--help"] or _plain_flag(option) or option.required:
+            continue
+        has_default = option.default is not None or isinstance(option.show_default, str)
+        if command in CONVENTIONS and (command, option.opts[0]) not in NO_DEFAULT:
+            assert has_default, f"medrobust {command} {option.opts[0]}: no default shown in --help"
+        if has_default:
+            assert "[default: " in _help_record(command, option), (command, option.opts)
+
+
+def test_conventions_cover_existing_commands():
+    assert set(COMMANDS) >= CONVENTIONS
+
+
+@pytest.mark.parametrize("command", sorted(CONVENTIONS))
+def test_one_progress_switch(command):
+    from medrobust.cli.options import PROGRESS_FLAGS
+
+    for option in _options(COMMANDS[command]):
+        flags = [*option.opts, *option.secondary_opts]
+        if any("progress" in f for f in flags):
+            assert "/".join(flags) == PROGRESS_FLAGS and option.default is True, (command, flags)
+            assert "[default: progress]" in _help_record(command, option)
+
+
+def _shown(command: str, flag: str) -> str:
+    (option,) = [o for o in _options(COMMANDS[command]) if flag in o.opts]
+    return str(option.show_default)
+
+
+def test_config_defaults_shown_are_the_configs():
+    from medrobust.denoising.data import DenoisingData
+    from medrobust.denoising.training import TrainDenoiserConfig
+    from medrobust.evaluation.config import AuditConfig, DataConfig
+
+    fields = AuditConfig.model_fields
+    for flag, name in (("--samples", "n_samples"), ("--batch-size", "batch_size"), ("--seed", "seed")):
+        assert _shown("audit", flag).endswith(f", else {fields[name].default}"), flag
+    assert _shown("audit", "--device").endswith(f", else {fields['device'].default}")
+    assert _shown("audit", "--threat").endswith(", else " + ",".join(fields["threats"].default_factory()))
+    assert _shown("audit", "--split").endswith(f", else {DataConfig.model_fields['split'].default}")
+    den, data = TrainDenoiserConfig.model_fields, DenoisingData.model_fields
+    for flag, value in (
+        ("--epochs", den["epochs"].default),
+        ("--batch-size", den["batch_size"].default),
+        ("--lr", den["lr"].default),
+        ("--seed", den["seed"].default),
+        ("--device", den["device"].default),
+        ("--size", data["size"].default),
+        ("--samples", data["n"].default),
+        ("--data", f"{data['kind'].default}:{data['modality'].default}"),
+    ):
+        assert _shown("train denoiser", flag).endswith(f", else {value}"), flag
+    from fractions import Fraction
+
+    assert float(Fraction(_shown("train denoiser", "--sigma").rsplit(" ", 1)[1])) == den["sigma"].default

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import typer
 
-from medrobust.cli.options import deprecated_samples_option, resolve_samples, samples_option
+from medrobust.cli.options import (
+    deprecated_samples_option,
+    from_config,
+    progress_option,
+    resolve_samples,
+    samples_option,
+)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -53,63 +59,97 @@ def _defense_specs(values: list[str]) -> list[dict]:
 
 
 def audit(
-    config: Path | None = typer.Option(None, "--config", "-c", help="Audit YAML (pipelines/*.yaml)."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Audit YAML (pipelines/*.yaml); the flags below replace its values."
+    ),
     model: Path | None = typer.Option(
         None,
         "--model",
         help="Classifier: run folder, ONNX / TorchScript / .pt2 / state-dict file, MONAI bundle folder, "
         "or torchvision:NAME / timm:NAME (with --weights).",
+        show_default=from_config(),
     ),
-    card: Path | None = typer.Option(None, "--card", help="card.json for imported models."),
+    card: Path | None = typer.Option(
+        None,
+        "--card",
+        help="card.json for imported models.",
+        show_default=from_config("a run folder's or bundle's own card"),
+    ),
     weights: Path | None = typer.Option(
         None,
         "--weights",
         help="Local weights (safetensors or a state dict) for torchvision:NAME / timm:NAME models; "
         "nothing is downloaded.",
+        show_default=from_config(),
     ),
     model_format: str | None = typer.Option(
         None,
         "--model-format",
         help="Read the --model file as safetensors, state_dict, torchscript, pt2 or onnx whatever its "
-        "suffix (from the suffix when omitted; TorchScript is never inferred from .pt/.pth/.bin/.ckpt).",
+        "suffix (TorchScript is never inferred from .pt/.pth/.bin/.ckpt).",
+        show_default=from_config("from the suffix"),
     ),
     data: str | None = typer.Option(
         None,
         "--data",
-        help="Data source path, or 'phantom:MODALITY[@SIZE][?n=N&seed=S]' for built-in phantom data.",
+        help="Data source path, or phantom:MODALITY for built-in phantom data (size and options as in "
+        "phantom:chest_xray@64?n=600&seed=1).",
+        show_default=from_config(),
     ),
     split: str | None = typer.Option(
         None,
         "--split",
-        help="Split to audit: auto (default: the source's own test split; a folder without splits is "
-        "audited whole), all, train, val or test.",
+        help="Split to audit: auto (the source's own test split; a folder without splits is audited "
+        "whole), all, train, val or test.",
+        show_default=from_config("auto"),
     ),
     modality: str | None = typer.Option(
-        None, "--modality", "--preset", help="Modality preset, e.g. chest_xray."
+        None,
+        "--modality",
+        "--preset",
+        help="Modality preset, e.g. chest_xray.",
+        show_default=from_config("the phantom's modality"),
     ),
     attacks: list[str] | None = typer.Option(
-        None, "--attacks", help="Comma-separated attack names, e.g. fgsm,pgd,cw,deepfool,spsa,autoattack."
+        None,
+        "--attacks",
+        help="Comma-separated attack names, e.g. fgsm,pgd,cw,deepfool,spsa,autoattack.",
+        show_default=from_config(),
     ),
     eps: list[str] | None = typer.Option(
-        None, "--eps", help="L∞ budgets, comma-separated (e.g. 2/255,8/255)."
+        None, "--eps", help="L∞ budgets, comma-separated (e.g. 2/255,8/255).", show_default=from_config()
     ),
-    eps_l2: list[str] | None = typer.Option(None, "--eps-l2", help="L2 budgets, comma-separated."),
+    eps_l2: list[str] | None = typer.Option(
+        None, "--eps-l2", help="L2 budgets, comma-separated.", show_default=from_config()
+    ),
     defense: list[str] | None = typer.Option(
         None,
         "--defense",
         help="Denoiser run folder, NAME=PATH, or a registry denoiser name (repeatable); "
         "'none' removes the config's defenses (a folder named none: ./none).",
+        show_default=from_config("none"),
     ),
-    threat: list[str] | None = typer.Option(None, "--threat", help="graybox and/or adaptive (repeatable)."),
+    threat: list[str] | None = typer.Option(
+        None,
+        "--threat",
+        help="graybox and/or adaptive (repeatable).",
+        show_default=from_config("graybox,adaptive"),
+    ),
     samples: int | None = samples_option(
         "Samples audited: a seeded subset of the split (also -n; safe under torchrun).",
-        show_default="the config's n_samples, else 100",
+        show_default=from_config("100"),
     ),
     n_deprecated: int | None = deprecated_samples_option(),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Attack batch size."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Attack batch size.", show_default=from_config("32")
+    ),
     out: Path = typer.Option(Path("runs/audit"), "--out", "-o", help="Run folder (resumed when it exists)."),
     gate: list[str] | None = typer.Option(
-        None, "--gate", help='Pass/fail gate, e.g. "pgd@2/255>=0.60" (repeatable; see docs/flags.md#gates).'
+        None,
+        "--gate",
+        help='Pass/fail gate, e.g. "pgd@2/255>=0.60" (repeatable, added to the config\'s; see '
+        "docs/flags.md#gates).",
+        show_default=from_config("none"),
     ),
     fresh: bool = typer.Option(
         False,
@@ -117,9 +157,11 @@ def audit(
         help="Discard a previous run in --out (needed after a change of data, model, defenses, seed, "
         "sample count or the files behind them; attacks, budgets and threats may change without it).",
     ),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda[:N]."),
-    seed: int | None = typer.Option(None, "--seed", help="Run seed."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (CUDA when present), cpu or cuda[:N].", show_default=from_config("auto")
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Run seed.", show_default=from_config("0")),
+    progress: bool = progress_option(),
     json_out: bool = typer.Option(
         False,
         "--json",

@@ -11,6 +11,10 @@ import typer
 
 app = typer.Typer(help="Write and check model cards.", no_args_is_help=True, add_completion=False)
 
+#: ``--help`` defaults of what card init asks for and of what it probes.
+ASKED = "asked on a terminal"
+PROBED = "probed from the model"
+
 #: How each asked field is given on the command line.
 FLAGS = {
     "class_names": "--class-names A,B",
@@ -92,24 +96,41 @@ def init_command(
         "torchvision:NAME / timm:NAME (with --weights).",
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Card to write (default: card.json beside the model, or in a bundle)."
+        None,
+        "--out",
+        "-o",
+        help="Card to write.",
+        show_default="card.json beside the model, in a bundle folder, or here for torchvision:/timm:",
     ),
     weights: Path | None = typer.Option(
         None, "--weights", help="Local weights for torchvision:/timm: models (never downloaded)."
     ),
     class_names: str | None = typer.Option(
-        None, "--class-names", help="Class names in output order: A,B,..."
+        None, "--class-names", help="Class names in output order: A,B,...", show_default=ASKED
     ),
-    bounds: str | None = typer.Option(None, "--bounds", help="Intensity range of the inputs: LOW,HIGH."),
-    modality: str | None = typer.Option(None, "--modality", "-m", help="Modality (e.g. chest_xray)."),
-    positive_class: str | None = typer.Option(None, "--positive-class", help="Class for sensitivity."),
+    bounds: str | None = typer.Option(
+        None, "--bounds", help="Intensity range of the inputs: LOW,HIGH.", show_default=ASKED
+    ),
+    modality: str | None = typer.Option(
+        None, "--modality", "-m", help="Modality (e.g. chest_xray).", show_default=ASKED
+    ),
+    positive_class: str | None = typer.Option(
+        None, "--positive-class", help="Class for sensitivity.", show_default="none"
+    ),
     size: str | None = typer.Option(
-        None, "--size", help="Input size H,W (or D,H,W) when probing cannot tell."
+        None, "--size", help="Input size H,W (or D,H,W) when probing cannot tell.", show_default=PROBED
     ),
-    in_channels: int | None = typer.Option(None, "--in-channels", min=1, help="Input channels."),
-    layout: str | None = typer.Option(None, "--layout", help="Input layout NCHW or NHWC."),
+    in_channels: int | None = typer.Option(
+        None, "--in-channels", min=1, help="Input channels.", show_default=PROBED
+    ),
+    layout: str | None = typer.Option(
+        None, "--layout", help="Input layout NCHW or NHWC.", show_default=PROBED
+    ),
     format: str | None = typer.Option(
-        None, "--format", help="Read MODEL as this format whatever its suffix."
+        None,
+        "--format",
+        help="Read MODEL as this format whatever its suffix.",
+        show_default="from the suffix",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing card."),
 ) -> None:

@@ -15,9 +15,13 @@ def inspect_command(
         "(generated once into runs/cache/phantoms or $MEDROBUST_CACHE/phantoms) or medmnist:NAME[@SIZE] "
         "(from ~/.medmnist or $MEDMNIST_ROOT; never downloaded).",
     ),
-    modality: str | None = typer.Option(None, "--modality", "-m", help="Preset to check the data against."),
-    kind: str | None = typer.Option(None, "--kind", help="Source kind (detected when omitted)."),
-    limit: int | None = typer.Option(None, "--limit", help="Read at most this many images."),
+    modality: str | None = typer.Option(
+        None, "--modality", "-m", help="Preset to check the data against.", show_default="none"
+    ),
+    kind: str | None = typer.Option(None, "--kind", help="Source kind.", show_default="detected"),
+    limit: int | None = typer.Option(
+        None, "--limit", help="Read at most this many images.", show_default="every image"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
 ) -> None:
     """Counts per split and class, shapes, dtypes, intensity ranges and unreadable files."""

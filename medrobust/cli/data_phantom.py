@@ -10,7 +10,12 @@ from pathlib import Path
 
 import typer
 
-from medrobust.cli.options import deprecated_samples_option, resolve_samples, samples_option
+from medrobust.cli.options import (
+    deprecated_samples_option,
+    progress_option,
+    resolve_samples,
+    samples_option,
+)
 
 
 def phantom(
@@ -25,9 +30,7 @@ def phantom(
         ..., "--out", "-o", help="Output folder (created; must be empty or a phantom set)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes identical files."),
-    progress: bool = typer.Option(
-        True, "--progress/--no-progress", help="Show a progress bar (for more than 200 images)."
-    ),
+    progress: bool = progress_option("Show a progress bar (for more than 200 images)."),
 ) -> None:
     """Write phantom images of a modality (with labels and train/val/test splits) in a file format."""
     import json

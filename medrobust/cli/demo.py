@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from medrobust.cli.options import progress_option
+
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Demo folder (data, models, audit)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = progress_option("Show progress bars."),
 ) -> None:
     """Train a small CNN, a Siamese-DAE and a DAE on phantom chest X-rays, audit all three, write a report."""
     import time

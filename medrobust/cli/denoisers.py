@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from medrobust.cli.options import from_config, progress_option
+
 app = typer.Typer(
     help="Attack denoisers: robustness, similitude (transfer) and hybrid defenses.", no_args_is_help=True
 )
@@ -22,12 +24,15 @@ def study(
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the state of a previous run in --out."),
     device: str | None = typer.Option(
-        None, "--device", help="Override the config's device (auto, cpu, cuda)."
+        None,
+        "--device",
+        help="Override the config's device (auto, cpu, cuda).",
+        show_default=from_config("auto"),
     ),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="torch intra-op threads (default: torch's choice)."
+        None, "--threads", min=1, help="torch intra-op threads.", show_default="torch's choice"
     ),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    progress: bool = progress_option("Show progress bars."),
 ) -> None:
     """Train/load the denoiser zoo, attack every member, transfer attacks, write results and reports."""
     import json
@@ -40,7 +45,7 @@ def study(
         import torch
 
         torch.set_num_threads(threads)  # the command owns the process; the library never does this
-    results_path = run_study(cfg, out, fresh=fresh, progress=not no_progress)
+    results_path = run_study(cfg, out, fresh=fresh, progress=progress)
     results = json.loads(results_path.read_text(encoding="utf-8"))
     typer.echo(f"results: {results_path}")
     typer.echo(f"report:  {results_path.parent / 'report.html'}")

@@ -9,6 +9,8 @@ Only typer is imported here (the CLI's modules stay light).
   parses them with torchrun's parser). ``--n`` is still read, hidden and with a deprecation
   warning, where a command is run without torchrun.
 * **Progress bars** are ``--progress/--no-progress``, on by default.
+* **Defaults** are shown in ``--help`` for every option that has one; an option whose value
+  comes from a config file says so (:func:`from_config`: "the config's, else 32").
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ SAMPLES_FLAGS = ("--samples", "-n")
 DEPRECATED_SAMPLES_FLAG = "--n"
 #: Option names of the progress switch.
 PROGRESS_FLAGS = "--progress/--no-progress"
+
+
+def from_config(fallback: str | None = None) -> str:
+    """The ``--help`` default of an option whose value otherwise comes from a config file.
+
+    ``from_config("32")`` renders as ``[default: (the config's, else 32)]``.
+    """
+    return "the config's" + ("" if fallback is None else f", else {fallback}")
 
 
 def samples_option(help: str, default: int | None = None, show_default: bool | str = True) -> Any:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import typer
 
-from medrobust.cli.options import deprecated_samples_option, resolve_samples, samples_option
+from medrobust.cli.options import (
+    deprecated_samples_option,
+    from_config,
+    progress_option,
+    resolve_samples,
+    samples_option,
+)
 
 
 def _params(items: list[str] | None) -> dict:
@@ -27,34 +33,62 @@ def _params(items: list[str] | None) -> dict:
 
 
 def denoiser(
-    arch: str | None = typer.Option(None, "--arch", help="Deep denoiser: dncnn, ffdnet, unet, dae, ..."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="Deep denoiser: dncnn, ffdnet, unet, dae, ...", show_default=from_config()
+    ),
     sigma: str | None = typer.Option(
-        None, "--sigma", help="Noise level, fraction of the range (e.g. 15/255)."
+        None,
+        "--sigma",
+        help="Noise level, fraction of the range (e.g. 15/255).",
+        show_default=from_config("15/255"),
     ),
     blind: bool = typer.Option(False, "--blind", help="Train over --sigma-range (σ drawn per image)."),
-    sigma_range: str | None = typer.Option(None, "--sigma-range", help="Blind σ range, e.g. 0,55/255."),
+    sigma_range: str | None = typer.Option(
+        None, "--sigma-range", help="Blind σ range, e.g. 0,55/255.", show_default=from_config()
+    ),
     data: str | None = typer.Option(
-        None, "--data", help="Data path (folder, CSV, NPZ, DICOM, NIfTI) or phantom:MODALITY."
+        None,
+        "--data",
+        help="Data path (folder, CSV, NPZ, DICOM, NIfTI) or phantom:MODALITY.",
+        show_default=from_config("phantom:brain_mri"),
     ),
     preset: str | None = typer.Option(
-        None, "--preset", help="Modality preset for --data (bounds, resizing)."
+        None,
+        "--preset",
+        help="Modality preset for --data (bounds, resizing).",
+        show_default=from_config("the phantom's modality"),
     ),
-    size: int | None = typer.Option(None, "--size", help="Image side in pixels."),
-    samples: int | None = samples_option("Number of images to use (also -n; safe under torchrun)."),
+    size: int | None = typer.Option(
+        None, "--size", help="Image side in pixels.", show_default=from_config("64")
+    ),
+    samples: int | None = samples_option(
+        "Number of images to use (also -n; safe under torchrun).", show_default=from_config("120")
+    ),
     n_deprecated: int | None = deprecated_samples_option(),
-    out: Path | None = typer.Option(None, "--out", help="Output folder."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder.", show_default=from_config()),
     config: Path | None = typer.Option(None, "--config", help="YAML config (options override it)."),
     param: list[str] | None = typer.Option(
-        None, "--param", help="Denoiser parameter key=value (repeatable)."
+        None, "--param", help="Denoiser parameter key=value (repeatable).", show_default=from_config("none")
     ),
-    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size."),
-    patch_size: int | None = typer.Option(None, "--patch-size", help="Train on random crops of this side."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
-    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Training epochs.", show_default=from_config("10")
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Batch size.", show_default=from_config("16")
+    ),
+    patch_size: int | None = typer.Option(
+        None,
+        "--patch-size",
+        help="Train on random crops of this side.",
+        show_default=from_config("whole images"),
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate.", show_default=from_config("0.001")),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed.", show_default=from_config("0")),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (CUDA when present), cpu or cuda[:N].", show_default=from_config("auto")
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already in --out."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    progress: bool = progress_option(),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -103,7 +137,7 @@ def denoiser(
     if param:
         merged["params"] = {**(merged.get("params") or {}), **_params(param)}
     cfg = TrainDenoiserConfig.from_dict(merged, str(config) if config else None)
-    run = train_denoiser(cfg, progress=not no_progress, resume=resume)
+    run = train_denoiser(cfg, progress=progress, resume=resume)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     typer.echo(f"run folder: {run}")
     typer.echo(
