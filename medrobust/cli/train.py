@@ -56,6 +56,22 @@ def classifier(
         None, "--patience", help="Early-stopping patience in epochs (0: off)."
     ),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
+    adversarial: str | None = typer.Option(
+        None,
+        "--adversarial",
+        help="Adversarial training: none (default), pgd (PGD-AT, Madry et al.) or trades (Zhang et al.).",
+    ),
+    eps: str | None = typer.Option(
+        None,
+        "--eps",
+        help="L-inf budget of adversarial training: 8/255 (default, of the bounds range) or image units.",
+    ),
+    adv_steps: int | None = typer.Option(
+        None, "--adv-steps", help="PGD/TRADES inner steps of adversarial training (default 7)."
+    ),
+    trades_beta: float | None = typer.Option(
+        None, "--trades-beta", help="TRADES weight of the KL term (default 6)."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Allow writing into a folder with a checkpoint."
     ),
@@ -70,6 +86,8 @@ def classifier(
 
     A checkpoint is written every epoch (OUT/checkpoint/last.pt); --resume continues an interrupted run.
     Images smaller than the preset's size are trained at their own size unless --size is given.
+    --adversarial pgd|trades trains against PGD examples crafted on each batch (each process's
+    own batch under torchrun); the best epoch is then chosen by validation accuracy under PGD.
     """
     import json
 
@@ -88,6 +106,10 @@ def classifier(
         "spatial_size": _parse_size(size),
         "patience": patience,
         "num_workers": workers,
+        "adversarial": adversarial,
+        "adv_eps": eps,
+        "adv_steps": adv_steps,
+        "trades_beta": trades_beta,
         "overwrite": overwrite or None,
         "progress": False if no_progress else None,
     }
@@ -104,10 +126,16 @@ def classifier(
         if summary_path.exists():
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
             best = summary.get("best_val") or {}
+            robust = best.get("robust")
             typer.echo(
                 f"best epoch {summary['best_epoch']}/{summary['epochs_run']}: "
                 f"val balanced accuracy {best.get('balanced_accuracy', float('nan')):.4f}, "
                 f"AUROC {best.get('auroc', float('nan')):.4f}"
+                + (
+                    f", under PGD {robust.get('balanced_accuracy', float('nan')):.4f}"
+                    if isinstance(robust, dict)
+                    else ""
+                )
             )
             test = summary.get("test")
             if test:

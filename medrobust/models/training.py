@@ -68,6 +68,16 @@ METRIC_COLUMNS = (
     "lr",
     "seconds",
 )
+#: Columns of ``metrics.csv`` with adversarial training: the training accuracy on the adversarial
+#: examples and the validation accuracy under PGD (the recipe's ε and steps) beside the clean ones.
+ADVERSARIAL_METRIC_COLUMNS = (
+    *METRIC_COLUMNS[:3],
+    "train_adv_accuracy",
+    *METRIC_COLUMNS[3:8],
+    "val_robust_accuracy",
+    "val_robust_balanced_accuracy",
+    *METRIC_COLUMNS[8:],
+)
 #: Command-line flags of the config fields (named in error messages).
 CLI_FLAGS = {
     "data": "--data",
@@ -82,6 +92,10 @@ CLI_FLAGS = {
     "spatial_size": "--size",
     "patience": "--patience",
     "num_workers": "--workers",
+    "adversarial": "--adversarial",
+    "adv_eps": "--eps",
+    "adv_steps": "--adv-steps",
+    "trades_beta": "--trades-beta",
 }
 #: Unaugmented datasets (validation, BatchNorm statistics) up to this many bytes are kept in memory
 #: after their first pass, so later epochs skip decoding and the preset pipeline.
@@ -136,6 +150,17 @@ class TrainClassifierConfig(ConfigModel):
             5 updates per epoch), and a model that is right in training mode then predicts one
             class in evaluation mode.
         positive_class: Class for sensitivity/specificity; default: the preset's hint.
+        adversarial: "none" (standard training), "pgd" (PGD-AT, Madry et al. 2018: cross-entropy
+            on PGD examples) or "trades" (TRADES, Zhang et al. 2019: clean cross-entropy +
+            ``trades_beta`` × KL between the clean and adversarial predictions); see
+            :mod:`medrobust.models.adversarial_training`. The best epoch is then the one with the
+            best validation balanced accuracy under PGD (robust overfitting, Rice et al. 2020).
+        adv_eps: L∞ training budget in the one unit of ε (``"8/255"`` = 8/255 of the card's
+            range; a number is in image units).
+        adv_steps: Inner-maximisation steps (PGD steps; also the validation PGD's).
+        adv_alpha: Step size in the unit of ε; default ``2.5 * adv_eps / adv_steps``.
+        trades_beta: TRADES' weight of the KL term (6 in the paper; larger: more robust, less
+            accurate on clean images).
         out: Run folder to write (``model.safetensors``, ``card.json``, ``metrics.csv``...).
         overwrite: Allow writing into a folder that already holds a checkpoint.
         progress: Show a tqdm progress bar (rank 0 only).
@@ -167,6 +192,11 @@ class TrainClassifierConfig(ConfigModel):
     augment: bool = True
     precise_bn: bool = True
     positive_class: str | None = None
+    adversarial: Literal["none", "pgd", "trades"] = "none"
+    adv_eps: float | str = "8/255"
+    adv_steps: int = Field(7, ge=1, le=1000)
+    adv_alpha: float | str | None = None
+    trades_beta: float = Field(6.0, ge=0)
     out: str = "runs/classifier"
     overwrite: bool = False
     progress: bool = True
@@ -190,6 +220,22 @@ class TrainClassifierConfig(ConfigModel):
     @classmethod
     def _check_val_split(cls, v: Any) -> float:
         return check_float(v, "val_split", "train classifier", low=0, high=1, high_inclusive=False)
+
+    @field_validator("adv_eps", "adv_alpha", mode="before")
+    @classmethod
+    def _check_budget(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return v
+        from medrobust.validation import is_range_fraction, parse_number
+
+        flag = "--eps" if info.field_name == "adv_eps" else "adv_alpha"
+        value = parse_number(v, info.field_name, f"adversarial training ({flag})")
+        if not value > 0:
+            raise ValueError(
+                f"The {info.field_name!r} parameter ({flag}) must be a budget > 0 ('8/255' or image "
+                f"units). Got {v!r}."
+            )
+        return v.strip() if is_range_fraction(v) else value
 
     @field_validator("spatial_size")
     @classmethod
@@ -583,9 +629,9 @@ def predict(
     return logits, labels_t
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_metrics(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -765,6 +811,20 @@ def train_classifier(
                 data.source or "the training data",
                 f"the data do not make a valid model card: {format_validation_error(exc)}",
             ) from None
+        adv = None
+        if config.adversarial != "none":
+            from medrobust.models.adversarial_training import AdversarialTraining
+
+            adv = AdversarialTraining.resolve(
+                config.adversarial,
+                config.adv_eps,
+                config.adv_steps,
+                config.adv_alpha,
+                config.trades_beta,
+                card.bounds,
+            )
+            card = card.model_copy(update={"notes": [*card.notes, adv.describe()]})
+        columns = METRIC_COLUMNS if adv is None else ADVERSARIAL_METRIC_COLUMNS
         model = build_classifier(config.arch, card, **config.arch_kwargs).to(device)
         use_cl = bool(
             config.channels_last and card.spatial_dims == 2 and get_classifier_arch(config.arch).channels_last
@@ -836,9 +896,12 @@ def train_classifier(
             if use_cl:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
+            n = int(labels.shape[0])
+            if adv is not None:  # the adversary runs on this rank's batch, on the bare model
+                loss, values = adv.loss(net, model, images, labels, criterion, ctx.rng, use_cl)
+                return StepOutput(loss=loss, n=n, values=values)
             logits = net(images)
             loss = criterion(logits.float(), labels)
-            n = int(labels.shape[0])
             correct = float((logits.argmax(1) == labels).sum())
             return StepOutput(loss=loss, n=n, values={"accuracy": correct / max(n, 1)})
 
@@ -860,7 +923,20 @@ def train_classifier(
                 "val_specificity": m["specificity"],
                 "lr": ctx.lr,
             }
-            return Evaluation(row=row, score=m["balanced_accuracy"], loss=val_loss, metrics=m)
+            if adv is None:
+                return Evaluation(row=row, score=m["balanced_accuracy"], loss=val_loss, metrics=m)
+            from medrobust.models.adversarial_training import predict_robust
+
+            logits_r, labels_r = predict_robust(adv, model, val_loader, device, use_cl, seed=config.seed)
+            _check_finite_outputs(logits_r, ctx.epoch, config.lr)
+            m_r = classification_metrics(labels_r.numpy(), logits_r.numpy(), pos_idx)
+            row.update(
+                train_adv_accuracy=train.get("adv_accuracy", math.nan),
+                val_robust_accuracy=m_r["accuracy"],
+                val_robust_balanced_accuracy=m_r["balanced_accuracy"],
+            )
+            metrics = {**m, "robust": m_r}
+            return Evaluation(row=row, score=m_r["balanced_accuracy"], loss=val_loss, metrics=metrics)
 
         with loop:
             result = loop.fit(
@@ -870,7 +946,7 @@ def train_classifier(
                 step=step,
                 evaluate=evaluate,
                 scheduler=scheduler,
-                on_epoch_end=lambda rows: _write_metrics(run_dir / METRICS_NAME, rows),
+                on_epoch_end=lambda rows: _write_metrics(run_dir / METRICS_NAME, rows, columns),
                 random_objects=[data.train],
             )
             model = model.to(memory_format=torch.contiguous_format)
@@ -893,9 +969,10 @@ def train_classifier(
                 chance = chance_record(
                     labels_v.numpy(), logits_v.argmax(1).numpy(), num_classes, f"{config.arch} validation"
                 )
+            score_name = "validation balanced accuracy" + ("" if adv is None else " under PGD")
             note = (
                 f"Best epoch {result.best_epoch} of {len(result.rows)}: "
-                f"validation balanced accuracy {result.best_score:.4f}"
+                f"{score_name} {result.best_score:.4f}"
                 + (
                     f"; test balanced accuracy {test_metrics['balanced_accuracy']:.4f}"
                     if test_metrics
@@ -931,6 +1008,7 @@ def train_classifier(
                         "n_test": None if data.test is None else len(data.test),  # type: ignore[arg-type]
                         "world_size": ws,
                         "device": str(device),
+                        "adversarial": None if adv is None else adv.record(),
                         "resumed_after_epoch": result.resumed_from,
                     },
                 )

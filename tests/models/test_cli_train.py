@@ -83,6 +83,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "classifier", "--data", "x", "--arch", "densenet12"]) == 2
     assert "Did you mean 'densenet121'" in capsys.readouterr().err
     assert main(["train", "classifier", "--data", "x", "--size", "big"]) == 2
+    capsys.readouterr()
+    assert main(["train", "classifier", "--data", "x", "--adversarial", "fgsm"]) == 2
+    err = capsys.readouterr().err
+    assert "adversarial (--adversarial)" in err and "'fgsm'" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "classifier", "--data", "x", "--adversarial", "pgd", "--eps", "-2/255"]) == 2
+    assert "The 'adv_eps' parameter (--eps) must be a budget > 0" in capsys.readouterr().err
 
 
 def test_plugin_hook_registers_other_train_commands(monkeypatch):

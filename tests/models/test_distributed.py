@@ -64,3 +64,28 @@ def test_torchrun_two_process_gloo_training(phantom_png, tmp_path):
     # validation metrics are gathered from both ranks: every validation image counted once
     assert summary["world_size"] == 2 and summary["best_val"]["n"] == summary["n_val"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_torchrun_two_process_gloo_adversarial_training(phantom_png, tmp_path):
+    """PGD-AT under DDP: each rank crafts on its own batch with the bare model; training finishes."""
+    out = tmp_path / "ddp-at"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "medrobust", "train", "classifier", "--data", str(phantom_png), "--modality", "chest_xray",
+        "--epochs", "1", "--size", "32", "--batch-size", "8", "--out", str(out), "--no-progress",
+        "--device", "cpu", "--adversarial", "trades", "--eps", "8/255", "--adv-steps", "2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1 and "under PGD" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["adversarial"]["method"] == "trades"
+    # validation under PGD is gathered from both ranks: every validation image counted once
+    assert summary["best_val"]["robust"]["n"] == summary["n_val"]
+    assert list(tmp_path.rglob("*.safetensors")) == [out / "model.safetensors"]
