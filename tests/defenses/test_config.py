@@ -82,3 +82,14 @@ def test_adversary_defaults_and_refusals() -> None:
     assert _cfg(crafting="per_epoch", adversary="graybox").crafting == "per_epoch"
     with pytest.raises(ConfigError, match="adversary"):
         _cfg(adversary="whitebox")
+
+
+def test_shipped_siamese_dae_pipeline_validates() -> None:
+    from pathlib import Path
+
+    from medrobust.utils.yaml_io import read_yaml_mapping
+
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "train_siamese_dae.yaml"
+    cfg = TrainDefenseConfig.from_dict(read_yaml_mapping(path), str(path))
+    assert cfg.kind == "siamese-dae" and cfg.resolved_adversary() == "adaptive"
+    assert [a.name for a in cfg.adaptive_attacks] == ["pgd"] and cfg.adaptive_attacks[0].steps == 2
