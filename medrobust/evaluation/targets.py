@@ -80,6 +80,40 @@ def open_configured_source(spec: DataConfig) -> tuple[Any, Path]:
     return source, resolved.path
 
 
+def audit_preset_options(spec: Any, card: Any) -> dict[str, Any]:
+    """The preset options the audit prepares data with: the card's, then ``data.preset_options``.
+
+    The model card's ``preset_options`` say how the model's inputs were prepared (channels,
+    intensity scaling, bounds; its size is ``spatial_size``); an audit config's
+    ``data.preset_options`` (where the config has the field) override them key by key. Setting a
+    scaling option in the config replaces the card's whole scaling (``scaling``, ``percentiles``,
+    ``nonzero``, ``value_range`` go together).
+
+    Raises:
+        ConfigError: for an unknown option or an invalid value in ``data.preset_options``.
+    """
+    from medrobust.data.presets.base import PRESET_OPTIONS, check_preset_options
+
+    options = dict(getattr(card, "preset_options", None) or {})
+    given = getattr(spec, "preset_options", None)
+    if given:
+        if isinstance(given, dict) and "spatial_size" in given:
+            raise ConfigError(
+                "The 'data.preset_options' of an audit config cannot set spatial_size; the size is "
+                f"data.size (default: the model card's spatial_size). Got {given!r}."
+            )
+        allowed = [k for k in PRESET_OPTIONS if k != "spatial_size"]
+        override = check_preset_options(given, "data.preset_options", allowed)
+        if set(override) & set(_SCALING_OPTIONS):
+            options = {k: v for k, v in options.items() if k not in _SCALING_OPTIONS}
+        options.update(override)
+    return options
+
+
+#: Preset options that together describe one intensity scaling.
+_SCALING_OPTIONS = ("scaling", "percentiles", "nonzero", "value_range")
+
+
 def select_indices(total: int, n_samples: int | None, seed: int) -> list[int]:
     """A seeded, sorted subset of ``range(total)`` (all when ``n_samples`` is None or large)."""
     if n_samples is None or n_samples >= total:
@@ -245,12 +279,14 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
     from medrobust.evaluation.audited import record_groups, resolve_split
 
     split, split_info = resolve_split(spec.split, source, Path(str(path)), config.model.path)
+    options = audit_preset_options(spec, card)
     dataset = make_dataset(
         source,
         split=split,
         preset=spec.preset,
         spatial_size=tuple(size) if size else None,
         on_error=spec.on_error,
+        preset_options=options or None,
     )
     total = len(dataset)
     if total == 0:
@@ -260,6 +296,8 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
         from medrobust.data.item_cache import CachedImages
 
         settings = {"preset": spec.preset, "size": list(size) if size else None, "on_error": spec.on_error}
+        if options:
+            settings["preset_options"] = options
         dataset = CachedImages(dataset, spec.cache_dir, settings)
     names = list(getattr(source, "class_names", []) or [])
     if names and list(card.class_names) != names:
@@ -271,6 +309,7 @@ def open_audit_data(config: AuditConfig, card: Any) -> AuditSamples:
         "source": str(path),
         **split_info,
         "preset": spec.preset,
+        **({"preset_options": options} if options else {}),
         "spatial_size": None,  # filled from the first batch read
         "n_available": total,
     }

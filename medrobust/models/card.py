@@ -74,6 +74,13 @@ class ModelCard(BaseModel):
     ``channels: "replicate"`` a card may state the network's channels as ``in_channels``
     (``{"in_channels": 3, "channels": "replicate"}``); it is read as ``in_channels: 1,
     model_channels: 3``. ``mean``/``std`` may have one value per network channel.
+
+    ``preset_options`` tell the audit's modality preset how this model's inputs were prepared
+    (:func:`medrobust.data.presets.get_preset` options): ``channels`` (1 or 3, e.g. 3 for RGB
+    brain-MRI exports into a 3-channel model), ``scaling`` with ``percentiles`` / ``nonzero`` /
+    ``value_range`` (e.g. ``{"scaling": "range", "value_range": [-1000, 400]}``, a fixed window
+    in native units), and ``bounds``. The size is the card's ``spatial_size``. An audit config's
+    ``data.preset_options`` override them key by key.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -91,6 +98,7 @@ class ModelCard(BaseModel):
     outputs: Literal["logits", "probabilities", "log_probabilities"] = "logits"
     channels: Literal["as_is", "replicate"] = "as_is"
     model_channels: int | None = Field(None, ge=2, le=MAX_IN_CHANNELS)
+    preset_options: dict[str, Any] = Field(default_factory=dict)
     arch: str | None = None
     source: str | None = None
     notes: list[str] = Field(default_factory=list)
@@ -165,6 +173,22 @@ class ModelCard(BaseModel):
             )
         return v
 
+    @field_validator("preset_options", mode="before")
+    @classmethod
+    def _check_preset_options(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        from medrobust.data.presets.base import PRESET_OPTIONS, check_preset_options
+        from medrobust.errors import ConfigError
+
+        if isinstance(v, dict) and "spatial_size" in v:
+            raise ValueError("the input size is the card's spatial_size, not a preset option")
+        allowed = [k for k in PRESET_OPTIONS if k != "spatial_size"]
+        try:
+            return check_preset_options(v, "card.json", allowed)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
     @field_validator("bounds")
     @classmethod
     def _check_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
@@ -188,6 +212,12 @@ class ModelCard(BaseModel):
             raise ValueError(
                 f"model_channels ({self.model_channels}) differs from in_channels ({self.in_channels}); "
                 "set channels: 'replicate' to repeat a grey image into the network's channels"
+            )
+        wanted = self.preset_options.get("channels")
+        if wanted is not None and wanted != self.in_channels:
+            raise ValueError(
+                f"preset_options.channels ({wanted}) must equal in_channels ({self.in_channels}), the "
+                "channels of the images the audit feeds (grey data into an RGB network: channels 'replicate')"
             )
         sizes = sorted({1, self.in_channels, self.network_channels})
         for name in ("mean", "std"):

@@ -124,3 +124,89 @@ def test_load_classifier_reads_model_format(tmp_path):
     assert model.import_info["format"] == "torchscript" and not model.training
     x = torch.rand(2, 1, 32, 32)
     assert torch.allclose(model(x)[:, 0], x.mean(dim=(1, 2, 3)))
+
+
+# -- preset options from the card and the audit config ---------------------------------------------
+def _rgb_npz(path):
+    """A MedMNIST-style RGB npz (tinted 'brain MRI' exports: the three channels differ)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 4), ("val", 4), ("test", 8)):
+        grey = rng.integers(20, 230, size=(n, 16, 16)).astype(np.float32)
+        arrays[f"{split}_images"] = np.stack([grey, grey * 0.5, grey * 0.25], -1).astype(np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(-1, 1)
+    np.savez(path, **arrays)
+    return path
+
+
+def _rgb_run(tmp_path, **card_extra):
+    import torch
+
+    from medrobust.models import ModelCard, build_classifier, save_checkpoint
+
+    card = ModelCard(
+        in_channels=3, class_names=["0", "1"], spatial_size=(16, 16), modality="brain_mri", **card_extra
+    )
+    torch.manual_seed(0)
+    return save_checkpoint(build_classifier("small_cnn", card, width=4, depth=2).eval(), tmp_path / "rgb")
+
+
+def test_card_preset_options_tell_the_brain_mri_preset_the_data_are_rgb(tmp_path, capsys):
+    data = _rgb_npz(tmp_path / "rgb.npz")
+    argv = ["--data", str(data), "--modality", "brain_mri", "--attacks", "fgsm", "--eps", "2/255"]
+    argv += ["-n", "4", "--device", "cpu", "--no-progress"]
+    plain = _rgb_run(tmp_path / "plain")
+    assert main(["audit", "--model", str(plain), *argv, "--out", str(tmp_path / "a")]) == 2
+    assert "images have 1 channel(s); the model card expects 3" in capsys.readouterr().err
+
+    told = _rgb_run(tmp_path / "told", preset_options={"channels": 3})
+    out = tmp_path / "b"
+    assert main(["audit", "--model", str(told), *argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["preset_options"] == {"channels": 3} and results["data"]["n"] == 4
+
+
+def test_preset_options_card_then_config(tmp_path):
+    """Scaling from the card; data.preset_options override it (a whole scaling at a time)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from medrobust.errors import ConfigError
+    from medrobust.evaluation.config import config_from_dict
+    from medrobust.evaluation.targets import audit_preset_options, load_audit_data
+    from medrobust.models import ModelCard
+
+    card = ModelCard(
+        in_channels=3,
+        class_names=["0", "1"],
+        spatial_size=(16, 16),
+        preset_options={"channels": 3, "scaling": "range", "value_range": [0, 255]},
+    )
+    data = _rgb_npz(tmp_path / "rgb.npz")
+    cfg = {"data": {"source": str(data), "preset": "brain_mri"}, "model": {"path": str(tmp_path)}}
+    cfg.update(attacks=["fgsm"], budgets={"linf": [0.01]}, n_samples=8)
+    loaded = load_audit_data(config_from_dict(cfg), card)
+    with np.load(data) as z:
+        raw = z["test_images"].transpose(0, 3, 1, 2).astype(np.float32)
+    np.testing.assert_allclose(
+        loaded.images.numpy(), raw[loaded.indices] / 255.0, atol=1e-6
+    )  # no percentiles
+
+    spec = SimpleNamespace(preset_options={"percentiles": [2, 98]})
+    assert audit_preset_options(spec, card) == {
+        "channels": 3,
+        "scaling": "percentile",
+        "percentiles": [2.0, 98.0],
+    }
+    assert audit_preset_options(SimpleNamespace(preset_options={"channels": 1}), card)["value_range"] == [
+        0,
+        255,
+    ]
+    assert audit_preset_options(SimpleNamespace(), card) == card.preset_options
+    with pytest.raises(ConfigError, match=r"data\.preset_options.*'sclaing'.*Did you mean 'scaling'"):
+        audit_preset_options(SimpleNamespace(preset_options={"sclaing": "range"}), card)
+    with pytest.raises(ConfigError, match=r"data\.size"):
+        audit_preset_options(SimpleNamespace(preset_options={"spatial_size": 32}), card)

@@ -220,6 +220,8 @@ _CARDS: dict[str, Callable[[Path], None]] = {
     "num-classes-mismatch": _json_card(num_classes=5),
     "too-many-classes": _json_card(class_names=[f"c{i}" for i in range(10_001)], positive_class=None),
     "zero-channels": _json_card(in_channels=0),
+    "preset-options-typo": _json_card(preset_options={"sclaing": "range"}),
+    "preset-options-window-reversed": _json_card(preset_options={"value_range": [400, -1000]}),
 }
 for _name, _write in _CARDS.items():
     hostile(f"models-card-{_name}")(_card_case(_write))

@@ -119,3 +119,20 @@ def test_check_bounds_against_data():
     assert check_bounds_against_data(unit, 0.02, 0.9) is None
     assert "outside" in check_bounds_against_data(unit, 0.0, 255.0)
     assert check_bounds_against_data(unit, 1.0, 0.0) is None  # order does not matter
+
+
+def test_card_preset_options_are_validated_and_kept(tmp_path):
+    card = ModelCard.from_mapping({**GOOD, "preset_options": {"value_range": [-1000, 400], "bounds": [0, 1]}})
+    assert card.preset_options == {"scaling": "range", "value_range": [-1000.0, 400.0], "bounds": [0.0, 1.0]}
+    assert ModelCard.load(card.save(tmp_path / "card.json")).preset_options == card.preset_options
+    assert ModelCard.model_validate(GOOD).preset_options == {}
+    for bad, fragment in (
+        ({"sclaing": "range"}, "Did you mean 'scaling'"),
+        ({"spatial_size": [32, 32]}, "the card's spatial_size"),
+        ({"channels": 3}, r"preset_options.channels \(3\) must equal in_channels \(1\)"),
+        ({"scaling": "range"}, "value_range"),
+        ({"percentiles": [99, 1]}, "low < high"),
+        ([1, 2], "must be a mapping"),
+    ):
+        with pytest.raises(CheckpointError, match=rf"card\.json: not a valid model card: .*{fragment}"):
+            ModelCard.from_mapping({**GOOD, "preset_options": bad}, "card.json")

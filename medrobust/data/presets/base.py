@@ -318,6 +318,45 @@ def _option_fields(options: Mapping[str, Any], name: str) -> dict[str, Any]:
     return fields
 
 
+def check_preset_options(options: Any, owner: str, allowed: Sequence[str] = PRESET_OPTIONS) -> dict[str, Any]:
+    """Validate preset options given outside a preset (a model card, an audit config).
+
+    Args:
+        options: A mapping of :data:`PRESET_OPTIONS` names to values (``None`` values dropped).
+        owner: What gave them, named in messages (``"card.json preset_options"``).
+        allowed: The option names this owner may give (e.g. without ``spatial_size`` where the
+            owner states the size elsewhere).
+
+    Returns:
+        The options in canonical form (pairs as lists, scaling implied by ``percentiles`` /
+        ``value_range`` spelled out), ready for :func:`get_preset` / ``Preset.with_options``.
+
+    Raises:
+        ConfigError: naming ``owner`` for a non-mapping, an option not in ``allowed`` (with a
+            "did you mean" hint) or an invalid value.
+    """
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            f"The preset options of {owner} must be a mapping such as {{scaling: range, value_range: "
+            f"[-1000, 400]}}. Got {type(options).__name__}."
+        )
+    unknown = sorted(str(k) for k in options if k not in allowed)
+    if unknown:
+        hint = did_you_mean(unknown[0], list(allowed))
+        raise ConfigError(
+            f"The preset options of {owner} hold unknown option(s) {unknown}.{hint} Valid: {list(allowed)}."
+        )
+    given = {k: v for k, v in options.items() if v is not None}
+    checked = type("CheckedPreset", (Preset,), {"name": owner, "supports_3d": True})(
+        **_option_fields(given, owner)
+    )
+    out = checked.options
+    for key in ("spatial_size", "bounds"):
+        if key in given:
+            out[key] = list(getattr(checked, key))
+    return out
+
+
 def get_preset(name: str, **options: Any) -> Preset:
     """Return the preset ``name`` (e.g. ``"chest_xray"``), optionally with options.
 
