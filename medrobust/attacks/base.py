@@ -9,7 +9,7 @@ with per-sample information so the audit can report honest numbers.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -29,6 +29,30 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 register_attack = ATTACKS.decorator("name")
 
 
+class _Decided:
+    """``AttackResult.success``: a stored tensor, or a decision made on first read.
+
+    :meth:`Attack.__call__` leaves the decision pending (one forward of the model as given
+    on ``adv``) until someone reads ``success``: the audit evaluates every target on the
+    adversarial images itself and never reads it, so there it costs nothing.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> torch.Tensor:
+        if obj is None:  # class access: a required dataclass field, no default
+            raise AttributeError(self.name)
+        decide = obj.__dict__.pop("_decide", None)
+        if decide is not None:
+            obj.__dict__["_success"] = decide()
+        return obj.__dict__["_success"]
+
+    def __set__(self, obj: Any, value: torch.Tensor) -> None:
+        obj.__dict__.pop("_decide", None)
+        obj.__dict__["_success"] = value
+
+
 @dataclass
 class AttackResult:
     """What an attack returns.
@@ -36,8 +60,10 @@ class AttackResult:
     Attributes:
         adv: Adversarial images, same shape/dtype/device as the input, inside the bounds.
         success: Bool per sample: the prediction of the model as given on ``adv`` differs
-            from the label (decided by one forward in :meth:`Attack.__call__`; targeted
-            attacks such as APGD-T count any misclassification, as AutoAttack does).
+            from the label (decided by one forward of the model as given, in eval mode, when
+            ``success`` is first read after :meth:`Attack.__call__`; targeted attacks such as
+            APGD-T count any misclassification, as AutoAttack does). Read it before changing
+            the model: a later read raises :class:`~medrobust.errors.ConfigError`.
         linf: Per-sample L∞ norm of ``adv - images``.
         l2: Per-sample L2 norm of ``adv - images``.
         queries: Per-sample count of model forward evaluations (or iterations; see ``info``).
@@ -45,11 +71,20 @@ class AttackResult:
     """
 
     adv: torch.Tensor
-    success: torch.Tensor
+    success: _Decided = _Decided()  # type: ignore[assignment]  # a torch.Tensor when read
     linf: torch.Tensor
     l2: torch.Tensor
     queries: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> bool:
+        """False while ``success`` waits for its first read (the forward not yet run)."""
+        return "_decide" not in self.__dict__
+
+    def defer_success(self, decide: Callable[[], torch.Tensor]) -> None:
+        """Let ``decide()`` (run once, on the first read of ``success``) replace ``success``."""
+        self.__dict__["_decide"] = decide
 
 
 def perturbation_norms(adv: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,9 +129,12 @@ class Attack(Perturbation, ABC):
     mode: the model as given, in its own memory layout, which is what reproduces
     torchattacks bit for bit where an attack claims it.
 
-    **Success** is always decided on the model as given: :meth:`__call__` evaluates the
-    returned images once on it (in their returned, contiguous layout) and that decides
-    ``result.success``, whatever the attack computed while attacking.
+    **Success** is always decided on the model as given: one forward of it on the returned
+    images (in their returned, contiguous layout, eval mode) decides ``result.success``,
+    whatever the attack computed while attacking. That forward runs when ``success`` is first
+    read (the audit, which evaluates every target on the adversarial images itself, never
+    reads it, and benchmarks/attacks.py times it separately); ensembles whose records follow
+    the decision (those overriding :meth:`_confirmed`, e.g. AutoAttack) decide at once.
 
     Args:
         model: A classifier returning logits for inputs in image space.
@@ -177,14 +215,37 @@ class Attack(Perturbation, ABC):
                     l2=l2,
                     queries=torch.full_like(labels, getattr(self, "steps", 1)),
                 )
-            # One forward of the model as given on the returned images decides success: the
-            # folded copy and the memory layout used while attacking may flip an argmax on
-            # the decision boundary (minimal attacks stop right there; seen with HU bounds).
-            with torch.no_grad():
-                success = self.logits(result.adv).argmax(dim=1) != labels
-            self._confirmed(result, success)
             result.info.setdefault("query_model", desc)
+        # One forward of the model as given on the returned images decides success: the
+        # folded copy and the memory layout used while attacking may flip an argmax on the
+        # decision boundary (minimal attacks stop right there; seen with HU bounds).
+        if type(self)._confirmed is Attack._confirmed:
+            result.defer_success(self._decision(result.adv, labels))  # the audit never reads it
+        else:  # an ensemble whose records follow the decision: decide now
+            self._confirmed(result, self._decide(result.adv, labels))
         return result
+
+    def _decide(self, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Success on ``adv``: one forward of the model as given, in eval mode, no gradients."""
+        with eval_mode(self.model), torch.no_grad():
+            return self.logits(adv).argmax(dim=1) != labels
+
+    def _decision(self, adv: torch.Tensor, labels: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """:meth:`_decide` for later, refusing a model whose parameters or buffers changed since."""
+        from medrobust.attacks._fuse import model_state, same_state
+
+        state = model_state(self.model)
+
+        def decide() -> torch.Tensor:
+            if state is not None and not same_state(state, model_state(self.model)):
+                raise ConfigError(
+                    f"{type(self).__name__}: AttackResult.success must be read before the model "
+                    "changes (it is decided by one forward of the model as given). Got a model whose "
+                    "parameters or buffers changed after the attack."
+                )
+            return self._decide(adv, labels)
+
+        return decide
 
     def _query_net(self, images: torch.Tensor, cl: bool, given_in_eval: bool) -> tuple[nn.Module, str]:
         """The module to query for this call, and a description for ``info``."""

@@ -5,8 +5,10 @@ parity mode) the output equals ``torchattacks.PGD(model, eps, alpha, steps, rand
 bit for bit when torchattacks runs after ``torch.manual_seed(seed)`` (on CPU, a
 ``torch.Generator`` seeded with ``seed`` draws the same uniform stream as the global
 generator). By default (BatchNorm folded, ``channels_last`` for conv nets) the same
-algorithm runs on a numerically equivalent model: outputs differ from torchattacks' where
-a gradient component is near zero and its sign flips with float rounding.
+algorithm runs on a numerically equivalent model, and each step projects with one clamp
+into the per-pixel box ``[max(x - eps, low), min(x + eps, high)]`` (torchattacks' two clamps up
+to float rounding): outputs differ from torchattacks' where a gradient component is near zero
+and its sign flips with float rounding.
 """
 
 from __future__ import annotations
@@ -83,30 +85,54 @@ class PGD(Attack):
         self.restarts = check_int(restarts, "restarts", owner, low=1, high=MAX_ATTACK_RESTARTS)
         self.channels_last = check_bool(channels_last, "channels_last", owner, allow_none=True)
 
-    # -- the two pieces a variant changes -------------------------------------------------
+    # -- the pieces a variant changes ----------------------------------------------------
     def _start(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         low, high = self.bounds
-        noise = torch.empty(images.shape, dtype=images.dtype, device=images.device)
+        noise = torch.empty(images.shape, dtype=images.dtype, device=images.device)  # NCHW draw order
         noise.uniform_(-self.eps, self.eps, generator=generator)
-        return torch.clamp(images + noise, min=low, max=high)
+        return torch.add(images, noise).clamp_(min=low, max=high)  # in ``images``' memory format
 
-    def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def _box(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per-pixel ``[max(x - eps, low), min(x + eps, high)]``: the L∞ ball and the bounds in one.
+
+        ``None`` where the model is queried as given (the parity mode): then each step uses
+        torchattacks' arithmetic, ``clamp(x + clamp(adv - x, -eps, eps), low, high)``, which the
+        box equals up to float rounding of ``x ± eps``.
+        """
+        if self.net is self.model:
+            return None
         low, high = self.bounds
-        adv = adv + self.alpha * grad.sign()
-        delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
-        return torch.clamp(images + delta, min=low, max=high)
+        return (images - self.eps).clamp_(min=low), (images + self.eps).clamp_(max=high)
+
+    def _step(
+        self,
+        adv: torch.Tensor,
+        grad: torch.Tensor,
+        images: torch.Tensor,
+        box: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One signed-gradient step and projection, in place on ``adv`` (and ``grad``)."""
+        adv.add_(grad.sign_(), alpha=self.alpha)  # alpha * sign is exact: same bits as adv + alpha * sign
+        if box is not None:
+            return adv.clamp_(min=box[0], max=box[1])
+        low, high = self.bounds
+        return adv.sub_(images).clamp_(min=-self.eps, max=self.eps).add_(images).clamp_(min=low, max=high)
 
     # -------------------------------------------------------------------------------------
     def _run(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One restart: returns the adversarial images (detached)."""
+        """One restart: returns the adversarial images (detached).
+
+        Per step: one forward and one input-gradient backward of :attr:`net`, then the update
+        without autograd and without allocating (the step works in place).
+        """
         net = self.net
         adv = self._start(images, generator) if self.random_start else images.clone()
+        box = self._box(images)
         for _ in range(self.steps):
             adv.requires_grad_(True)
-            loss = F.cross_entropy(net(adv), labels)
-            (grad,) = torch.autograd.grad(loss, adv)
-            adv = self._step(adv.detach(), grad, images)
-        return adv.detach()
+            (grad,) = torch.autograd.grad(F.cross_entropy(net(adv), labels), adv)
+            adv = self._step(adv.detach(), grad, images, box)
+        return adv
 
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> AttackResult:
         cl = use_channels_last(self.model, images, self.channels_last)

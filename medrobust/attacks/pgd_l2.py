@@ -62,7 +62,13 @@ class PGDL2(PGD):
         delta = random_l2_ball(images.shape, self.eps, generator, dtype=images.dtype, device=images.device)
         return torch.clamp(images + delta, min=low, max=high)
 
-    def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def _box(self, images: torch.Tensor) -> None:
+        """No per-pixel box for an L2 ball (the projection below is per sample)."""
+        return None
+
+    def _step(
+        self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor, box: object = None
+    ) -> torch.Tensor:
         # Same arithmetic as torchattacks.PGDL2 (for bit-identical results).
         low, high = self.bounds
         grad_norms = torch.norm(grad.flatten(1), p=2, dim=1) + 1e-10

@@ -141,7 +141,8 @@ def test_chunks_are_built_in_the_queried_layout(make_model, make_images) -> None
     res = create_attack(
         "spsa", model, eps=0.05, steps=2, samples=4, chunk=8, fuse_bn=False, early_stop=False
     )(images, labels)
-    # clean check, start point, 2 x (16 perturbed images in 2 chunks, check); then
-    # __call__'s success forward on the returned images as returned (contiguous)
-    assert res.info["channels_last"] and model.sizes == [2, 2, 8, 8, 2, 8, 8, 2, 2]
+    # clean check, start point, 2 x (16 perturbed images in 2 chunks, check); then, when
+    # success is read, its forward on the returned images as returned (contiguous)
+    assert res.info["channels_last"] and model.sizes == [2, 2, 8, 8, 2, 8, 8, 2]
+    assert res.success.shape == (2,) and model.sizes[-1] == 2 and len(model.sizes) == 9
     assert all(seen[:-1]) and not seen[-1]
