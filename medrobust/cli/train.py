@@ -72,6 +72,12 @@ def classifier(
     trades_beta: float | None = typer.Option(
         None, "--trades-beta", help="TRADES weight of the KL term (default 6)."
     ),
+    noise_sigma: str | None = typer.Option(
+        None,
+        "--noise-sigma",
+        help="Gaussian-noise augmentation for a randomized-smoothing base classifier: sigma as k/255 of "
+        "the bounds range (64/255) or image units (default: none).",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Allow writing into a folder with a checkpoint."
     ),
@@ -88,6 +94,8 @@ def classifier(
     Images smaller than the preset's size are trained at their own size unless --size is given.
     --adversarial pgd|trades trains against PGD examples crafted on each batch (each process's
     own batch under torchrun); the best epoch is then chosen by validation accuracy under PGD.
+    --noise-sigma trains on clip(x + sigma*N(0, I)) for randomized smoothing (medrobust certify); the best
+    epoch is then chosen by validation accuracy on noisy images.
     """
     import json
 
@@ -110,6 +118,7 @@ def classifier(
         "adv_eps": eps,
         "adv_steps": adv_steps,
         "trades_beta": trades_beta,
+        "noise_sigma": noise_sigma,
         "overwrite": overwrite or None,
         "progress": False if no_progress else None,
     }
@@ -127,6 +136,7 @@ def classifier(
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
             best = summary.get("best_val") or {}
             robust = best.get("robust")
+            noisy = best.get("noisy")
             typer.echo(
                 f"best epoch {summary['best_epoch']}/{summary['epochs_run']}: "
                 f"val balanced accuracy {best.get('balanced_accuracy', float('nan')):.4f}, "
@@ -134,6 +144,11 @@ def classifier(
                 + (
                     f", under PGD {robust.get('balanced_accuracy', float('nan')):.4f}"
                     if isinstance(robust, dict)
+                    else ""
+                )
+                + (
+                    f", on noisy images {noisy.get('balanced_accuracy', float('nan')):.4f}"
+                    if isinstance(noisy, dict)
                     else ""
                 )
             )

@@ -78,6 +78,14 @@ ADVERSARIAL_METRIC_COLUMNS = (
     "val_robust_balanced_accuracy",
     *METRIC_COLUMNS[8:],
 )
+#: Columns of ``metrics.csv`` with Gaussian-noise augmentation: the validation accuracy on noisy
+#: images (one seeded draw per image, clipped to the bounds) beside the clean ones.
+NOISE_METRIC_COLUMNS = (
+    *METRIC_COLUMNS[:8],
+    "val_noisy_accuracy",
+    "val_noisy_balanced_accuracy",
+    *METRIC_COLUMNS[8:],
+)
 #: Command-line flags of the config fields (named in error messages).
 CLI_FLAGS = {
     "data": "--data",
@@ -96,6 +104,7 @@ CLI_FLAGS = {
     "adv_eps": "--eps",
     "adv_steps": "--adv-steps",
     "trades_beta": "--trades-beta",
+    "noise_sigma": "--noise-sigma",
 }
 #: Unaugmented datasets (validation, BatchNorm statistics) up to this many bytes are kept in memory
 #: after their first pass, so later epochs skip decoding and the preset pipeline.
@@ -161,6 +170,13 @@ class TrainClassifierConfig(ConfigModel):
         adv_alpha: Step size in the unit of ε; default ``2.5 * adv_eps / adv_steps``.
         trades_beta: TRADES' weight of the KL term (6 in the paper; larger: more robust, less
             accurate on clean images).
+        noise_sigma: Gaussian-noise augmentation for a base classifier of randomized smoothing
+            (Cohen et al. 2019): every training image becomes ``clip(x + σ·N(0, I))`` (clipped to
+            the card's bounds, as :class:`medrobust.defenses.smoothing.SmoothedClassifier` feeds
+            it), σ in the one unit of ε (``"64/255"`` = 64/255 of the bounds' range; a number is
+            in image units). BatchNorm statistics are recomputed on noisy images and the best
+            epoch is the one with the best validation balanced accuracy on noisy images. None:
+            no noise. Not combined with ``adversarial``.
         out: Run folder to write (``model.safetensors``, ``card.json``, ``metrics.csv``...).
         overwrite: Allow writing into a folder that already holds a checkpoint.
         progress: Show a tqdm progress bar (rank 0 only).
@@ -197,6 +213,7 @@ class TrainClassifierConfig(ConfigModel):
     adv_steps: int = Field(7, ge=1, le=1000)
     adv_alpha: float | str | None = None
     trades_beta: float = Field(6.0, ge=0)
+    noise_sigma: float | str | None = None
     out: str = "runs/classifier"
     overwrite: bool = False
     progress: bool = True
@@ -237,6 +254,21 @@ class TrainClassifierConfig(ConfigModel):
             )
         return v.strip() if is_range_fraction(v) else value
 
+    @field_validator("noise_sigma", mode="before")
+    @classmethod
+    def _check_noise_sigma(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        from medrobust.validation import is_range_fraction, parse_number
+
+        value = parse_number(v, "noise_sigma", "Gaussian-noise augmentation (--noise-sigma)")
+        if not value > 0:
+            raise ValueError(
+                f"The 'noise_sigma' parameter (--noise-sigma) must be a noise level > 0 ('64/255' of the "
+                f"bounds' range or image units). Got {v!r}."
+            )
+        return v.strip() if is_range_fraction(v) else value
+
     @field_validator("spatial_size")
     @classmethod
     def _check_size(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -250,6 +282,16 @@ class TrainClassifierConfig(ConfigModel):
                 f"{MAX_IMAGE_PIXELS} (medrobust.limits.MAX_IMAGE_PIXELS) are accepted. Got {list(v)}."
             )
         return v
+
+    @model_validator(mode="after")
+    def _check_noise_alone(self) -> TrainClassifierConfig:
+        if self.noise_sigma is not None and self.adversarial != "none":
+            raise ValueError(
+                f"The 'noise_sigma' parameter (--noise-sigma) trains a base classifier for randomized "
+                f"smoothing and cannot be combined with adversarial training (--adversarial); give one of "
+                f"the two. Got noise_sigma={self.noise_sigma!r} with adversarial={self.adversarial!r}."
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_arch_kwargs(self) -> TrainClassifierConfig:
@@ -302,6 +344,60 @@ class TrainData:
     stats_dataset: Dataset | None = None
     test: Dataset | None = None
     source: str | None = None
+
+
+@dataclass(frozen=True)
+class NoiseAugmentation:
+    """Gaussian-noise augmentation of a base classifier for randomized smoothing (budget in image units).
+
+    Attributes:
+        sigma: Noise standard deviation in image units.
+        bounds: Intensity interval the noisy images are clipped to.
+        sigma_text: σ as the config wrote it (recorded on the card).
+    """
+
+    sigma: float
+    bounds: tuple[float, float]
+    sigma_text: str
+
+    @classmethod
+    def resolve(cls, sigma: Any, bounds: tuple[float, float]) -> NoiseAugmentation:
+        """Convert ``sigma`` with the card's ``bounds`` (the one unit of ε) and validate it.
+
+        Raises:
+            ConfigError: naming ``noise_sigma`` (--noise-sigma) when the value is not in (0, range].
+        """
+        from medrobust.validation import budget_to_image_units
+
+        low, high = (float(b) for b in bounds)
+        owner = "Gaussian-noise augmentation (--noise-sigma)"
+        value = budget_to_image_units(sigma, (low, high), "noise_sigma", owner)
+        check_float(value, "noise_sigma", owner, low=0.0, high=high - low)
+        return cls(value, (low, high), str(sigma))
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``clip(images + σ·N(0, I))``, the noise drawn on the CPU from ``generator`` (any device)."""
+        noise = torch.randn(images.shape, generator=generator, dtype=torch.float32)
+        return (images + self.sigma * noise.to(images)).clamp(*self.bounds)
+
+    def record(self) -> dict[str, Any]:
+        """The recipe as plain values (``summary.json``)."""
+        return {
+            "method": "gaussian",
+            "sigma": self.sigma_text,
+            "sigma_image_units": self.sigma,
+            "clipped_to_bounds": list(self.bounds),
+            "purpose": "base classifier for randomized smoothing (Cohen et al. 2019)",
+            "best_epoch_by": "validation balanced accuracy on noisy images (one seeded draw per image)",
+            "batchnorm_statistics": "recomputed on noisy training images",
+        }
+
+    def describe(self) -> str:
+        """One line for the card's notes."""
+        return (
+            f"Trained with Gaussian-noise augmentation for randomized smoothing: sigma {self.sigma_text} "
+            f"(= {self.sigma:.6g} image units), noisy images clipped to the bounds; smooth it at this sigma."
+        )
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -561,14 +657,20 @@ def _shard(dataset: Dataset) -> Dataset:
 
 @torch.no_grad()
 def recompute_batchnorm(
-    model: nn.Module, loader: Any, device: torch.device, channels_last: bool = False
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    channels_last: bool = False,
+    noise: NoiseAugmentation | None = None,
+    seed: int = 0,
 ) -> bool:
     """Replace BatchNorm running statistics by exact averages over ``loader`` ("precise BN").
 
     Each BatchNorm layer's running mean and variance become the average over the loader's
     batches, computed in training mode with the weights fixed. Under DDP every rank uses its
-    shard and the statistics are averaged over ranks. Returns False when the model has no
-    BatchNorm layer (nothing done).
+    shard and the statistics are averaged over ranks. With ``noise`` the images are noised first
+    (seeded by ``seed``), so the statistics match a classifier that sees noisy inputs. Returns False
+    when the model has no BatchNorm layer (nothing done).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -579,9 +681,12 @@ def recompute_batchnorm(
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     model.train()
+    generator = torch.Generator().manual_seed(int(seed))
     try:
         for images, _ in loader:
             images = images.to(device, non_blocking=True)
+            if noise is not None:
+                images = noise.apply(images, generator)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             model(images)
@@ -605,13 +710,22 @@ def predict(
     device: torch.device,
     channels_last: bool = False,
     amp: bool = False,
+    noise: NoiseAugmentation | None = None,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over ``loader`` (gathered from all ranks when distributed)."""
+    """Logits and labels over ``loader`` (gathered from all ranks when distributed).
+
+    With ``noise`` the logits are on noisy images (one draw per image from a generator seeded by
+    ``seed``: the same draws every call).
+    """
     was_training = model.training
     model.eval()
     logits_list, labels_list = [], []
+    generator = torch.Generator().manual_seed(int(seed))
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
+        if noise is not None:
+            images = noise.apply(images, generator)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
@@ -824,7 +938,13 @@ def train_classifier(
                 card.bounds,
             )
             card = card.model_copy(update={"notes": [*card.notes, adv.describe()]})
-        columns = METRIC_COLUMNS if adv is None else ADVERSARIAL_METRIC_COLUMNS
+        noise = None
+        if config.noise_sigma is not None:
+            noise = NoiseAugmentation.resolve(config.noise_sigma, card.bounds)
+            card = card.model_copy(update={"notes": [*card.notes, noise.describe()]})
+        columns = METRIC_COLUMNS
+        if adv is not None or noise is not None:
+            columns = ADVERSARIAL_METRIC_COLUMNS if adv is not None else NOISE_METRIC_COLUMNS
         model = build_classifier(config.arch, card, **config.arch_kwargs).to(device)
         use_cl = bool(
             config.channels_last and card.spatial_dims == 2 and get_classifier_arch(config.arch).channels_last
@@ -897,6 +1017,11 @@ def train_classifier(
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
             n = int(labels.shape[0])
+            if noise is not None:  # one seeded draw per batch from the epoch's generator of seeds
+                generator = torch.Generator().manual_seed(int(ctx.rng.integers(0, 2**31 - 1)))
+                images = noise.apply(images, generator)
+                if use_cl:
+                    images = images.contiguous(memory_format=torch.channels_last)
             if adv is not None:  # the adversary runs on this rank's batch, on the bare model
                 loss, values = adv.loss(net, model, images, labels, criterion, ctx.rng, use_cl)
                 return StepOutput(loss=loss, n=n, values=values)
@@ -907,7 +1032,7 @@ def train_classifier(
 
         def evaluate(ctx: EpochContext, train: dict[str, float]) -> Evaluation:
             if bn_loader is not None:
-                recompute_batchnorm(model, bn_loader, device, use_cl)
+                recompute_batchnorm(model, bn_loader, device, use_cl, noise, seed=seed)
             logits_v, labels_v = predict(model, val_loader, device, use_cl, use_amp)
             _check_finite_outputs(logits_v, ctx.epoch, config.lr)
             val_loss = float(val_criterion(logits_v, labels_v)) if labels_v.numel() else math.nan
@@ -923,6 +1048,15 @@ def train_classifier(
                 "val_specificity": m["specificity"],
                 "lr": ctx.lr,
             }
+            if noise is not None:
+                logits_n, labels_n = predict(model, val_loader, device, use_cl, use_amp, noise, seed=seed + 1)
+                _check_finite_outputs(logits_n, ctx.epoch, config.lr)
+                m_n = classification_metrics(labels_n.numpy(), logits_n.numpy(), pos_idx)
+                row.update(
+                    val_noisy_accuracy=m_n["accuracy"], val_noisy_balanced_accuracy=m_n["balanced_accuracy"]
+                )
+                metrics = {**m, "noisy": m_n}
+                return Evaluation(row=row, score=m_n["balanced_accuracy"], loss=val_loss, metrics=metrics)
             if adv is None:
                 return Evaluation(row=row, score=m["balanced_accuracy"], loss=val_loss, metrics=m)
             from medrobust.models.adversarial_training import predict_robust
@@ -969,7 +1103,9 @@ def train_classifier(
                 chance = chance_record(
                     labels_v.numpy(), logits_v.argmax(1).numpy(), num_classes, f"{config.arch} validation"
                 )
-            score_name = "validation balanced accuracy" + ("" if adv is None else " under PGD")
+            score_name = "validation balanced accuracy" + (
+                " under PGD" if adv is not None else " on noisy images" if noise is not None else ""
+            )
             note = (
                 f"Best epoch {result.best_epoch} of {len(result.rows)}: "
                 f"{score_name} {result.best_score:.4f}"
@@ -1009,6 +1145,7 @@ def train_classifier(
                         "world_size": ws,
                         "device": str(device),
                         "adversarial": None if adv is None else adv.record(),
+                        "noise_augmentation": None if noise is None else noise.record(),
                         "resumed_after_epoch": result.resumed_from,
                     },
                 )
