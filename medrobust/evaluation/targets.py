@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from medrobust.errors import ConfigError, DataError
-from medrobust.evaluation.cells import derive_seed
 from medrobust.evaluation.config import BARE, AuditConfig, DataConfig, DefenseConfig
+from medrobust.run.seeds import derive_seed
 from medrobust.utils.logging import get_logger
 
 
