@@ -3,8 +3,9 @@
 >>> from medrobust.defenses import create_denoiser, defend
 >>> defended = defend(classifier, create_denoiser("median", in_channels=1))   # doctest: +SKIP
 
-Training (``TrainDefenseConfig``, ``train_defense``, ``fit_denoiser``, ``DEFENSE_KINDS``)
-is resolved lazily because it pulls in the model, attack and data packages.
+Randomized smoothing (``smooth``, ``SmoothedClassifier``, ``certified_accuracy``) and training
+(``TrainDefenseConfig``, ``train_defense``, ``fit_denoiser``, ``DEFENSE_KINDS``) are resolved
+lazily because they pull in the model, attack and data packages.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ _LAZY = {
     "FitResult": "medrobust.defenses.training",
     "DEFENSE_KINDS": "medrobust.defenses.objectives",
     "list_defense_kinds": "medrobust.defenses.objectives",
+    "smooth": "medrobust.defenses.smoothing",
+    "SmoothedClassifier": "medrobust.defenses.smoothing",
+    "certified_accuracy": "medrobust.defenses.certify",
 }
 
 __all__ = [
