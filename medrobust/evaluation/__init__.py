@@ -1,4 +1,4 @@
-"""Robustness audits: config, planning, runner, per-cell metrics, sanity flags, gates, resume.
+"""Robustness audits: config, planning, crafting, running, results schema, flags, gates, resume.
 
 >>> from medrobust.evaluation import load_config, run_audit
 >>> cfg = load_config("pipelines/chest_xray.yaml")       # doctest: +SKIP
@@ -15,8 +15,9 @@ _LAZY = {
     "AuditConfig": "medrobust.evaluation.config",
     "config_from_dict": "medrobust.evaluation.config",
     "load_config": "medrobust.evaluation.config",
-    "plan_audit": "medrobust.evaluation.cells",
-    "derive_seed": "medrobust.evaluation.cells",
+    "plan_audit": "medrobust.evaluation.planning",
+    "derive_seed": "medrobust.run.seeds",
+    "AuditDocument": "medrobust.evaluation.results",
     "parse_gate": "medrobust.evaluation.gate",
     "evaluate_gates": "medrobust.evaluation.gate",
     "run_audit": "medrobust.evaluation.runner",

@@ -326,7 +326,7 @@ class Budgets(_Strict):
 
     Each budget is converted once, with the model card's bounds, by
     :func:`medrobust.validation.budget_to_image_units` when the audit is planned
-    (:func:`medrobust.evaluation.cells.resolve_budgets`): ``"2/255"`` is 0.0078 on a [0, 1]
+    (:func:`medrobust.evaluation.planning.resolve_budgets`): ``"2/255"`` is 0.0078 on a [0, 1]
     card and 32.1 HU on a CT card with bounds [-1024, 3071]; a number is already image units.
     """
 

@@ -1,8 +1,16 @@
-"""The audit runner: config → data + model (+ defenses) → crafts → cells → results.json → report.
+"""Running an audit: config → data + model (+ defenses) → crafts → cells → results.json → report.
+
+This module orchestrates (ranks, run folder, lock, resume state, progress); what runs is
+decided by :mod:`~medrobust.evaluation.planning` (crafts, cells, keys, what is reused), an
+attack over a craft's batches and the cells built from it by
+:mod:`~medrobust.evaluation.crafting`, and what is written by the typed schema of
+:mod:`~medrobust.evaluation.results`.
 
 Flow of :func:`run_audit` (each step one call a reader can follow):
 
-1. :func:`~medrobust.evaluation.cells.plan_audit` lists crafts and cells (pure config).
+1. :func:`~medrobust.evaluation.planning.plan_audit` lists crafts and cells (pure config);
+   once the model card is read, the budgets are converted to its image units (the cells'
+   keys and seeds do not change).
 2. Rank 0 claims the run folder: ``--out`` must be (or become) a writable folder, and a
    lock file (:class:`~medrobust.utils.lock.RunLock`) keeps a second audit out of it; a
    resume whose run-level settings changed is refused here already.
@@ -34,7 +42,6 @@ clean and effective adversarial predictions, success, norms and queries.
 from __future__ import annotations
 
 import errno
-import math
 import time
 from functools import partial
 from pathlib import Path
@@ -47,16 +54,28 @@ from torch import nn
 from medrobust import __version__
 from medrobust.errors import ConfigError
 from medrobust.evaluation.audited import audited_data_summary, import_summary
-from medrobust.evaluation.cells import AuditPlan, CellSpec, Craft, derive_seed, plan_audit, safe_id
-from medrobust.evaluation.config import BARE, AttackConfig, AuditConfig, dump_config
+from medrobust.evaluation.config import BARE, AuditConfig, dump_config
+from medrobust.evaluation.crafting import (
+    BatchPiece,
+    CraftOutput,
+    attack_batch,
+    cell_record,
+    jsonable,
+    predict,
+    save_examples,
+)
 from medrobust.evaluation.distributed import ShardContext, open_shard_context
 from medrobust.evaluation.flags import run_model_checks, run_results_checks
 from medrobust.evaluation.gate import check_gate_metrics, check_gates_match, parse_gate
-from medrobust.evaluation.metrics import (
-    cell_metrics,
-    effective_predictions,
-    prediction_metrics,
-    within_budget,
+from medrobust.evaluation.metrics import prediction_metrics
+from medrobust.evaluation.planning import (
+    AuditPlan,
+    Craft,
+    cells_done,
+    pending_crafts,
+    plan_audit,
+    plan_keys,
+    safe_id,
 )
 from medrobust.evaluation.progress import AuditProgress, attack_cost, craft_label
 from medrobust.evaluation.results import (
@@ -71,24 +90,15 @@ from medrobust.evaluation.results import (
     Provenance,
     TargetInfo,
 )
-from medrobust.evaluation.state import (
-    AuditState,
-    BatchPiece,
-    PieceStore,
-    audit_provenance,
-    run_fingerprint,
-)
+from medrobust.evaluation.state import AuditState, PieceStore, audit_provenance, run_fingerprint
 from medrobust.evaluation.targets import (
     AuditSamples,
-    SampleBatch,
     build_targets,
     describe_target,
     load_classifier,
     open_audit_data,
 )
 from medrobust.evaluation.verdict import complete_results
-from medrobust.utils.hashing import sha256_json
-from medrobust.utils.io import atomic_path
 from medrobust.utils.lock import RunLock
 from medrobust.utils.logging import get_logger
 
@@ -102,164 +112,6 @@ OUTPUT_FILES = (
     "environment.json",
 )
 log = get_logger("evaluation")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, bool, int)) or value is None:
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) else (str(value) if math.isinf(value) else value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return _jsonable(value.item())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return str(value)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted classes ``(N,)`` and softmax probabilities ``(N, K)`` (float64) in fixed batches."""
-    from medrobust.attacks.base import eval_mode
-    from medrobust.metrics import softmax
-
-    logits = []
-    with eval_mode(model):
-        for start in range(0, len(images), batch_size):
-            logits.append(model(images[start : start + batch_size].to(device)).float().cpu())
-    lg = torch.cat(logits).numpy() if logits else np.zeros((0, 2), dtype=np.float32)
-    probs = softmax(lg)
-    return lg.argmax(axis=1).astype(np.int64), probs
-
-
-def attack_batch(
-    craft: Craft,
-    attack: AttackConfig,
-    model: nn.Module,
-    eval_models: dict[str, nn.Module],
-    batch: SampleBatch,
-    mask: np.ndarray,
-    device: torch.device,
-    keep_below: int = 0,
-) -> BatchPiece:
-    """Attack the ``mask``-ed samples of one batch on ``model`` and evaluate ``eval_models`` on them.
-
-    The attack seed is ``derive_seed(craft.seed, f"batch{batch.index}")``: it depends on the
-    craft and the batch number only, so results do not depend on which other batches run
-    in the same process (resume, sharding).
-
-    Args:
-        craft: The craft (its seed and ε).
-        attack: The attack's config.
-        model: The model the attack is crafted on.
-        eval_models: Targets whose predictions on the adversarial examples are recorded.
-        batch: The batch (positions, images, labels).
-        mask: ``(len(batch.positions),)`` bool, the samples to attack (at least one).
-        device: Where the attack runs.
-        keep_below: Adversarial images of positions below this are kept (saved examples).
-
-    Returns:
-        The batch's :class:`BatchPiece`.
-    """
-    from medrobust.attacks import create_attack
-
-    local = np.flatnonzero(mask)
-    sel = batch.positions[local]
-    t0 = time.perf_counter()
-    kwargs = dict(attack.params)
-    if craft.eps is not None:
-        kwargs["eps"] = craft.eps
-    atk = create_attack(attack.name, model, seed=derive_seed(craft.seed, f"batch{batch.index}"), **kwargs)
-    idx = torch.as_tensor(local)
-    res = atk(batch.images[idx].to(device), batch.labels[idx].to(device))
-    adv = res.adv.detach().to(batch.images.dtype).cpu()
-    keep = sel < keep_below
-    piece = BatchPiece(
-        craft=craft.key,
-        batch=batch.index,
-        positions=sel.astype(np.int64),
-        linf=res.linf.detach().double().cpu().numpy(),
-        l2=res.l2.detach().double().cpu().numpy(),
-        queries=res.queries.detach().long().cpu().numpy(),
-        adv_positions=sel[keep].astype(np.int64),
-        adv=adv[torch.as_tensor(np.flatnonzero(keep))].numpy().astype(np.float32),
-        params=_jsonable({k: v for k, v in atk.params().items() if k != "seed"}),
-        info={str(k): _jsonable(v) for k, v in (res.info or {}).items()},
-    )
-    piece.craft_seconds = time.perf_counter() - t0
-    for name, target in eval_models.items():
-        t1 = time.perf_counter()
-        piece.pred[name], piece.probs[name] = predict(target, adv, len(adv), device)
-        piece.eval_seconds[name] = time.perf_counter() - t1
-    return piece
-
-
-class _CraftOutput:
-    """A craft's per-sample results over all positions, assembled from its batch pieces."""
-
-    def __init__(self, pieces: list[BatchPiece], n: int, head: torch.Tensor) -> None:
-        self.linf = np.zeros(n, dtype=np.float64)
-        self.l2 = np.zeros(n, dtype=np.float64)
-        self.queries = np.zeros(n, dtype=np.int64)
-        self.attacked = np.zeros(n, dtype=bool)
-        self.params: dict[str, Any] = {}
-        self.info: dict[str, Any] = {}
-        self.seconds = 0.0
-        self.eval_seconds: dict[str, float] = {}
-        self.pieces = sorted(pieces, key=lambda p: p.batch)
-        self.head_adv = head.clone()  # adversarial images of the first positions (examples)
-        for piece in self.pieces:
-            pos = piece.positions
-            self.linf[pos], self.l2[pos], self.queries[pos] = piece.linf, piece.l2, piece.queries
-            self.attacked[pos] = True
-            if not self.params:
-                self.params = dict(piece.params)
-            for key, value in piece.info.items():
-                self.info.setdefault(key, value)
-            self.seconds += piece.craft_seconds
-            for name, sec in piece.eval_seconds.items():
-                self.eval_seconds[name] = self.eval_seconds.get(name, 0.0) + sec
-            if len(piece.adv_positions):
-                self.head_adv[torch.as_tensor(piece.adv_positions)] = torch.from_numpy(piece.adv)
-
-    def raw_predictions(
-        self, target: str, clean_pred: np.ndarray, clean_probs: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``target``'s predictions on the adversarial examples (clean ones where not attacked)."""
-        pred, probs = clean_pred.copy(), clean_probs.copy()
-        for piece in self.pieces:
-            pred[piece.positions], probs[piece.positions] = piece.pred[target], piece.probs[target]
-        return pred, probs
-
-
-def _save_examples(
-    path: Path,
-    head: torch.Tensor,
-    craft_out: _CraftOutput,
-    target: nn.Module,
-    device: torch.device,
-) -> None:
-    k = len(head)
-    arrays = {
-        "positions": np.arange(k, dtype=np.int64),
-        "clean": head.numpy().astype(np.float32),
-        "adv": craft_out.head_adv[:k].numpy().astype(np.float32),
-        "attacked": craft_out.attacked[:k],
-    }
-    den = getattr(target, "denoiser", None)
-    if den is not None and k:
-        from medrobust.attacks.base import eval_mode
-
-        with torch.no_grad(), eval_mode(den):
-            arrays["denoised_adv"] = den(craft_out.head_adv[:k].to(device)).float().cpu().numpy()
-            arrays["denoised_clean"] = den(head.to(device)).float().cpu().numpy()
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
 
 
 def _environment(config: AuditConfig, device: torch.device, ctx: ShardContext) -> dict[str, Any]:
@@ -278,36 +130,6 @@ def _resolve_device(config: AuditConfig, ctx: ShardContext) -> torch.device:
     if ctx.distributed and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ctx.local_rank)
     return device
-
-
-def craft_hash(run_fp: str, craft: Craft, attack: AttackConfig) -> str:
-    """Hash of what a craft's pieces depend on: run fingerprint, craft, attack's full parameters.
-
-    A stored piece is reused only under the same hash.
-    """
-    return sha256_json(
-        {
-            "run": run_fp,
-            "craft": craft.key,
-            "craft_on": craft.craft_on,
-            "seed": craft.seed,
-            "eps": craft.eps,
-            "attack": attack.identity(),
-        }
-    )
-
-
-def cell_fingerprint(craft_fp: str, cell: CellSpec) -> str:
-    """A cell's key: its craft's hash plus target, threat and budget (stored in the cell record)."""
-    return sha256_json(
-        {
-            "craft": craft_fp,
-            "cell": cell.key,
-            "target": cell.target,
-            "threat": cell.threat,
-            "eps": cell.eps_label,
-        }
-    )
 
 
 def _claim_out(out: Path, locks: list[RunLock]) -> None:
@@ -454,15 +276,10 @@ def _run_audit(
     state = ctx.agree(open_state)
     run_fp = ctx.broadcast(state.fingerprint if state is not None else None)
     attacks = {a.label: a for a in config.attacks}
-    craft_hashes = {k.key: craft_hash(run_fp, k, attacks[k.attack]) for k in plan.crafts}
-    cell_keys = {c.id: cell_fingerprint(craft_hashes[k.key], c) for k in plan.crafts for c in k.cells}
+    keys = plan_keys(plan, config, run_fp)
     if state is not None:
-        state.expect(cell_keys)
-    pending_crafts = set(
-        ctx.broadcast(
-            [k.key for k in plan.crafts if any(not state.has(c.id) for c in k.cells)] if state else None
-        )
-    )
+        state.expect(keys.cell_keys)  # finished cells under another key are recomputed
+    pending = set(ctx.broadcast(pending_crafts(plan, state.has) if state is not None else None))
     store = state.pieces if state is not None else PieceStore(out)
     specs = {d.name: d for d in config.defenses}
     positive = card.positive_index
@@ -508,28 +325,21 @@ def _run_audit(
     crafts = _CraftRunner(
         config, ctx, samples, targets, store, state, clean, labels_np, head, device, examples_dir
     )
-    crafts.craft_hashes, crafts.cell_keys = craft_hashes, cell_keys
+    crafts.craft_hashes, crafts.cell_keys = keys.craft_hashes, keys.cell_keys
     # Progress in model evaluations (cost-weighted), this rank's batches only; reused work is left out.
     crafts.costs = {
         k.key: attack_cost(attacks[k.attack].name, attacks[k.attack].full_params(), num_classes)
         for k in plan.crafts
     }
-    done = (
-        sum(
-            len(k.cells) if k.key not in pending_crafts else sum(state.has(c.id) for c in k.cells)
-            for k in plan.crafts
-        )
-        if state is not None
-        else 0
-    )
+    done = cells_done(plan, pending, state.has) if state is not None else 0
     crafts.progress = AuditProgress(
-        sum(crafts.work(k) for k in plan.crafts if k.key in pending_crafts),
+        sum(crafts.work(k) for k in plan.crafts if k.key in pending),
         len(plan.cells),
         done,
         enabled=progress and ctx.is_main,
     )
     for craft in plan.crafts:
-        if craft.key not in pending_crafts:
+        if craft.key not in pending:
             continue
         crafts.progress.start(craft_label(craft, list(config.threats) if config.defenses else []))
         gathered = ctx.gather(ctx.agree(partial(crafts.run_batches, craft)))
@@ -590,7 +400,7 @@ def _run_audit(
             threats=["whitebox", *config.threats] if config.defenses else ["whitebox"],
             attacks=[
                 AttackInfo(
-                    label=a.label, name=a.name, norm=a.norm, minimal=a.minimal, params=_jsonable(a.params)
+                    label=a.label, name=a.name, norm=a.norm, minimal=a.minimal, params=jsonable(a.params)
                 )
                 for a in config.attacks
             ],
@@ -714,7 +524,7 @@ class _CraftRunner:
         state, head, config = self.state, self.head, self.config
         assert state is not None and gathered is not None and head is not None
         atk_cfg = self.attacks[craft.attack]
-        craft_out = _CraftOutput([p for part in gathered for p in part], len(self.labels), head)
+        craft_out = CraftOutput([p for part in gathered for p in part], len(self.labels), head)
         pending = [c for c in craft.cells if not state.has(c.id)]
         gradient_free = bool(getattr(atk_cfg.attack_class, "gradient_free", False))
         bpda = craft.craft_on != BARE and bool(getattr(self.targets[craft.craft_on], "uses_bpda", False))
@@ -724,10 +534,10 @@ class _CraftRunner:
             raw = craft_out.raw_predictions(tname, cpred, cprobs)
             ex_name = f"{safe_id(craft.key + '|' + tname)}.npz"
             if config.save_examples:
-                _save_examples(self.examples_dir / ex_name, head, craft_out, self.targets[tname], self.device)
+                save_examples(self.examples_dir / ex_name, head, craft_out, self.targets[tname], self.device)
             eval_seconds = craft_out.eval_seconds.get(tname, 0.0) + time.perf_counter() - t0
             for cell in (c for c in pending if c.target == tname):
-                record = _cell_record(
+                record = cell_record(
                     cell,
                     craft,
                     craft_out,
@@ -742,87 +552,7 @@ class _CraftRunner:
                     eval_seconds=eval_seconds,
                     examples=f"examples/{ex_name}" if config.save_examples else None,
                 )
-                record["cell_fingerprint"] = self.cell_keys.get(cell.id)
-                state.save(cell.id, record)
+                record.cell_fingerprint = self.cell_keys.get(cell.id)
+                state.save(cell.id, record.to_dict())
                 if self.progress is not None:
                     self.progress.cells_finished()
-
-
-def _cell_record(
-    cell: Any,
-    craft: Craft,
-    craft_out: _CraftOutput,
-    labels_np: np.ndarray,
-    clean: tuple[np.ndarray, np.ndarray],
-    raw: tuple[np.ndarray, np.ndarray],
-    indices: list[int],
-    num_classes: int,
-    positive: int | None,
-    *,
-    gradient_free: bool,
-    bpda: bool,
-    eval_seconds: float,
-    examples: str | None,
-) -> dict[str, Any]:
-    """One cell's results.json record (metrics and per-sample lists)."""
-    cpred, cprobs = clean
-    raw_pred, raw_probs = raw
-    norms = craft_out.linf if cell.norm == "linf" else craft_out.l2
-    adv_pred, adv_probs, used = effective_predictions(
-        labels_np, cpred, cprobs, raw_pred, raw_probs, craft_out.attacked, norms, cell.eps
-    )
-    over = int((craft_out.attacked & ~within_budget(norms, cell.eps)).sum())
-    metrics = cell_metrics(
-        labels_np,
-        cpred,
-        cprobs,
-        adv_pred,
-        adv_probs,
-        craft_out.linf,
-        craft_out.l2,
-        craft_out.queries,
-        craft_out.attacked,
-        num_classes,
-        positive,
-    )
-    fooled = (cpred == labels_np) & (adv_pred != labels_np)
-    return {
-        "id": cell.id,
-        "key": cell.key,
-        "target": cell.target,
-        "threat": cell.threat,
-        "attack": cell.attack,
-        "attack_name": cell.attack_name,
-        "norm": cell.norm,
-        "eps": None if math.isinf(cell.eps) else cell.eps,
-        "eps_label": cell.eps_label,
-        "minimal": cell.minimal,
-        "gradient_free": gradient_free,
-        "craft": craft.key,
-        "craft_on": craft.craft_on,
-        "seed": craft.seed,
-        "bpda": bpda,
-        "params": _jsonable(craft_out.params),
-        "info": craft_out.info,
-        "metrics": metrics,
-        "n_over_budget": over if not cell.minimal else 0,
-        "seconds": craft_out.seconds + eval_seconds,
-        "craft_seconds": craft_out.seconds,
-        "eval_seconds": eval_seconds,
-        "examples": examples,
-        "samples": {
-            "position": list(range(len(labels_np))),
-            "index": list(indices),
-            "label": labels_np.tolist(),
-            "clean_pred": cpred.tolist(),
-            "adv_pred": adv_pred.tolist(),
-            "adv_raw_pred": raw_pred.tolist(),
-            "success": fooled.tolist(),
-            "used_adv": used.tolist(),
-            "attacked": craft_out.attacked.tolist(),
-            "linf": craft_out.linf.tolist(),
-            "l2": craft_out.l2.tolist(),
-            "queries": craft_out.queries.tolist(),
-            "adv_probs": adv_probs.tolist(),
-        },
-    }

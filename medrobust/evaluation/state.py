@@ -25,23 +25,21 @@ warning naming it); a corrupt ``state.json`` is refused (naming it; ``--fresh`` 
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medrobust.errors import ConfigError
+from medrobust.evaluation.crafting import BatchPiece
 from medrobust.run.state import FRESH_HINT, RunState
 from medrobust.utils.hashing import FileHasher, manifest_sha256, sha256_json, short
 from medrobust.utils.io import atomic_path
 from medrobust.utils.logging import get_logger
 
 STATE_SCHEMA = "medrobust.audit-state/2"
-PIECE_SCHEMA = "medrobust.audit-piece/2"
 #: Fields every finished cell record has (a record without them is treated as unfinished).
 CELL_FIELDS = ("id", "key", "target", "threat", "attack", "metrics", "samples", "cell_fingerprint")
 log = get_logger("evaluation.state")
@@ -294,103 +292,6 @@ class AuditState(RunState):
             log.warning("%s: not a finished audit cell (metrics/samples not objects); recomputing it", path)
             return False
         return True
-
-
-@dataclass
-class BatchPiece:
-    """The finished attack of one batch of one craft (what a rank persists and sends to rank 0).
-
-    Attributes:
-        craft: The craft's key.
-        batch: Batch number.
-        positions: ``(m,)`` audit positions attacked in this batch (ascending).
-        linf: ``(m,)`` L∞ norms of the perturbations.
-        l2: ``(m,)`` L2 norms.
-        queries: ``(m,)`` model queries per sample.
-        pred: Per evaluated target, ``(m,)`` raw predictions on the adversarial examples.
-        probs: Per evaluated target, ``(m, K)`` float64 probabilities.
-        adv_positions: Positions whose adversarial image is kept (saved examples).
-        adv: ``(len(adv_positions), C, *spatial)`` float32 adversarial images.
-        params: The attack's parameters (seed left out).
-        info: The attack's extra outputs (JSON-able).
-        craft_seconds: Time spent attacking the batch.
-        eval_seconds: Per evaluated target, time spent predicting on the batch.
-        craft_hash: Hash of everything the piece depends on (run fingerprint, craft, attack
-            and its full parameters); a stored piece is reused only under the same hash.
-    """
-
-    craft: str
-    batch: int
-    positions: np.ndarray
-    linf: np.ndarray
-    l2: np.ndarray
-    queries: np.ndarray
-    pred: dict[str, np.ndarray] = field(default_factory=dict)
-    probs: dict[str, np.ndarray] = field(default_factory=dict)
-    adv_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    adv: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.float32))
-    params: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-    craft_seconds: float = 0.0
-    eval_seconds: dict[str, float] = field(default_factory=dict)
-    craft_hash: str = ""
-
-    @property
-    def targets(self) -> list[str]:
-        """Evaluated targets, in order."""
-        return list(self.pred)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Plain arrays for ``np.savez`` (metadata as a JSON string array, no pickles)."""
-        meta = {
-            "schema": PIECE_SCHEMA,
-            "craft": self.craft,
-            "batch": int(self.batch),
-            "targets": self.targets,
-            "params": self.params,
-            "info": self.info,
-            "craft_seconds": float(self.craft_seconds),
-            "eval_seconds": {k: float(v) for k, v in self.eval_seconds.items()},
-            "craft_hash": self.craft_hash,
-        }
-        arrays = {
-            "meta": np.array(json.dumps(meta)),
-            "positions": np.asarray(self.positions, dtype=np.int64),
-            "linf": np.asarray(self.linf, dtype=np.float64),
-            "l2": np.asarray(self.l2, dtype=np.float64),
-            "queries": np.asarray(self.queries, dtype=np.int64),
-            "adv_positions": np.asarray(self.adv_positions, dtype=np.int64),
-            "adv": np.asarray(self.adv, dtype=np.float32),
-        }
-        for i, t in enumerate(self.targets):
-            arrays[f"pred_{i}"] = np.asarray(self.pred[t], dtype=np.int64)
-            arrays[f"probs_{i}"] = np.asarray(self.probs[t], dtype=np.float64)
-        return arrays
-
-    @classmethod
-    def from_arrays(cls, arrays: Any) -> BatchPiece:
-        """Inverse of :meth:`to_arrays` (``arrays``: a mapping or an open ``NpzFile``)."""
-        meta = json.loads(str(arrays["meta"][()]))
-        if meta.get("schema") != PIECE_SCHEMA:
-            raise ValueError(f"unknown piece schema {meta.get('schema')!r}")
-        targets = list(meta["targets"])
-        return cls(
-            craft=meta["craft"],
-            batch=int(meta["batch"]),
-            positions=np.asarray(arrays["positions"]),
-            linf=np.asarray(arrays["linf"]),
-            l2=np.asarray(arrays["l2"]),
-            queries=np.asarray(arrays["queries"]),
-            pred={t: np.asarray(arrays[f"pred_{i}"]) for i, t in enumerate(targets)},
-            probs={t: np.asarray(arrays[f"probs_{i}"]) for i, t in enumerate(targets)},
-            adv_positions=np.asarray(arrays["adv_positions"]),
-            adv=np.asarray(arrays["adv"]),
-            params=meta["params"],
-            info=meta["info"],
-            craft_seconds=float(meta["craft_seconds"]),
-            eval_seconds={k: float(v) for k, v in meta["eval_seconds"].items()},
-            craft_hash=str(meta.get("craft_hash", "")),
-        )
 
 
 class PieceStore:

@@ -14,7 +14,7 @@ import yaml
 from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from medrobust.evaluation.api import load_results
-from medrobust.evaluation.cells import plan_audit
+from medrobust.evaluation.planning import plan_audit
 
 
 def _seed(seed: int, key: str) -> int:

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from medrobust.errors import ConfigError
-from medrobust.evaluation.cells import derive_seed, plan_audit
 from medrobust.evaluation.config import config_from_dict, eps_label, load_config
 from medrobust.evaluation.gate import evaluate_gates, parse_gate
+from medrobust.evaluation.planning import plan_audit
+from medrobust.run.seeds import derive_seed
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ def test_gate_evaluation():
 
 
 def test_budgets_convert_once_with_the_card_bounds(base):
-    from medrobust.evaluation.cells import resolve_budgets
+    from medrobust.evaluation.planning import resolve_budgets
 
     base["budgets"] = {"linf": ["8/255", 2.0, "2/255", 0.03, "2/255"], "l2": ["0.5"]}
     cfg = config_from_dict(base)

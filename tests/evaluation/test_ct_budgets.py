@@ -13,7 +13,10 @@ import medrobust
 
 CT = (-1024.0, 3071.0)
 SIZE = 16
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
+]
 
 
 class MeanHU(nn.Module):

@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from medrobust.evaluation.cells import plan_audit, safe_id
 from medrobust.evaluation.config import load_config
 from medrobust.evaluation.distributed import ShardContext, owned_batches
+from medrobust.evaluation.planning import plan_audit, safe_id
 from medrobust.evaluation.runner import run_audit
 from medrobust.evaluation.state import BatchPiece, PieceStore
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medrobust.evaluation.cells import plan_audit
 from medrobust.evaluation.config import config_from_dict
+from medrobust.evaluation.planning import plan_audit
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from medrobust.evaluation.cells import Craft
 from medrobust.evaluation.config import AttackConfig
+from medrobust.evaluation.planning import Craft
 from medrobust.evaluation.progress import AuditProgress, attack_cost, craft_label
 
 
