@@ -44,7 +44,10 @@ class BrainMRIPhantom(PhantomGenerator):
         ry, rx = u(0.8, 0.9), u(0.64, 0.74)
         ang = u(-0.12, 0.12)
 
-        def head(scale: float, edge: float = 0.02) -> np.ndarray:
+        # Edges at least about a pixel wide: a small image is a downsampled scan, not an aliased one.
+        edge = max(0.02, 1.5 / s)
+
+        def head(scale: float) -> np.ndarray:
             return soft_ellipse(yy, xx, cy, cx, ry * scale, rx * scale, ang, edge=edge)
 
         outer, skull_out, skull_in, brain_m = head(1.0), head(0.94), head(0.87), head(0.84)
@@ -59,7 +62,7 @@ class BrainMRIPhantom(PhantomGenerator):
         for side in (-1.0, 1.0):
             vy, vx = -0.05 * vsize, side * 0.09 * vsize
             py, px = cy + c * vy - sn * vx, cx + sn * vy + c * vx
-            vent = soft_ellipse(yy, xx, py, px, 0.22 * vsize, 0.055 * vsize, ang - side * 0.25, edge=0.02)
+            vent = soft_ellipse(yy, xx, py, px, 0.22 * vsize, 0.055 * vsize, ang - side * 0.25, edge=edge)
             img -= u(0.3, 0.38) * vent * brain_m
 
         # Brain-internal polar helper: a point at fraction f of the brain radius along angle t.
@@ -69,28 +72,39 @@ class BrainMRIPhantom(PhantomGenerator):
 
         name = self.class_names[label]
         if name == "glioma":
+            # High-grade glioma: a large intra-axial mass with a thick, irregular enhancing rim, a dark
+            # necrotic core and a hypointense rim of oedema around it.
             side = rng.choice([-1.0, 1.0])
             t = np.pi / 2 - side * np.pi / 2 + u(-0.9, 0.9)  # lateral hemisphere
-            py, px = brain_point(t, u(0.35, 0.6))
-            rad = u(0.1, 0.2)
-            harm = [(k, u(0.08, 0.22), u(0, 2 * np.pi)) for k in (2, 3, 5)]
-            mass = soft_blob(yy, xx, py, px, rad, harm, edge=0.02)
-            core = soft_blob(yy, xx, py, px, rad * u(0.45, 0.7), harm, edge=0.02)
-            oedema = soft_blob(yy, xx, py, px, rad * u(1.4, 1.9), harm, edge=0.06)
-            amp = u(0.15, 0.35)
-            img += (-u(0.03, 0.09) * oedema + amp * mass - (amp + u(0.05, 0.15)) * core) * brain_m
+            py, px = brain_point(t, u(0.3, 0.55))
+            rad = u(0.16, 0.26)
+            harm = [(k, u(0.08, 0.2), u(0, 2 * np.pi)) for k in (2, 3, 5)]
+            mass = soft_blob(yy, xx, py, px, rad, harm, edge=edge)
+            core = soft_blob(yy, xx, py, px, rad * u(0.4, 0.6), harm, edge=edge)
+            oedema = soft_blob(yy, xx, py, px, rad * u(1.35, 1.7), harm, edge=0.06)
+            amp = u(0.28, 0.42)
+            img += (-u(0.06, 0.12) * oedema + amp * mass - (amp + u(0.12, 0.22)) * core) * brain_m
         elif name == "meningioma":
+            # Extra-axial, dural-based: a round, homogeneously and intensely enhancing mass with a
+            # broad base on the inner table of the skull anywhere on the convexity.
             t = u(0, 2 * np.pi)
-            py, px = brain_point(t, u(0.88, 0.98))
-            rad = u(0.09, 0.16)
-            mass = soft_blob(yy, xx, py, px, rad, [(2, u(0, 0.1), u(0, 6.3))], edge=0.02) * skull_in
-            img += u(0.2, 0.4) * mass
+            py, px = brain_point(t, u(0.9, 1.0))
+            rad = u(0.18, 0.27)
+            mass = soft_blob(yy, xx, py, px, rad, [(2, u(0, 0.1), u(0, 6.3))], edge=edge) * skull_in
+            img = img * (1.0 - mass) + u(0.8, 0.95) * mass  # displaces the CSF rim and cortex
         elif name == "pituitary":
-            py, px = brain_point(np.pi / 2, u(0.45, 0.65))  # +y is inferior (down)
+            # Pituitary macroadenoma: a homogeneously enhancing midline mass, inferiorly, whose sellar
+            # part and upward (suprasellar) extension are waisted at the diaphragma sellae ("snowman").
+            py, px = brain_point(np.pi / 2, u(0.45, 0.6))  # +y is inferior (down)
             px += u(-0.03, 0.03)
-            rad = u(0.06, 0.11)
-            mass = soft_blob(yy, xx, py, px, rad, [(2, u(0, 0.15), u(0, 6.3))], edge=0.015)
-            img += u(0.18, 0.38) * mass * brain_m
+            rad = u(0.12, 0.16)
+            up = rad * u(0.6, 0.85)
+            mass = np.maximum(
+                soft_blob(yy, xx, py, px, rad, [(2, u(0, 0.15), u(0, 6.3))], edge=edge),
+                soft_blob(yy, xx, py - rad - up * u(0.5, 0.8), px + u(-0.02, 0.02), up, edge=edge),
+            )
+            mass = mass * brain_m
+            img = img * (1.0 - mass) + u(0.75, 0.9) * mass
         # Acquisition: smoothing, bias field, gain, Rician magnitude noise.
         img = blur(np.clip(img, 0.0, 1.0), u(0.005, 0.015), s)
         img = img * (1.0 + u(0.02, 0.07) * smooth_noise(rng, s, 0.6)) * u(0.8, 1.1)

@@ -79,7 +79,9 @@ class RetinaFundusPhantom(PhantomGenerator):
                     by_depth[depth].append((ys, xs))
         vessels = np.zeros((s, s), dtype=np.float32)
         for depth, (width, weight) in enumerate(((0.045, 1.0), (0.03, 0.8), (0.02, 0.6))):
-            vessels = np.maximum(vessels, weight * curve_mask(s, by_depth[depth], width))
+            # A vessel thinner than a pixel tints the pixel by the fraction it covers.
+            cover = min(1.0, width * s / 2.0)
+            vessels = np.maximum(vessels, weight * cover * curve_mask(s, by_depth[depth], width))
         vessel_col = np.array([0.55, 0.35, 0.45], dtype=np.float32)
         img = img * (1.0 - vessels[None] * (1.0 - vessel_col[:, None, None]) * u(0.6, 0.9))
         # Optic disc: yellow-white with a brighter cup.
@@ -89,18 +91,32 @@ class RetinaFundusPhantom(PhantomGenerator):
         img = img * (1.0 - 0.75 * disc[None]) + 0.75 * disc[None] * disc_col[:, None, None] * u(0.8, 1.0)
         img = img + 0.1 * cup[None]
         if self.class_names[label] == "dr":
-            lesions = np.zeros((s, s), dtype=np.float32)
-            n_ma, n_hem = int(rng.integers(1, 7)), int(rng.integers(0, 3))
-            for k in range(n_ma + n_hem):
+            # Referable (moderate or worse) DR: microaneurysms, blot haemorrhages in several
+            # quadrants and, in most eyes, hard exudates (yellow lipid) clustered around the macula.
+            def spot() -> tuple[float, float]:
                 while True:
                     ly, lx = fy + u(-0.7, 0.7) * fr, fx + u(-0.7, 0.7) * fr
                     if (ly - dy) ** 2 + (lx - dx) ** 2 > (1.5 * dr) ** 2:
-                        break
-                rad = u(0.025, 0.04) if k < n_ma else u(0.05, 0.09)
-                lesions = np.maximum(lesions, gaussian(yy, xx, ly, lx, rad / 1.5) * u(0.5, 1.0))
+                        return ly, lx
+
+            lesions = np.zeros((s, s), dtype=np.float32)
+            n_ma, n_hem = int(rng.integers(2, 8)), int(rng.integers(2, 7))
+            for k in range(n_ma + n_hem):
+                ly, lx = spot()
+                rad = u(0.025, 0.04) if k < n_ma else u(0.06, 0.1)
+                lesions = np.maximum(lesions, gaussian(yy, xx, ly, lx, rad / 1.5) * u(0.7, 1.0))
             dark_red = np.array([0.45, 0.12, 0.08], dtype=np.float32)
-            a = lesions[None] * u(0.4, 0.8)
+            a = lesions[None] * u(0.6, 0.9)
             img = img * (1.0 - a) + a * dark_red[:, None, None] * img[:1].clip(0.2, 1.0)
+            if rng.random() < 0.7:
+                exudates = np.zeros((s, s), dtype=np.float32)
+                for _ in range(int(rng.integers(3, 10))):
+                    t, r = u(0, 2 * np.pi), u(0.08, 0.3)
+                    ey, ex = my + r * np.sin(t), mx + r * np.cos(t)
+                    exudates = np.maximum(exudates, gaussian(yy, xx, ey, ex, u(0.02, 0.035)) * u(0.6, 1.0))
+                yellow = np.array([0.95, 0.85, 0.45], dtype=np.float32)
+                a = exudates[None] * u(0.6, 0.9)
+                img = img * (1.0 - a) + a * yellow[:, None, None]
         img = blur(img, u(0.004, 0.012), s)
         img = img * u(0.8, 1.15) + rng.normal(0.0, u(0.005, 0.02), img.shape)
         return to_uint8(img * fov[None])

@@ -22,6 +22,10 @@ _LAYERS: tuple[tuple[str, float, float, float], ...] = (
 )
 
 
+#: Side in pixels at which one speckle grain fills one pixel (smaller images average several grains).
+SPECKLE_SIZE = 224
+
+
 def _dome(x: np.ndarray, centre: float, half_width: float, height: float) -> np.ndarray:
     t = np.clip(1.0 - ((x - centre) / half_width) ** 2, 0.0, None)
     return height * np.sqrt(t)
@@ -64,17 +68,17 @@ class RetinaOCTPhantom(PhantomGenerator):
         sub_value = 0.05
         fluid = np.zeros_like(x)  # sub-retinal fluid above the RPE
         if name == "cnv":
-            c, w = fovea + u(-0.15, 0.15), u(0.12, 0.25)
-            lift = _dome(x, c, w, u(0.04, 0.1))
+            c, w = fovea + u(-0.15, 0.15), u(0.18, 0.35)
+            lift = _dome(x, c, w, u(0.1, 0.2))
             sub_value = u(0.35, 0.6)
-            fluid = _dome(x, c + u(-0.05, 0.05), w * u(0.8, 1.3), u(0.01, 0.05))
+            fluid = _dome(x, c + u(-0.05, 0.05), w * u(0.9, 1.4), u(0.03, 0.08))
         elif name == "drusen":
-            for _ in range(int(rng.integers(2, 6))):
-                lift = np.maximum(lift, _dome(x, fovea + u(-0.6, 0.6), u(0.03, 0.08), u(0.015, 0.045)))
+            for _ in range(int(rng.integers(3, 8))):
+                lift = np.maximum(lift, _dome(x, fovea + u(-0.6, 0.6), u(0.06, 0.14), u(0.04, 0.08)))
             sub_value = u(0.45, 0.7)
         elif name == "dme":
-            thick[4] = thick[4] + pit * u(0.03, 0.08)  # ONL swelling at the fovea
-            thick[2] = thick[2] + pit * u(0.01, 0.04)
+            thick[4] = thick[4] + pit * u(0.1, 0.2)  # ONL swelling at the fovea
+            thick[2] = thick[2] + pit * u(0.02, 0.05)
         # Bruch's membrane is the smooth reference; everything above it stacks upwards,
         # so a thin fovea is a pit and an elevated RPE pushes the retina up.
         bruch = top + 0.4
@@ -105,12 +109,14 @@ class RetinaOCTPhantom(PhantomGenerator):
             for _ in range(int(rng.integers(2, 6))):
                 cxp = fovea + u(-0.25, 0.25)
                 col = int(np.clip((cxp + 1) / 2 * s, 0, s - 1))
-                cyp = ilm[col] + edges[2][col] + u(0.0, 1.0) * (edges[5][col] - edges[2][col])
-                cyst = soft_ellipse(yy, xx, cyp, cxp, u(0.015, 0.04), u(0.02, 0.06), edge=0.01)
+                cyp = ilm[col] + edges[2][col] + u(0.2, 0.8) * (edges[5][col] - edges[2][col])
+                cyst = soft_ellipse(yy, xx, cyp, cxp, u(0.04, 0.08), u(0.05, 0.11), edge=0.01)
                 img = img * (1.0 - 0.85 * cyst)
         img = blur(img, u(0.005, 0.012), s)
-        # Speckle (multiplicative, gamma distributed) and gain.
-        k = u(3.0, 8.0)
+        # Speckle (multiplicative, gamma distributed with k looks) and gain. The speckle grain is
+        # fixed in the eye, about one pixel of a SPECKLE_SIZE-pixel scan: a smaller image's pixel
+        # averages (SPECKLE_SIZE / size)^2 grains, as a downsampled scan does, so its speckle is milder.
+        k = u(3.0, 8.0) * max(1.0, (SPECKLE_SIZE / s) ** 2)
         img = img * rng.gamma(k, 1.0 / k, img.shape).astype(np.float32) * u(0.8, 1.15)
         img += rng.normal(0.0, 0.02, img.shape)
         return to_uint8(img)

@@ -23,8 +23,9 @@ _TONES = np.array(
     dtype=np.float32,
 )
 _BROWN = np.array([0.42, 0.26, 0.16], dtype=np.float32)
+#: Colours of a melanoma's variegation: black, blue-white veil, red, white (regression).
 _VARIEGATION = np.array(
-    [[0.16, 0.10, 0.08], [0.38, 0.42, 0.52], [0.62, 0.28, 0.24], [0.70, 0.55, 0.40]], dtype=np.float32
+    [[0.10, 0.07, 0.06], [0.52, 0.60, 0.74], [0.68, 0.24, 0.22], [0.86, 0.81, 0.77]], dtype=np.float32
 )
 
 
@@ -56,8 +57,8 @@ class SkinPhantom(PhantomGenerator):
         cy, cx = u(-0.15, 0.15), u(-0.15, 0.15)
         radius = u(0.25, 0.45)
         malignant = self.class_names[label] == "malignant"
-        asym = u(0.08, 0.22) if malignant else u(0.0, 0.1)
-        rough = u(0.012, 0.04) if malignant else u(0.0, 0.02)
+        asym = u(0.12, 0.28) if malignant else u(0.0, 0.08)
+        rough = u(0.02, 0.05) if malignant else u(0.0, 0.015)
         harm = [(2, asym, u(0, 6.3)), (3, asym * u(0.3, 0.8), u(0, 6.3))]
         harm += [(int(k), rough, u(0, 6.3)) for k in rng.integers(5, 14, 4)]
         stretch = (u(0.85, 1.0), 1.0) if rng.random() < 0.5 else (1.0, u(0.85, 1.0))
@@ -69,11 +70,12 @@ class SkinPhantom(PhantomGenerator):
         centre = soft_ellipse(yy, xx, cy, cx, radius * 0.5, radius * 0.5, edge=0.1)
         img = img * (1.0 - u(0.0, 0.2) * centre * lesion)[None]
         if malignant:
-            for _ in range(int(rng.integers(1, 4))):
-                col = _VARIEGATION[int(rng.integers(0, len(_VARIEGATION)))]
-                blotch = np.clip(smooth_noise(rng, s, u(0.05, 0.12)) - u(0.3, 1.0), 0.0, 1.0) * lesion
-                a = blotch[None] * u(0.3, 0.75)
-                img = img * (1.0 - a) + a * col[:, None, None]
+            # Colour variegation: two to four of black, blue-white veil, red and white, in patches
+            # covering a good part of the lesion.
+            for k in rng.permutation(len(_VARIEGATION))[: int(rng.integers(2, 5))]:
+                blotch = np.clip(smooth_noise(rng, s, u(0.06, 0.12)) - u(0.0, 0.5), 0.0, 1.0) * lesion
+                a = blotch[None] * u(0.5, 0.85)
+                img = img * (1.0 - a) + a * _VARIEGATION[k][:, None, None]
         # Hairs (both classes).
         hairs = []
         for _ in range(int(rng.integers(0, 7))):
@@ -82,7 +84,9 @@ class SkinPhantom(PhantomGenerator):
             length = u(0.5, 1.5)
             bend = u(-0.3, 0.3)
             hairs.append((y0 + length * t * np.sin(ang) + bend * t**2, x0 + length * t * np.cos(ang)))
-        hair = curve_mask(s, hairs, u(0.012, 0.025))
+        width = u(0.012, 0.025)
+        # A hair thinner than a pixel darkens the pixel by the fraction it covers (a downsampled photo).
+        hair = curve_mask(s, hairs, width) * min(1.0, width * s / 2.0)
         img = img * (1.0 - 0.8 * hair[None]) + 0.8 * hair[None] * 0.12
         if rng.random() < 0.4:  # dermatoscope's dark circular border
             img = img * soft_ellipse(yy, xx, 0.0, 0.0, u(1.0, 1.25), u(1.0, 1.25), edge=0.08)[None]
