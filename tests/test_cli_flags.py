@@ -143,8 +143,8 @@ def test_torchrun_audit_with_a_sample_limit(tmp_path):
 
 # -- defaults in --help and one progress switch ---------------------------------------------------
 #: Commands that follow cli/options.py's conventions: every default shown in --help (config-backed
-#: ones say "the config's, else ..."), one progress switch. cli/train.py and cli/train_defense.py
-#: (train classifier / defense) and commands added since are checked only for what they show.
+#: ones say "the config's, else ..."), one progress switch. Commands added since are checked only
+#: for what they show.
 CONVENTIONS = {
     "audit",
     "card init",
@@ -152,6 +152,8 @@ CONVENTIONS = {
     "data phantom",
     "demo",
     "denoisers study",
+    "train classifier",
+    "train defense",
     "train denoiser",
 }
 #: Options that have no default at all (nothing is used when they are not given).
@@ -159,6 +161,12 @@ NO_DEFAULT = {
     ("audit", "--config"),
     ("audit", "--junit"),
     ("train denoiser", "--config"),
+    ("train classifier", "--config"),
+    ("train classifier", "--data"),
+    ("train classifier", "--modality"),
+    ("train defense", "--config"),
+    ("train defense", "--classifier"),
+    ("train defense", "--ablate"),
     ("card init", "--weights"),
 }
 

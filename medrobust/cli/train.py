@@ -1,4 +1,4 @@
-"""``medrobust train ...``: train classifiers (and, via plug-in modules, defenses/denoisers).
+"""``medrobust train ...``: train classifiers; defenses, denoisers and segmenters in their own modules.
 
 Only typer is imported at module level; torch/MONAI load inside the command.
 """
@@ -9,6 +9,8 @@ import importlib
 from pathlib import Path
 
 import typer
+
+from medrobust.cli.options import from_config, progress_option
 
 app = typer.Typer(help="Train classifiers and defenses.", no_args_is_help=True)
 
@@ -39,49 +41,70 @@ def classifier(
         None, "--data", help="Data source: file or folder (npz, csv, folders, DICOM, NIfTI)."
     ),
     modality: str | None = typer.Option(None, "--modality", help="Preset name, e.g. chest_xray, brain_mri."),
-    arch: str | None = typer.Option(None, "--arch", help="Classifier architecture (default small_cnn)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Maximum number of epochs."),
-    out: Path | None = typer.Option(None, "--out", help="Run folder to write."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="Classifier architecture.", show_default=from_config("small_cnn")
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Maximum number of epochs.", show_default=from_config("10")
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run folder to write.", show_default=from_config("runs/classifier")
+    ),
     config: Path | None = typer.Option(
         None, "--config", help="YAML config; command-line options override it."
     ),
-    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (CUDA when present), cpu or cuda[:N].", show_default=from_config("auto")
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed.", show_default=from_config("0")),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Per-process batch size.", show_default=from_config("16")
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate.", show_default=from_config("0.003")),
     size: str | None = typer.Option(
-        None, "--size", help="Input size: 64, 64x64 or 64x64x8 (default: preset's)."
+        None,
+        "--size",
+        help="Input size: 64, 64x64 or 64x64x8.",
+        show_default=from_config("the preset's, or the data's when smaller"),
     ),
     patience: int | None = typer.Option(
-        None, "--patience", help="Early-stopping patience in epochs (0: off)."
+        None, "--patience", help="Early-stopping patience in epochs (0: off).", show_default=from_config("5")
     ),
-    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="DataLoader workers.", show_default=from_config("0")
+    ),
     adversarial: str | None = typer.Option(
         None,
         "--adversarial",
-        help="Adversarial training: none (default), pgd (PGD-AT, Madry et al.) or trades (Zhang et al.).",
+        help="Adversarial training: none, pgd (PGD-AT, Madry et al.) or trades (Zhang et al.).",
+        show_default=from_config("none"),
     ),
     eps: str | None = typer.Option(
         None,
         "--eps",
-        help="L-inf budget of adversarial training: 8/255 (default, of the bounds range) or image units.",
+        help="L-inf budget of adversarial training: k/255 of the bounds range, or image units.",
+        show_default=from_config("8/255"),
     ),
     adv_steps: int | None = typer.Option(
-        None, "--adv-steps", help="PGD/TRADES inner steps of adversarial training (default 7)."
+        None,
+        "--adv-steps",
+        help="PGD/TRADES inner steps of adversarial training.",
+        show_default=from_config("7"),
     ),
     trades_beta: float | None = typer.Option(
-        None, "--trades-beta", help="TRADES weight of the KL term (default 6)."
+        None, "--trades-beta", help="TRADES weight of the KL term.", show_default=from_config("6")
     ),
     noise_sigma: str | None = typer.Option(
         None,
         "--noise-sigma",
         help="Gaussian-noise augmentation for a randomized-smoothing base classifier: sigma as k/255 of "
-        "the bounds range (64/255) or image units (default: none).",
+        "the bounds range (64/255) or image units.",
+        show_default=from_config("none"),
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Allow writing into a folder with a checkpoint."
     ),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    progress: bool = progress_option(),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -120,7 +143,7 @@ def classifier(
         "trades_beta": trades_beta,
         "noise_sigma": noise_sigma,
         "overwrite": overwrite or None,
-        "progress": False if no_progress else None,
+        "progress": None if progress else False,  # --no-progress overrides the config's
     }
     if config is not None:
         cfg = TrainClassifierConfig.from_yaml(config, **overrides)
@@ -162,18 +185,11 @@ def classifier(
                 )
 
 
-def _register_plugins() -> None:
-    # Other engineers add ``train defense`` / ``train denoiser`` by defining
-    # ``register(app)`` in these modules; nothing here needs editing.
-    for name in ("train_defense", "train_denoiser"):
-        module_name = f"medrobust.cli.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(app)
+def _register_commands() -> None:
+    # ``train defense`` / ``train denoiser`` / ``train segmenter`` live in their own modules,
+    # each defining ``register(app)``.
+    for name in ("train_defense", "train_denoiser", "train_segmenter"):
+        importlib.import_module(f"medrobust.cli.{name}").register(app)
 
 
-_register_plugins()
+_register_commands()

@@ -9,30 +9,51 @@ from pathlib import Path
 
 import typer
 
+from medrobust.cli.options import from_config, progress_option
+
 
 def defense(
     classifier: Path | None = typer.Option(None, "--classifier", help="Classifier run folder."),
-    data: str | None = typer.Option(None, "--data", help="Data source (default: the classifier's)."),
-    kind: str | None = typer.Option(None, "--kind", help="siamese-dae (default), dae, magnet or hgd."),
+    data: str | None = typer.Option(
+        None, "--data", help="Data source.", show_default=from_config("the classifier's")
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help="siamese-dae, dae, magnet or hgd.", show_default=from_config("siamese-dae")
+    ),
     adversary: str | None = typer.Option(
         None,
         "--adversary",
         help="Who the training twins attack: adaptive (PGD through the current denoiser and the "
-        "classifier, every batch; default for siamese-dae) or graybox (the bare classifier; default "
-        "for magnet and hgd).",
+        "classifier, every batch) or graybox (the bare classifier).",
+        show_default=from_config("adaptive for siamese-dae, else graybox"),
     ),
-    out: Path | None = typer.Option(None, "--out", help="Output folder."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder.", show_default=from_config("runs/defense")
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML config (options override it)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
-    arch: str | None = typer.Option(None, "--arch", help="Denoiser architecture (default dae)."),
-    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
-    limit: int | None = typer.Option(None, "--limit", help="Use at most this many training images."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Training epochs.", show_default=from_config("10")
+    ),
+    arch: str | None = typer.Option(
+        None, "--arch", help="Denoiser architecture.", show_default=from_config("dae")
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (CUDA when present), cpu or cuda[:N].", show_default=from_config("auto")
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed.", show_default=from_config("0")),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Batch size.", show_default=from_config("32")
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate.", show_default=from_config("0.001")),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        help="Use at most this many training images.",
+        show_default=from_config("every image"),
+    ),
     ablate: list[str] | None = typer.Option(None, "--ablate", help="Term to switch off: rec|siam|cls."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder with a denoiser."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    progress: bool = progress_option(),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -65,7 +86,7 @@ def defense(
         "limit": limit,
         "ablate": ablate or None,
         "overwrite": overwrite or None,
-        "progress": False if no_progress else None,
+        "progress": None if progress else False,  # --no-progress overrides the config's
     }
     if config is not None:
         cfg = TrainDefenseConfig.from_yaml(config, **overrides)
