@@ -192,11 +192,13 @@ class Attack(Perturbation, ABC):
                 f"Got images {tuple(images.shape)} and labels {tuple(labels.shape)}."
             )
         low, high = self.bounds
-        if images.numel() and (images.min() < low - 1e-6 or images.max() > high + 1e-6):
-            raise ConfigError(
-                f"{type(self).__name__}: images must lie inside bounds [{low:g}, {high:g}]. "
-                f"Got values in [{images.min().item():g}, {images.max().item():g}]."
-            )
+        if images.numel():
+            lo, hi = (float(v) for v in torch.aminmax(images))  # one pass over the images
+            if not (lo >= low - 1e-6 and hi <= high + 1e-6):
+                raise ConfigError(
+                    f"{type(self).__name__}: images must lie inside bounds [{low:g}, {high:g}]. "
+                    f"Got values in [{lo:g}, {hi:g}]."
+                )
         given_in_eval = not any(m.training for m in self.model.modules())
         with eval_mode(self.model):
             cl = self._feeds_channels_last(images)
