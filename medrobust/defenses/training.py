@@ -94,6 +94,9 @@ class TrainDefenseConfig(ConfigModel):
             default: 10-step PGD at the largest budget of the gray-box mix. With the adaptive
             adversary the same attack is also run through the current ``f∘D`` every epoch
             (``val_adaptive_acc``).
+        adaptive_val_every: With the adaptive adversary, run the adaptive validation attack every
+            this many epochs and after the last one (1: every epoch; 0: only after the last epoch).
+            It costs about a quarter of an adaptive run's time, so long runs may thin it out.
         w_rec: Weight of the reconstruction term (None: the kind's default).
         w_siam: Weight of the Siamese agreement term (None: default).
         w_cls: Weight of the classification term (None: default).
@@ -134,6 +137,7 @@ class TrainDefenseConfig(ConfigModel):
     adaptive_attacks: list[AttackMixItem] = Field(default_factory=default_adaptive_mix, min_length=1)
     crafting: Literal["on_the_fly", "per_epoch"] = "on_the_fly"
     val_attack: AttackMixItem | None = None
+    adaptive_val_every: int = Field(1, ge=0)
     w_rec: float | None = Field(None, ge=0)
     w_siam: float | None = Field(None, ge=0)
     w_cls: float | None = Field(None, ge=0)
@@ -499,7 +503,9 @@ def fit_denoiser(
             "val_clean_acc": _accuracy(defended, x_val, y_val, config.batch_size),
             "val_adv_acc": _accuracy(defended, x_val_adv, y_val, config.batch_size),
         }
-        if adversary == "adaptive":
+        every = config.adaptive_val_every
+        due = ctx.epoch == ctx.epochs or (every > 0 and ctx.epoch % every == 0)
+        if adversary == "adaptive" and due:
             # The validation attack through the current f∘D (same seeds every epoch).
             x_val_adaptive = (
                 _craft_all(
