@@ -100,6 +100,11 @@ class DataConfig(_Strict):
     )
     preset: str | None = Field(None, description="Modality preset (default: the phantom modality).")
     size: list[int] | None = Field(None, description="Spatial size (default: the model card's).")
+    preset_options: dict[str, Any] | None = Field(
+        None,
+        description="Preset options (channels, scaling, percentiles, nonzero, value_range, bounds; the size "
+        "is 'size'); they override the model card's preset_options key by key.",
+    )
     on_error: Literal["raise", "skip"] = "raise"
     cache_dir: Path | None = Field(
         None,
@@ -127,6 +132,17 @@ class DataConfig(_Strict):
 
             raise ValueError(f"unknown split {v!r}.{did_you_mean(v, valid)} Valid: {valid}")
         return v
+
+    @field_validator("preset_options")
+    @classmethod
+    def _preset_options(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        from medrobust.data.presets.base import PRESET_OPTIONS, check_preset_options
+
+        return check_preset_options(
+            v, "data.preset_options", [k for k in PRESET_OPTIONS if k != "spatial_size"]
+        )
 
     @field_validator("size", mode="before")
     @classmethod
@@ -176,6 +192,21 @@ class ModelConfig(_Strict):
     weights: Path | None = Field(
         None, description="Local weights for torchvision:NAME / timm:NAME models (never downloaded)."
     )
+    format: str | None = Field(
+        None,
+        description="Read the model file as safetensors, state_dict, torchscript, pt2 or onnx whatever its "
+        "suffix (None: from the suffix; TorchScript is never inferred from .pt/.pth/.bin/.ckpt).",
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from medrobust.models.imports import FORMATS
+        from medrobust.validation import check_choice
+
+        return check_choice(v.strip().lower().replace("-", "_"), "model.format", FORMATS)
 
     @field_validator("path")
     @classmethod

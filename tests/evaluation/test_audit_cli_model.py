@@ -210,3 +210,63 @@ def test_preset_options_card_then_config(tmp_path):
         audit_preset_options(SimpleNamespace(preset_options={"sclaing": "range"}), card)
     with pytest.raises(ConfigError, match=r"data\.size"):
         audit_preset_options(SimpleNamespace(preset_options={"spatial_size": 32}), card)
+
+
+def test_model_format_flag_reads_a_torchscript_program_named_pt(tmp_path, capsys):
+    """--model-format torchscript audits a program saved as model.pt; without it the file is refused."""
+    import numpy as np
+    import torch
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([m - 0.5, 0.5 - m], 1)
+
+    path = tmp_path / "model.pt"
+    torch.jit.script(Net()).save(str(path))
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"in_channels": 1, "class_names": ["0", "1"], "spatial_size": [32, 32]}))
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 4), ("val", 4), ("test", 8)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, size=(n, 32, 32)).astype(np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(-1, 1)
+    data = tmp_path / "grey.npz"
+    np.savez(data, **arrays)
+    argv = [
+        "audit",
+        "--model",
+        str(path),
+        "--card",
+        str(card),
+        "--data",
+        str(data),
+        "--modality",
+        "chest_xray",
+    ]
+    argv += ["--attacks", "fgsm", "--eps", "2/255", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+    assert "TorchScript archive" in capsys.readouterr().err
+    out = tmp_path / "read"
+    assert main([*argv, "--model-format", "torchscript", "--out", str(out)]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["model"]["format"] == "torchscript"
+    assert [c["attack"] for c in results["cells"]] == ["fgsm"]
+
+
+def test_unknown_model_format_and_preset_option_name_the_field(tmp_path):
+    from medrobust.errors import ConfigError
+    from medrobust.evaluation.config import config_from_dict
+
+    base = {
+        "data": {"source": str(tmp_path), "preset": "brain_mri"},
+        "attacks": ["fgsm"],
+        "budgets": {"linf": ["2/255"]},
+    }
+    with pytest.raises(ConfigError, match=r"model\.format"):
+        config_from_dict({**base, "model": {"path": str(tmp_path), "format": "pickle"}})
+    bad = {**base, "data": {**base["data"], "preset_options": {"chanels": 3}}}
+    with pytest.raises(ConfigError, match="preset_options"):
+        config_from_dict({**bad, "model": {"path": str(tmp_path)}})
+    ok = {**base, "data": {**base["data"], "preset_options": {"channels": 3}}}
+    assert config_from_dict({**ok, "model": {"path": str(tmp_path)}}).data.preset_options == {"channels": 3}
