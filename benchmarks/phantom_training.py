@@ -6,10 +6,11 @@ writes), then ``train_classifier`` with the defaults of ``medrobust train classi
 seed, the best validation balanced accuracy, the first epoch reaching ``--target``, the test
 balanced accuracy of the kept weights and the seconds per epoch, then a summary table.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/phantom_training.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phantom_training.py --seeds 0,1,2
     .venv/bin/python benchmarks/phantom_training.py --modalities chest_xray --seeds 0,1,2 --set lr=3e-3
 
-Writes ``results.json`` and ``results.md`` under ``--out`` and prints the table.
+Writes ``OUT.json`` (settings, thread count, load average, every row) and ``OUT.md`` (the table) for
+``--out OUT`` (default ``benchmarks/results/phantom_training``) and prints the table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ def run_one(modality: str, seed: int, args: argparse.Namespace, work: Path) -> d
     from medrobust.models.training import TrainClassifierConfig, train_classifier
 
     folder = work / f"{modality}-{args.n}-{args.size}-{args.format}"
-    target = write_phantom(modality, args.n, args.size, args.format, folder, seed=0)  # reuses a complete set
+    target = write_phantom(modality, args.n, args.size, args.format, folder, seed=0, progress=False)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     cfg = TrainClassifierConfig.from_dict(
         {
@@ -110,7 +112,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.8, help="validation balanced accuracy to reach")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", action="append", default=[], help="override a training option: key=value")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/phantom_training"))
+    out_help = "writes OUT.json and OUT.md"
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/phantom_training"), help=out_help)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="medrobust-phantom-training-"))
@@ -128,10 +131,16 @@ def main() -> None:
     text = table(rows, args.target)
     print()
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "results.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
-    (args.out / "results.md").write_text(text + "\n")
+    machine = {
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
+    }
+    record = {"settings": settings, "machine": machine, "rows": rows}
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    args.out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
