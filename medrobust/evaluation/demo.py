@@ -2,7 +2,8 @@
 
 1. Generate phantom chest X-rays for training (npz, cached in ``OUT/data``) and a separate
    held-out set of 100 phantoms (another seed) for the audit.
-2. Train a small CNN classifier, a Siamese-DAE and a plain DAE baseline (cached in
+2. Train a small CNN classifier, a Siamese-DAE (adaptive adversary: its adversarial twins are
+   crafted through the current denoiser every batch) and a plain DAE baseline (cached in
    ``OUT/models/<name>``; reused while the training config's hash is unchanged).
 3. Audit the three targets on all 100 held-out images (enough for 95 % intervals of at
    most ±10 points) under fgsm, pgd, cw, deepfool, spsa and autoattack at two budgets per
@@ -41,7 +42,9 @@ CLASSIFIER = {
     "patience": 0,
     "seed": 0,
 }
-#: Defense training (small convolutional DAE; same architecture for both objectives).
+#: Defense training (small convolutional DAE; same architecture for both objectives). The
+#: gray-box attack mix below is the DAE baseline's; the Siamese-DAE trains against the adaptive
+#: adversary (ADAPTIVE).
 DEFENSE = {
     "arch": "dae",
     "arch_params": {"width": 16, "depth": 2},
@@ -54,6 +57,11 @@ DEFENSE = {
         {"name": "fgsm", "eps": ["1/255", "8/255"]},
         {"name": "pgd", "eps": ["1/255", "8/255"], "steps": 3},
     ],
+}
+#: The Siamese-DAE's training adversary: 2-step PGD at 8/255 through the current f∘D.
+ADAPTIVE = {
+    "adversary": "adaptive",
+    "adaptive_attacks": [{"name": "pgd", "eps": ["8/255", "8/255"], "steps": 2}],
 }
 #: Demo-sized attack settings (documented in the report).
 ATTACKS: list[dict[str, Any]] = [
@@ -98,12 +106,13 @@ def _cached(folder: Path, config: dict[str, Any], marker: str, train: Callable[[
     return True
 
 
-def demo_audit_config(out: Path, data_path: Path) -> dict[str, Any]:
+def demo_audit_config(out: Path) -> dict[str, Any]:
     """The demo's audit config (also shipped as pipelines/demo.yaml)."""
     models = out / "models"
+    phantom = {**AUDIT_DATA, "cache_dir": str(out / "data")}
     return {
         "name": "medrobust demo: phantom chest X-ray",
-        "data": {"source": str(data_path), "split": "all", "preset": "chest_xray"},
+        "data": {"phantom": phantom, "split": "all", "preset": "chest_xray"},
         "model": {"path": str(models / "classifier")},
         "defenses": [
             {"name": "siamese-dae", "path": str(models / "siamese-dae")},
@@ -121,17 +130,17 @@ def demo_audit_config(out: Path, data_path: Path) -> dict[str, Any]:
     }
 
 
-def _phantom(out: Path, spec: dict[str, Any]) -> Path:
-    """The phantom npz of ``spec`` under ``out/data`` (generated once)."""
-    from medrobust.data import write_phantom
+def _phantom(out: Path, spec: dict[str, Any]) -> tuple[Path, list[str]]:
+    """The phantom npz of ``spec`` under ``out/data`` (generated once) and its class names.
 
-    folder = out / "data" / f"{spec['modality']}-n{spec['n']}-s{spec['size']}-seed{spec['seed']}"
-    path = folder / f"{spec['modality']}_phantom.npz"
-    if not path.exists():
-        path = Path(
-            write_phantom(spec["modality"], spec["n"], spec["size"], "npz", folder, seed=spec["seed"])
-        )
-    return path
+    Opened the way ``phantom:`` specs and the audit's ``data.phantom`` block open it
+    (:func:`medrobust.data.specs.resolve_phantom`), so the classifier and the audit agree on the
+    class names (``normal``, ``pneumonia``).
+    """
+    from medrobust.data.specs import resolve_phantom
+
+    resolved = resolve_phantom(spec["modality"], spec["n"], spec["size"], spec["seed"], out / "data")
+    return Path(resolved.path), list(resolved.source_options["class_names"])
 
 
 def run_demo(out: str | Path = "runs/demo", *, device: str = "auto", progress: bool = True) -> dict[str, Any]:
@@ -142,13 +151,14 @@ def run_demo(out: str | Path = "runs/demo", *, device: str = "auto", progress: b
     from medrobust.models.training import TrainClassifierConfig, train_classifier
 
     out = Path(out)
-    data_path = _phantom(out, DATA)
-    audit_path = _phantom(out, AUDIT_DATA)
+    data_path, class_names = _phantom(out, DATA)
+    _phantom(out, AUDIT_DATA)
     models = out / "models"
 
     cls_cfg = {
         **CLASSIFIER,
         "data": str(data_path),
+        "source_options": {"class_names": class_names},
         "modality": "chest_xray",
         "spatial_size": [DATA["size"]] * 2,
         "device": device,
@@ -168,6 +178,7 @@ def run_demo(out: str | Path = "runs/demo", *, device: str = "auto", progress: b
     for kind, name in (("siamese-dae", "siamese-dae"), ("dae", "dae")):
         cfg = {
             **DEFENSE,
+            **(ADAPTIVE if kind == "siamese-dae" else {}),
             "kind": kind,
             "classifier": str(models / "classifier"),
             "device": device,
@@ -183,7 +194,7 @@ def run_demo(out: str | Path = "runs/demo", *, device: str = "auto", progress: b
             lambda cfg=cfg: train_defense(TrainDefenseConfig.from_dict(cfg)),
         )
 
-    audit_cfg = demo_audit_config(out, audit_path)
+    audit_cfg = demo_audit_config(out)
     audit_cfg["device"] = device
     config = config_from_dict(audit_cfg, "medrobust demo")
     # Finished cells are reused only while the models they were computed on are unchanged.

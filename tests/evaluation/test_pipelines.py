@@ -33,13 +33,13 @@ def test_demo_yaml_matches_the_demo(tmp_path):
     from medrobust.evaluation import demo
 
     shipped = yaml.safe_load((PIPELINES / "demo.yaml").read_text())
-    built = demo.demo_audit_config(Path("runs/demo"), Path(shipped["data"]["source"]))
+    built = demo.demo_audit_config(Path("runs/demo"))
     for key in ("attacks", "budgets", "threats", "n_samples", "batch_size", "seed", "notes", "name"):
         assert shipped[key] == built[key], key
     assert shipped["model"]["path"] == built["model"]["path"]
     # the audit reads the held-out phantom set (another seed than the training data), whole
-    assert shipped["data"]["source"].startswith("runs/demo/data/chest_xray-n100-s64-seed1/")
     assert shipped["data"] == built["data"] and shipped["data"]["split"] == "all"
+    assert shipped["data"]["phantom"] == {**demo.AUDIT_DATA, "cache_dir": "runs/demo/data"}
     assert built["n_samples"] == demo.AUDIT_DATA["n"] and demo.AUDIT_DATA["seed"] != demo.DATA["seed"]
     from medrobust.evaluation.statistics import wilson_half_width
 
