@@ -36,6 +36,8 @@ from medrobust.validation import is_range_fraction, parse_number
 
 #: Threat models an audit can run for defended targets (the bare classifier is always "whitebox").
 THREATS = ("graybox", "adaptive")
+#: The certified "threat": certified accuracy of each target under randomized smoothing (``certify``).
+CERTIFIED = "certified"
 #: Attack parameters the audit sets itself (budgets and per-cell seeds).
 RESERVED_ATTACK_PARAMS = ("eps", "seed", "bounds")
 #: Name of the undefended target.
@@ -412,6 +414,42 @@ class ChecksConfig(_Strict):
         return v
 
 
+class EOTConfig(_Strict):
+    """Expectation over Transformation for randomised (stochastic) targets.
+
+    ``mode: auto`` runs every attack that has an EOT form with it on the crafts of a stochastic
+    target (``autoattack`` as ``version: rand``, ``apgd-*`` with ``eot_iter = n``, ``eot-pgd``
+    already is); deterministic targets keep the attacks as written. ``off`` runs them as written.
+    """
+
+    mode: Literal["off", "auto"] = "off"
+    n: int = Field(20, ge=2, le=1000, description="EOT draws per gradient in auto mode.")
+
+
+class CertifyConfig(_Strict):
+    """Randomized-smoothing certificates of every target (the ``certified`` threat).
+
+    Each target is smoothed with Gaussian noise of ``sigma`` (image units, or ``"k/255"`` of the
+    card's range; the defense's denoiser follows the noise: denoised smoothing); CERTIFY with
+    ``n0`` selection and ``n`` estimation draws at level ``alpha`` gives each sample a radius, and
+    a certified cell per ``budgets.l2`` radius holds the certified accuracy with its exact interval.
+    """
+
+    sigma: str | float = Field(description="Noise standard deviation (image units or 'k/255').")
+    n0: int = Field(100, ge=1, le=MAX_PHANTOM_IMAGES)
+    n: int = Field(1000, ge=1, le=MAX_PHANTOM_IMAGES)
+    alpha: float = Field(0.001, gt=0, lt=0.5)
+    batch_size: int = Field(400, ge=1, description="Noisy rows per forward pass.")
+
+    @field_validator("sigma", mode="before")
+    @classmethod
+    def _sigma(cls, v: Any) -> Any:
+        value = parse_number(v, "certify.sigma")
+        if not value > 0:
+            raise ConfigError(f"The 'certify.sigma' parameter must be > 0. Got {v!r}.")
+        return v.strip() if isinstance(v, str) else float(v)
+
+
 class AuditConfig(_Strict):
     """A full audit: data, model, defenses, attacks, budgets, threats and run settings."""
 
@@ -423,7 +461,14 @@ class AuditConfig(_Strict):
     defenses: list[DefenseConfig] = Field(default_factory=list)
     attacks: list[AttackConfig] = Field(min_length=1)
     budgets: Budgets = Field(default_factory=Budgets)
-    threats: list[Literal["graybox", "adaptive"]] = Field(default_factory=lambda: list(THREATS))
+    threats: list[Literal["graybox", "adaptive", "certified"]] = Field(default_factory=lambda: list(THREATS))
+    protocol: Literal["standard", "defense"] = Field(
+        "standard",
+        description="'defense': adaptive cells of every defended target also get standard AutoAttack, "
+        "BPDA targets Square-5000 beside it, and SPSA/Square budgets scale with the image size.",
+    )
+    eot: EOTConfig = Field(default_factory=EOTConfig)
+    certify: CertifyConfig | None = None
     n_samples: int | None = Field(100, ge=1, description="Samples audited (None: the whole split).")
     batch_size: int = Field(32, ge=1)
     num_workers: int = Field(
@@ -452,6 +497,11 @@ class AuditConfig(_Strict):
             v = [s.strip() for s in v.split(",") if s.strip()]
         return v
 
+    @field_validator("eot", mode="before")
+    @classmethod
+    def _eot_string(cls, v: Any) -> Any:
+        return {"mode": v} if isinstance(v, str) else v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -465,6 +515,13 @@ class AuditConfig(_Strict):
         labels = [a.label for a in self.attacks]
         if any(x.lower() == "worst" for x in labels):
             raise ValueError("attack label 'worst' is reserved for the per-sample worst case (set 'label')")
+        if any(x.lower() == CERTIFIED for x in labels):
+            raise ValueError(f"attack label {CERTIFIED!r} is reserved for certified cells (set 'label')")
+        if CERTIFIED in self.threats and (self.certify is None or not self.budgets.l2):
+            raise ValueError(
+                f"threat {CERTIFIED!r} needs a 'certify' block (sigma, n0, n, alpha) and budgets.l2 radii; "
+                f"got certify={self.certify!r}, budgets.l2={self.budgets.l2!r}"
+            )
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"attack labels must be unique; repeated: {dup} (set 'label')")
