@@ -176,6 +176,10 @@ def audit(
     ),
 ) -> None:
     """Audit a classifier (and its defenses) under attacks at several budgets; write a report."""
+    from medrobust.evaluation.segmentation.dispatch import segmentation_command, wants_segmentation
+
+    if wants_segmentation(config, model, card):  # task: segmentation in the config or the card
+        return segmentation_command(**locals())
     from medrobust.errors import ConfigError
     from medrobust.evaluation.config import config_from_dict, merge_overrides, read_config_data
 

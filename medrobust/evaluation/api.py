@@ -662,7 +662,11 @@ def _audit(
 ) -> AuditResults:
     from medrobust.evaluation.config import AuditConfig, config_from_dict, load_config, merge_overrides
     from medrobust.evaluation.runner import run_audit
+    from medrobust.evaluation.segmentation.dispatch import segmentation_audit
 
+    seg = segmentation_audit(config, out, fresh, progress, overrides)  # task: segmentation (config or card)
+    if seg is not None:
+        return seg
     if isinstance(config, AuditConfig):
         cfg = config_from_dict(merge_overrides(config.resolved(), overrides)) if overrides else config
     elif isinstance(config, dict):
