@@ -56,14 +56,38 @@ def jsonable(value: Any) -> Any:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted classes ``(N,)`` and softmax probabilities ``(N, K)`` (float64) in fixed batches."""
+    """Predicted classes ``(N,)`` and softmax probabilities ``(N, K)`` (float64) in fixed batches.
+
+    With ``seed``, a randomised target draws its randomness from a generator seeded with it
+    (its randomised modules through :func:`~medrobust.defenses.denoisers.randomized.generator_override`,
+    anything else through the global torch RNG, forked and restored): one reproducible draw of
+    the defense as deployed decides each sample. A deterministic model is unaffected.
+    """
+    from contextlib import nullcontext
+
     from medrobust.attacks.base import eval_mode
     from medrobust.metrics import softmax
 
     logits = []
-    with eval_mode(model):
+    seeded: Any = nullcontext()
+    override: Any = nullcontext()
+    if seed is not None:
+        from medrobust.defenses.denoisers.randomized import generator_override
+
+        devices = [device] if device.type == "cuda" else []
+        seeded = torch.random.fork_rng(devices=devices)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        override = generator_override(model, gen)
+    with eval_mode(model), seeded, override:
+        if seed is not None:
+            torch.manual_seed(seed)
         for start in range(0, len(images), batch_size):
             logits.append(model(images[start : start + batch_size].to(device)).float().cpu())
     lg = torch.cat(logits).numpy() if logits else np.zeros((0, 2), dtype=np.float32)
@@ -105,7 +129,7 @@ def attack_batch(
     local = np.flatnonzero(mask)
     sel = batch.positions[local]
     t0 = time.perf_counter()
-    kwargs = dict(attack.params)
+    kwargs = dict(attack.params if craft.params is None else craft.params)
     if craft.eps is not None:
         kwargs["eps"] = craft.eps
     atk = create_attack(attack.name, model, seed=derive_seed(craft.seed, f"batch{batch.index}"), **kwargs)
@@ -123,12 +147,16 @@ def attack_batch(
         adv_positions=sel[keep].astype(np.int64),
         adv=adv[torch.as_tensor(np.flatnonzero(keep))].numpy().astype(np.float32),
         params=jsonable({k: v for k, v in atk.params().items() if k != "seed"}),
-        info={str(k): jsonable(v) for k, v in (res.info or {}).items()},
+        info={
+            **{str(k): jsonable(v) for k, v in (res.info or {}).items()},
+            "uses_eot": bool(getattr(atk, "uses_eot", False)),
+        },
     )
     piece.craft_seconds = time.perf_counter() - t0
     for name, target in eval_models.items():
         t1 = time.perf_counter()
-        piece.pred[name], piece.probs[name] = predict(target, adv, len(adv), device)
+        seed = derive_seed(craft.seed, f"eval{batch.index}|{name}")
+        piece.pred[name], piece.probs[name] = predict(target, adv, len(adv), device, seed=seed)
         piece.eval_seconds[name] = time.perf_counter() - t1
     return piece
 
@@ -357,6 +385,7 @@ def cell_record(
         craft_seconds=craft_out.seconds,
         eval_seconds=eval_seconds,
         examples=examples,
+        eot=None if gradient_free else bool(craft_out.info.get("uses_eot", False)),
         samples=SampleOutcomes(
             position=list(range(len(labels_np))),
             index=list(indices),

@@ -85,6 +85,82 @@ FLAG_CHECKS: Registry[type[FlagCheck]] = Registry("flag")
 register_flag = FLAG_CHECKS.decorator("id")
 
 
+#: Input-gradient norm below which a sample's gradient counts as useless (``gradient-masking``).
+TINY_GRADIENT = 1e-12
+
+
+def is_randomised(model: nn.Module, images: torch.Tensor) -> bool:
+    """Whether ``model`` is randomised: it declares ``stochastic`` or two passes on ``images`` differ."""
+    import torch
+
+    from medrobust.attacks.base import eval_mode
+    from medrobust.defenses.denoisers.randomized import is_stochastic
+
+    if is_stochastic(model):
+        return True
+    if not len(images):
+        return False
+    with torch.no_grad(), eval_mode(model):
+        a = model(images).float()
+        b = model(images).float()
+    return float((a - b).abs().max()) > 1e-5 * max(float(a.abs().max()), 1.0)
+
+
+def input_gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
+    """Per-sample L2 norm of the cross-entropy loss's input gradient through ``model`` (NaN if non-finite).
+
+    Returns:
+        ``(N,)`` float64 numpy array.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from medrobust.attacks.base import eval_mode
+
+    x = images.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), eval_mode(model):
+        loss = F.cross_entropy(model(x).float(), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    flat = grad.detach().flatten(1).double()
+    norms = flat.norm(dim=1)
+    norms[~torch.isfinite(flat).all(dim=1)] = float("nan")
+    return norms.cpu().numpy().astype(np.float64)
+
+
+def gradient_summary(norms: Any) -> dict[str, Any]:
+    """The useless-gradient check of one target: counts of tiny (< 1e-12) and non-finite input gradients."""
+    import numpy as np
+
+    norms = np.asarray(norms, dtype=np.float64)
+    nonfinite = ~np.isfinite(norms)
+    tiny = np.isfinite(norms) & (norms < TINY_GRADIENT)
+    n = int(norms.size)
+    bad = int((tiny | nonfinite).sum())
+    return {
+        "n": n,
+        "n_tiny": int(tiny.sum()),
+        "n_nonfinite": int(nonfinite.sum()),
+        "fraction": bad / n if n else 0.0,
+        "median_norm": float(np.median(norms[np.isfinite(norms)])) if (~nonfinite).any() else None,
+    }
+
+
+def uses_eot(cell: Cell) -> bool:
+    """Whether a cell's attack used EOT (recorded ``eot``, else read from its name and parameters)."""
+    if cell.eot is not None:
+        return bool(cell.eot)
+    params = cell.params or {}
+    if cell.attack_name == "eot-pgd":
+        return True
+    if cell.attack_name == "autoattack":
+        return params.get("version") == "rand"
+    try:
+        return int(params.get("eot_iter") or 1) > 1
+    except (TypeError, ValueError):
+        return False
+
+
 def _where(cell: Cell) -> dict[str, Any]:
     return {"target": cell.target, "threat": cell.threat, "attack": cell.attack, "eps_label": cell.eps_label}
 
@@ -325,6 +401,82 @@ class BPDAUsed(FlagCheck):
                         "(identity gradient through the denoiser).",
                         target=t.name,
                         threat="adaptive",
+                    )
+                )
+        return out
+
+
+@register_flag("stochastic-without-eot")
+class StochasticWithoutEOT(FlagCheck):
+    """A randomised target was attacked with gradients but without EOT at some budget."""
+
+    severity = "error"
+    title = "Randomised target attacked without EOT"
+    advice = (
+        "Single-draw gradients of a randomised defense point nowhere in particular, so gradient attacks "
+        "without Expectation over Transformation overestimate its robustness (Athalye et al. 2018). "
+        "Error (every gate on the target fails) when no gradient attack at a budget used EOT; info when "
+        "another attack at that budget did. Set eot: auto, or add eot-pgd / autoattack version rand."
+    )
+
+    def check_results(self, cells, targets):  # noqa: D102
+        randomised = {t.name for t in targets if t.stochastic}
+        groups: dict[tuple, list[Cell]] = defaultdict(list)
+        for c in cells:
+            # cells whose examples were crafted on the randomised target itself
+            if c.target in randomised and c.craft_on == c.target and not c.gradient_free:
+                groups[(c.target, c.norm, c.eps_label)].append(c)
+        out = []
+        for group in groups.values():
+            with_eot = [c.attack for c in group if uses_eot(c)]
+            for c in group:
+                if uses_eot(c):
+                    continue
+                if with_eot:
+                    out.append(
+                        self.flag(
+                            f"{c.target} is randomised and {c.attack} attacked it without EOT; "
+                            f"{', '.join(with_eot)} used EOT at this budget (the worst case includes it).",
+                            severity="info",
+                            **_where(c),
+                        )
+                    )
+                else:
+                    out.append(
+                        self.flag(
+                            f"{c.target} is randomised and {c.attack} attacked it without EOT, as did every "
+                            f"gradient attack at ε={c.eps_label}: robustness is overestimated. Set eot: auto "
+                            "or add eot-pgd / autoattack (version rand).",
+                            **_where(c),
+                        )
+                    )
+        return out
+
+
+@register_flag("gradient-masking")
+class GradientMasking(FlagCheck):
+    """Some audited samples have useless input gradients through a target (norm < 1e-12 or non-finite)."""
+
+    title = "Useless input gradients"
+    advice = (
+        "Gradient attacks cannot move these samples, so their robustness is not measured by them "
+        "(gradient masking: quantisation, saturated softmax, non-differentiable steps). Trust the "
+        "per-sample worst case with gradient-free attacks (Square, SPSA) and BPDA/EOT."
+    )
+
+    def check_results(self, cells, targets):  # noqa: D102
+        out = []
+        for t in targets:
+            check = t.gradient_check or {}
+            n = int(check.get("n") or 0)
+            bad = int(check.get("n_tiny") or 0) + int(check.get("n_nonfinite") or 0)
+            if n and bad:
+                out.append(
+                    self.flag(
+                        f"{t.name}: {bad} of {n} audited samples ({bad / n:.1%}) have an input gradient "
+                        f"through the target with norm < {TINY_GRADIENT:g} ({check.get('n_tiny', 0)}) or "
+                        f"non-finite ({check.get('n_nonfinite', 0)}); gradient attacks are blind on them.",
+                        target=t.name,
                     )
                 )
         return out

@@ -299,6 +299,8 @@ class Cell(Record):
     cell_fingerprint: str | None = plain(optional=True)
     intervals: dict[str, Interval] | None = nested(dict_of(Interval), optional=True)
     descriptive: list[str] | None = plain(optional=True)
+    #: Whether the attack averaged its gradients over draws of a randomised target (EOT).
+    eot: bool | None = plain(optional=True)
 
     @property
     def robust_accuracy(self) -> float:
@@ -354,6 +356,62 @@ class WorstCase(Record):
     @property
     def ident(self) -> str:
         """``target/threat/worst@eps`` (gate messages)."""
+        return f"{self.target}/{self.threat}/{self.attack}@{self.eps_label or self.eps}"
+
+
+@dataclass
+class CertifiedSamples(Record):
+    """A certified cell's per-sample outcomes: smoothed prediction (-1: abstained) and L2 radius."""
+
+    position: list[int] | None = None
+    label: list[int] | None = None
+    prediction: list[int] | None = None
+    radius: list[float] | None = None
+    certified: list[bool] | None = None
+
+
+@dataclass
+class CertifiedCell(Record):
+    """A certified cell (``certified[]``): certified accuracy of a smoothed target at one L2 radius.
+
+    It addresses like a cell (``threat="certified"``, ``attack="certified"``; gates
+    ``certified@0.25>=0.5``): ``metrics.robust_accuracy`` is the certified accuracy (correct and
+    certified with radius ≥ ``eps``, abstentions wrong), ``metrics.clean_accuracy`` the smoothed
+    classifier's accuracy, ``intervals`` exact (Clopper–Pearson) 95 % intervals.
+    """
+
+    id: str | None = None
+    key: str | None = None
+    target: str | None = None
+    threat: str | None = None
+    attack: str | None = None
+    norm: str | None = None
+    eps: float | None = None
+    eps_label: str | None = None
+    sigma: float | None = None
+    n0: int | None = None
+    n_draws: int | None = None
+    alpha: float | None = None
+    seed: int | None = None
+    n_abstained: int | None = None
+    metrics: CellMetrics = nested(CellMetrics, default=CellMetrics)
+    intervals: dict[str, Interval] | None = nested(dict_of(Interval), optional=True)
+    samples: CertifiedSamples = nested(CertifiedSamples, default=CertifiedSamples)
+    seconds: float | None = None
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Certified accuracy (NaN when undefined)."""
+        value = self.metrics.robust_accuracy
+        return math.nan if value is None else float(value)
+
+    def interval(self, metric: str) -> Interval | None:
+        """The 95 % interval of ``metric`` (``None`` when there is none)."""
+        return (self.intervals or {}).get(metric)
+
+    @property
+    def ident(self) -> str:
+        """``target/certified/certified@radius`` (gate messages)."""
         return f"{self.target}/{self.threat}/{self.attack}@{self.eps_label or self.eps}"
 
 
@@ -459,6 +517,8 @@ class Verdict(Record):
     flags: FlagCounts = nested(FlagCounts, default=FlagCounts)
     headline: list[Headline] = nested(list_of(Headline), default=list)
     threat_model: ThreatModel = nested(ThreatModel, default=ThreatModel)
+    #: Certified accuracy per target and radius (audits with the ``certified`` threat).
+    certified: list[Headline] | None = nested(list_of(Headline), optional=True)
 
 
 @dataclass
@@ -534,6 +594,10 @@ class TargetInfo(Record):
     defense: dict[str, Any] | None = None
     denoiser: dict[str, Any] | None = None
     clean: CleanMetrics = nested(CleanMetrics, default=CleanMetrics)
+    #: Randomised target (declared ``stochastic`` or two passes on the same batch differ).
+    stochastic: bool | None = plain(optional=True)
+    #: Useless-gradient check over every audited sample: ``n``, ``n_tiny``, ``n_nonfinite``, ``fraction``.
+    gradient_check: dict[str, Any] | None = plain(optional=True)
 
 
 @dataclass
@@ -628,6 +692,7 @@ class AuditDocument(Record):
     statistics: Statistics | None = nested(Statistics, optional=True)
     worst_cases: list[WorstCase] | None = nested(list_of(WorstCase), optional=True)
     verdict: Verdict | None = nested(Verdict, optional=True)
+    certified: list[CertifiedCell] | None = nested(list_of(CertifiedCell), optional=True)
 
     @property
     def target_names(self) -> list[str]:
@@ -654,9 +719,11 @@ def as_document(results: AuditDocument | Mapping[str, Any]) -> AuditDocument:
     return AuditDocument.from_dict(results)
 
 
-def as_cells(cells: Iterable[Cell | WorstCase | Mapping[str, Any]]) -> list[Cell | WorstCase]:
-    """Cells (and worst cases) as records; plain dicts are read as :class:`Cell`."""
-    return [c if isinstance(c, (Cell, WorstCase)) else Cell.from_dict(c) for c in cells]
+def as_cells(
+    cells: Iterable[Cell | WorstCase | CertifiedCell | Mapping[str, Any]],
+) -> list[Cell | WorstCase | CertifiedCell]:
+    """Cells (worst cases, certified cells) as records; plain dicts are read as :class:`Cell`."""
+    return [c if isinstance(c, (Cell, WorstCase, CertifiedCell)) else Cell.from_dict(c) for c in cells]
 
 
 def as_flags(flags: Iterable[Flag | Mapping[str, Any]]) -> list[Flag]:

@@ -28,7 +28,16 @@ Flow of :func:`run_audit` (each step one call a reader can follow):
    ``derive_seed(craft.seed, f"batch{b}")``. Each finished (craft, batch) *piece* is
    persisted (``state/shards``) and the craft's cells are assembled from the pieces and
    saved as they complete.
-5. Results checks (flags), gates, ``results.json`` and the reports are written.
+5. With the ``certified`` threat, every target is smoothed and certified
+   (:mod:`~medrobust.evaluation.certified`).
+6. Results checks (flags), gates, ``results.json`` and the reports are written.
+
+Randomised targets (declared ``stochastic`` or two passes on the same batch differ) are found
+right after loading; the plan is made again with them (``eot: auto``), with the BPDA targets
+and the image size (``protocol: defense``). Every prediction of a target (clean and on
+adversarial examples) is one draw from a generator seeded per batch and target, so a
+randomised target's outcomes are reproducible. The clean pass also takes each sample's input
+gradient through every target (the useless-gradient check over all samples).
 
 Sharding: launched by ``torchrun --nproc_per_node N -m medrobust audit ...``, batch ``b``
 goes to rank ``b % N`` (:mod:`medrobust.evaluation.distributed`); pieces are gathered on
@@ -54,7 +63,7 @@ from torch import nn
 from medrobust import __version__
 from medrobust.errors import ConfigError
 from medrobust.evaluation.audited import audited_data_summary, import_summary
-from medrobust.evaluation.config import BARE, AuditConfig, dump_config
+from medrobust.evaluation.config import BARE, CERTIFIED, AuditConfig, dump_config
 from medrobust.evaluation.crafting import (
     BatchPiece,
     CraftOutput,
@@ -65,7 +74,13 @@ from medrobust.evaluation.crafting import (
     save_examples,
 )
 from medrobust.evaluation.distributed import ShardContext, open_shard_context
-from medrobust.evaluation.flags import run_model_checks, run_results_checks
+from medrobust.evaluation.flags import (
+    gradient_summary,
+    input_gradient_norms,
+    is_randomised,
+    run_model_checks,
+    run_results_checks,
+)
 from medrobust.evaluation.gate import check_gate_metrics, check_gates_match, parse_gate
 from medrobust.evaluation.metrics import prediction_metrics
 from medrobust.evaluation.planning import (
@@ -99,6 +114,7 @@ from medrobust.evaluation.targets import (
     open_audit_data,
 )
 from medrobust.evaluation.verdict import complete_results
+from medrobust.run.seeds import derive_seed
 from medrobust.utils.lock import RunLock
 from medrobust.utils.logging import get_logger
 
@@ -203,7 +219,7 @@ def run_audit(
     """
     plan: AuditPlan = plan_audit(config)  # names only: the budgets' image units need the card
     gates = [parse_gate(g) for g in config.gates]
-    check_gates_match(gates, [c.as_dict() for c in plan.cells])  # before anything is written
+    check_gates_match(gates, [c.as_dict() for c in plan.cells + plan.certified])  # before anything is written
     ctx = open_shard_context()
     out = Path(out)
     locks: list[RunLock] = []
@@ -256,8 +272,21 @@ def _run_audit(
 
     card, samples, targets = ctx.agree(load)
     check_gate_metrics(gates, card.num_classes)  # descriptive metrics refused before any attack
+    n_check = min(8, len(samples))
+
+    def detect() -> set[str] | None:
+        if not ctx.is_main:
+            return None
+        head_x, _ = samples.read(range(n_check))
+        return {name for name, model in targets.items() if is_randomised(model, head_x.to(device))}
+
+    stochastic: set[str] = set(ctx.broadcast(ctx.agree(detect)) or ())
+    bpda = {name for name, model in targets.items() if name != BARE and getattr(model, "uses_bpda", False)}
+    image_size = config.data.size or list(getattr(card, "spatial_size", None) or [])
     # The budgets in image units of the card's bounds: converted here, once, for every rank.
-    plan = plan_audit(config, tuple(float(b) for b in card.bounds))
+    plan = plan_audit(
+        config, tuple(float(b) for b in card.bounds), stochastic=stochastic, bpda=bpda, image_size=image_size
+    )
 
     def open_state() -> AuditState | None:
         if not ctx.is_main:
@@ -275,7 +304,7 @@ def _run_audit(
     # Rank 0 checks the inputs and opens (or clears) the state before any rank writes a piece.
     state = ctx.agree(open_state)
     run_fp = ctx.broadcast(state.fingerprint if state is not None else None)
-    attacks = {a.label: a for a in config.attacks}
+    attacks = plan.attacks(config)
     keys = plan_keys(plan, config, run_fp)
     if state is not None:
         state.expect(keys.cell_keys)  # finished cells under another key are recomputed
@@ -285,7 +314,6 @@ def _run_audit(
     positive = card.positive_index
     num_classes = card.num_classes
     n = len(samples)
-    n_check = min(8, n)
     k_examples = min(config.save_examples, n)
 
     # Clean predictions, batch-wise on each rank's batches; model checks on rank 0.
@@ -293,10 +321,22 @@ def _run_audit(
         rows = []
         for batch in samples.batches(ctx.owned(samples.n_batches)):
             preds = {
-                name: predict(model, batch.images, config.batch_size, device)
+                name: predict(
+                    model,
+                    batch.images,
+                    config.batch_size,
+                    device,
+                    seed=derive_seed(config.seed, f"clean{batch.index}|{name}"),
+                )
                 for name, model in targets.items()
             }
-            rows.append((batch.index, batch.labels.numpy(), batch.ids, list(batch.images.shape[2:]), preds))
+            grads = {
+                name: input_gradient_norms(model, batch.images.to(device), batch.labels.to(device))
+                for name, model in targets.items()
+            }
+            rows.append(
+                (batch.index, batch.labels.numpy(), batch.ids, list(batch.images.shape[2:]), preds, grads)
+            )
         if not ctx.is_main:
             return rows, None, None
         head, head_labels = samples.read(range(max(n_check, k_examples)))
@@ -319,6 +359,7 @@ def _run_audit(
         )
         for name in targets
     }
+    grad_norms = {name: np.concatenate([r[5][name] for r in rows]) for name in targets}
     spatial_size = rows[0][3]
     del rows
 
@@ -326,9 +367,12 @@ def _run_audit(
         config, ctx, samples, targets, store, state, clean, labels_np, head, device, examples_dir
     )
     crafts.craft_hashes, crafts.cell_keys = keys.craft_hashes, keys.cell_keys
+    crafts.attacks = attacks
     # Progress in model evaluations (cost-weighted), this rank's batches only; reused work is left out.
     crafts.costs = {
-        k.key: attack_cost(attacks[k.attack].name, attacks[k.attack].full_params(), num_classes)
+        k.key: attack_cost(
+            attacks[k.attack].name, {**attacks[k.attack].full_params(), **(k.params or {})}, num_classes
+        )
         for k in plan.crafts
     }
     done = cells_done(plan, pending, state.has) if state is not None else 0
@@ -345,6 +389,13 @@ def _run_audit(
         gathered = ctx.gather(ctx.agree(partial(crafts.run_batches, craft)))
         ctx.agree(partial(crafts.finish, craft, gathered))
     crafts.progress.close()
+    certificates = None
+    if plan.certified:
+        from medrobust.evaluation.certified import run_certify
+
+        certificates = ctx.agree(
+            partial(run_certify, config, plan.certified, targets, samples, ctx, device, out, run_fp)
+        )
 
     def finalize() -> dict[str, Any] | None:
         if not ctx.is_main:
@@ -364,6 +415,8 @@ def _run_audit(
                     "probs": probs.tolist(),
                 }
             )
+            info.stochastic = name in stochastic
+            info.gradient_check = gradient_summary(grad_norms[name])
             target_info.append(info)
         cells = [Cell.from_dict(state.load(c.id)) for c in plan.cells]
         base_flags = list(flags or []) + run_results_checks(cells, target_info)
@@ -397,12 +450,14 @@ def _run_audit(
             ),
             bounds=[float(b) for b in card.bounds],
             targets=target_info,
-            threats=["whitebox", *config.threats] if config.defenses else ["whitebox"],
+            threats=["whitebox", *config.threats]
+            if config.defenses
+            else ["whitebox", *(t for t in config.threats if t == CERTIFIED)],
             attacks=[
                 AttackInfo(
                     label=a.label, name=a.name, norm=a.norm, minimal=a.minimal, params=jsonable(a.params)
                 )
-                for a in config.attacks
+                for a in attacks.values()
             ],
             budgets=BudgetValues(**{norm: [b.value for b in plan.budgets[norm]] for norm in ("linf", "l2")}),
             cells=cells,
@@ -410,6 +465,10 @@ def _run_audit(
             gates=[],
             notes=list(config.notes),
         )
+        if certificates is not None:
+            from medrobust.evaluation.certified import certified_records
+
+            doc.certified = certified_records(config, plan.certified, labels_np, certificates)
         complete_results(doc, gates, base_flags)  # intervals, audit flags, worst cases, gates, verdict
         atomic_write_text(out / "config.resolved.yaml", dump_config(config))
         atomic_write_json(out / "environment.json", _environment(config, device, ctx))
@@ -447,7 +506,7 @@ class _CraftRunner:
         self.head = head
         self.device = device
         self.examples_dir = examples_dir
-        self.attacks = {a.label: a for a in config.attacks}
+        self.attacks = {a.label: a for a in config.attacks}  # the runner adds the protocol's
         self.keep_below = min(config.save_examples, len(labels))
         self.progress: AuditProgress | None = None
         self.costs: dict[str, float] = {}

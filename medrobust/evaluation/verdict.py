@@ -47,7 +47,15 @@ THREAT_KNOWLEDGE = {
     ),
     "adaptive": (
         "full knowledge of classifier and defense: attacks crafted end to end through denoiser + "
-        "classifier (BPDA, an identity gradient, through non-differentiable denoisers)"
+        "classifier (BPDA, an identity gradient, through non-differentiable denoisers; Expectation over "
+        "Transformation, gradients averaged over many draws, through randomised defenses, whose success "
+        "is decided by one seeded draw per sample)"
+    ),
+    "certified": (
+        "any attacker within the L2 radius: the target smoothed by Gaussian noise (randomized smoothing; "
+        "denoised smoothing behind a defense's denoiser) is certified by CERTIFY (Cohen et al. 2019) "
+        "with probability at least 1 - alpha per sample; a statement about the smoothed classifier, "
+        "not about the target as attacked in the other cells"
     ),
 }
 
@@ -220,7 +228,25 @@ def verdict(results: AuditDocument | Mapping[str, Any]) -> Verdict:
             for w in headline(doc)
         ],
         threat_model=threat_model(doc),
+        certified=None if doc.certified is None else certified_rows(doc),
     )
+
+
+def certified_rows(results: AuditDocument | Mapping[str, Any]) -> list[Headline]:
+    """The verdict's certified rows: per target and L2 radius, certified and smoothed clean accuracy."""
+    return [
+        Headline(
+            target=c.target,
+            norm=c.norm,
+            eps=c.eps,
+            eps_label=c.eps_label,
+            robust_accuracy=c.interval("robust_accuracy"),
+            clean_accuracy=c.interval("clean_accuracy"),
+            attacks=["certified"],
+            threats=["certified"],
+        )
+        for c in as_document(results).certified or []
+    ]
 
 
 def complete_results(results: AuditDocument, gates: Sequence[Any], flags: Sequence[Flag]) -> AuditDocument:
@@ -244,7 +270,10 @@ def complete_results(results: AuditDocument, gates: Sequence[Any], flags: Sequen
     results.flags = all_flags
     results.worst_cases = worst_cases(results)
     results.gates = [
-        g.outcome() for g in evaluate_gates(gates, results.cells, all_flags, results.worst_cases)
+        g.outcome()
+        for g in evaluate_gates(
+            gates, [*results.cells, *(results.certified or [])], all_flags, results.worst_cases
+        )
     ]
     results.verdict = verdict(results)
     return results

@@ -27,6 +27,8 @@ def test_pipeline_validates(name, tmp_path):
     assert cfg.threats == ["graybox", "adaptive"] and cfg.budgets.linf and cfg.budgets.l2
     plan = plan_audit(cfg)
     assert {c.threat for c in plan.cells} == {"whitebox", "graybox", "adaptive"}
+    if name != "demo":  # the shipped pipelines evaluate defenses under the defense protocol, EOT on
+        assert cfg.protocol == "defense" and cfg.eot.mode == "auto"
 
 
 def test_demo_yaml_matches_the_demo(tmp_path):
