@@ -82,6 +82,11 @@ class AttackResult:
         """False while ``success`` waits for its first read (the forward not yet run)."""
         return "_decide" not in self.__dict__
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (e.g. a gather across ranks) decides ``success`` first: the decision needs the model."""
+        self.success  # noqa: B018
+        return dict(self.__dict__)
+
     def defer_success(self, decide: Callable[[], torch.Tensor]) -> None:
         """Let ``decide()`` (run once, on the first read of ``success``) replace ``success``."""
         self.__dict__["_decide"] = decide

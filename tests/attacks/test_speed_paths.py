@@ -88,6 +88,19 @@ def test_success_is_decided_on_first_read_by_the_model_as_given(trained_4class):
         t.model.eval()
 
 
+def test_a_pickled_result_carries_the_decision(make_model, make_images):
+    import pickle
+
+    model = make_model(1, 3, (0.0, 1.0))
+    images, labels = make_images(model, n=4, size=16)
+    res = create_attack("fgsm", model, eps=0.2)(images, labels)
+    assert not res.decided
+    back = pickle.loads(pickle.dumps(res))
+    with torch.no_grad():
+        truth = model(res.adv).argmax(1) != labels
+    assert res.decided and back.decided and torch.equal(back.success, truth)
+
+
 def test_success_read_after_the_model_changed_is_refused(make_model, make_images):
     model = make_model(1, 3, (0.0, 1.0))
     images, labels = make_images(model, n=4, size=16)
