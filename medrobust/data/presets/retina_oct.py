@@ -17,9 +17,12 @@ class RetinaOCT(Preset):
       unreliable; the bright RPE band sits near the top percentile).
     * Plain resize, as in the usual OCT classification set-ups (B-scans are wide and
       the classes are defined by layer shape, which survives anisotropic scaling).
-    * Augmentation: left-right flip (nasal/temporal mirror), small rotations (±5°),
-      contrast jitter and speckle-like noise. No vertical flip: the retinal layer
-      order (vitreous on top, choroid below) is fixed.
+    * Augmentation: left-right flip (nasal/temporal mirror) and contrast jitter. No
+      vertical flip: the retinal layer order (vitreous on top, choroid below) is fixed.
+      No rotation: B-scans are acquired with the retina roughly level, and rotating with
+      zero padding puts black wedges into small images (with ±5° rotations small_cnn on
+      200 phantoms at 32 px stayed at 0.74-0.77 val balanced accuracy after 10 epochs;
+      without, 0.83-0.90). No added noise: OCT carries its own speckle.
     """
 
     modality: ClassVar[str] = "retina_oct"
@@ -29,7 +32,7 @@ class RetinaOCT(Preset):
         "RGB converted to grey by luminance",
         "percentiles 1-99.5 -> bounds, clipped",
         "plain resize",
-        "augment: left-right flip, rotate ±5°, gamma, noise; no vertical flip",
+        "augment: left-right flip, gamma; no vertical flip, no rotation",
     )
 
     def intensity(self) -> list[Callable[..., Any]]:
@@ -39,15 +42,11 @@ class RetinaOCT(Preset):
         return [self.scaled(PercentileScaled([IMAGE_KEY], 1.0, 99.5))]
 
     def augmentations(self, spatial_dims: int) -> list[Callable[..., Any]]:
-        """Left-right flip, small rotation, gamma and noise."""
-        from monai.transforms import RandAdjustContrastd, RandFlipd, RandGaussianNoised, RandRotated
-
-        from medrobust.data.presets._transforms import degrees
+        """Left-right flip and gamma."""
+        from monai.transforms import RandAdjustContrastd, RandFlipd
 
         k = [IMAGE_KEY]
         return [
             RandFlipd(k, prob=0.5, spatial_axis=1),
-            RandRotated(k, range_x=degrees(5), prob=0.5, padding_mode="zeros"),
             RandAdjustContrastd(k, prob=0.5, gamma=(0.8, 1.25)),
-            RandGaussianNoised(k, prob=0.3, std=0.02),
         ]
