@@ -105,6 +105,14 @@ def is_range_fraction(value: Any) -> bool:
     return isinstance(value, str) and "/" in value
 
 
+class ImageUnits(float):
+    """A budget already converted to image units (the audit's budgets after conversion).
+
+    :func:`budget_to_image_units` returns it unchanged: it never had the old fraction-of-range
+    meaning, so a small value (a few HU on a CT card) is not refused as one.
+    """
+
+
 def budget_to_image_units(
     value: Any,
     bounds: tuple[float, float],
@@ -122,11 +130,14 @@ def budget_to_image_units(
     adversarial training.
 
     ``legacy_check=False`` accepts any plain number: for budgets that never had the old
-    fraction-of-range meaning (the audit's ``budgets:`` were always image units).
+    fraction-of-range meaning (the audit's ``budgets:`` were always image units). An
+    :class:`ImageUnits` value is returned as it is.
 
     Raises:
         ConfigError: naming the parameter when the value is not a finite number.
     """
+    if isinstance(value, ImageUnits):
+        return float(value)
     number = parse_number(value, name, owner)
     low, high = (float(b) for b in bounds)
     width = high - low

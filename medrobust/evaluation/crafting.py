@@ -29,6 +29,7 @@ from medrobust.evaluation.planning import CellSpec, Craft
 from medrobust.evaluation.results import Cell, CellMetrics, SampleOutcomes
 from medrobust.run.seeds import derive_seed
 from medrobust.utils.io import atomic_path
+from medrobust.validation import ImageUnits
 
 if TYPE_CHECKING:
     from medrobust.evaluation.config import AttackConfig
@@ -131,7 +132,7 @@ def attack_batch(
     t0 = time.perf_counter()
     kwargs = dict(attack.params if craft.params is None else craft.params)
     if craft.eps is not None:
-        kwargs["eps"] = craft.eps
+        kwargs["eps"] = ImageUnits(craft.eps)  # converted once with the card's bounds (planning)
     atk = create_attack(attack.name, model, seed=derive_seed(craft.seed, f"batch{batch.index}"), **kwargs)
     idx = torch.as_tensor(local)
     res = atk(batch.images[idx].to(device), batch.labels[idx].to(device))

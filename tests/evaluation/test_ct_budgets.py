@@ -88,3 +88,28 @@ def test_gate_on_the_ct_cell_resolves_and_the_report_shows_both_units(ct_run):
     grey = [b["grey"] for b in results["verdict"]["threat_model"]["budgets"]]
     assert grey[0] == "32.12 HU per pixel = 2 of 255 grey levels of the range [-1024, 3071] HU"
     assert "ε = 8/255 (128.5 HU per pixel" in (run_dir / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_budget_of_a_few_hu_is_audited_not_refused(ct_run, tmp_path):
+    """Plain-number budgets are image units: 2 HU on a CT card is a small budget, not an old fraction."""
+    _, audit = ct_run
+    root = audit.parent
+    config = {
+        "data": {"source": str(root / "ct.npz"), "split": "test"},
+        "model": {"path": str(root / "model.ts"), "card": str(root / "card.json")},
+        "attacks": ["fgsm"],
+        "budgets": {"linf": [2.0]},
+        "n_samples": 8,
+        "batch_size": 8,
+        "device": "cpu",
+    }
+    results = medrobust.audit(config, tmp_path / "audit", progress=False).raw
+    (cell,) = results["cells"]
+    norms = np.asarray(cell["samples"]["linf"])[np.asarray(cell["samples"]["attacked"])]
+    assert cell["eps"] == pytest.approx(2.0) and norms == pytest.approx(np.full(len(norms), 2.0), rel=1e-4)
+    # in Python, a bare 8/255 on CT bounds still reads like the old fraction meaning and is refused
+    from medrobust.attacks import create_attack
+    from medrobust.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Write '8/255'"):
+        create_attack("fgsm", MeanHU(), bounds=CT, eps=8 / 255)
