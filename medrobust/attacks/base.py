@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from medrobust.attacks._eot import attack_randomness, is_stochastic
 from medrobust.attacks._layout import conv_weights_channels_last, use_channels_last
 from medrobust.attacks.perturbation import Perturbation
 from medrobust.errors import ConfigError
@@ -208,8 +209,13 @@ class Attack(Perturbation, ABC):
         with eval_mode(self.model):
             cl = self._feeds_channels_last(images)
             net, desc = self._query_net(images, cl, given_in_eval)
-            with self.querying(net), conv_weights_channels_last(self.model, cl and net is self.model):
-                out = self._attack(images, labels, self.generator(images.device))
+            generator = self.generator(images.device)
+            with (
+                self.querying(net),
+                conv_weights_channels_last(self.model, cl and net is self.model),
+                attack_randomness(generator, net, self.model),  # a randomised target draws from the seed
+            ):
+                out = self._attack(images, labels, generator)
             if isinstance(out, AttackResult):
                 result = out
             else:
@@ -262,6 +268,8 @@ class Attack(Perturbation, ABC):
             return self.model, "model as given (in training mode)"
         if images.shape[0] == 0:
             return self.model, "model as given (empty batch)"
+        if is_stochastic(self.model):  # two forwards differ: the folding check cannot compare them
+            return self.model, "model as given (randomised)"
         from medrobust.attacks._fuse import folded_model
 
         sample = images[:8]

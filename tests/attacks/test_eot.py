@@ -136,3 +136,22 @@ def test_autoattack_notes_a_stochastic_target_without_eot() -> None:
     assert any("without EOT" in note for note in res.info["notes"])
     rand = create_attack("autoattack", model, eps=0.05, version="rand", steps=2, eot_iter=2)(x, y)
     assert not any("without EOT" in note for note in rand.info.get("notes", []))
+
+
+def test_every_attack_draws_a_randomised_target_from_its_own_seed():
+    """Plain PGD on a stochastic model: same seed, same result (its noise comes from the attack's seed)."""
+    from medrobust.models import build_classifier
+
+    card = ModelCard(in_channels=1, class_names=["a", "b"], spatial_size=(16, 16))
+    torch.manual_seed(0)
+    clf = build_classifier("small_cnn", card, width=4, depth=2).eval()
+    target = defend(clf, create_denoiser("noise-injection", in_channels=1, sigma=0.2)).eval()
+    x = torch.rand(6, 1, 16, 16)
+    y = torch.randint(0, 2, (6,))
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123 + len(runs))  # the global stream differs between the runs
+        res = create_attack("pgd", target, eps=8 / 255, steps=3, seed=7)(x, y)
+        runs.append(res.adv)
+        assert res.info["query_model"] == "model as given (randomised)"
+    assert torch.equal(runs[0], runs[1])
