@@ -36,8 +36,8 @@ for 3072-value CIFAR-10 images), so larger images get proportionally more querie
 Writes ``results.json`` (settings, every per-sample outcome, timings) and ``results.md`` (the
 tables) under ``--out`` and prints the tables.
 
-    # full experiment (idle 2-core machine, see docs/siamese_dae.md for the measured budget)
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/defenses.py
+    # full experiment (2 idle cores: one single-threaded process per modality; docs/siamese_dae.md)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/defenses.py --jobs 2
     # CI smoke run
     .venv/bin/python benchmarks/defenses.py --quick --out /tmp/defenses-quick
 """
@@ -505,7 +505,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--noise-epochs-factor", type=int, default=2, help="smoothing classifier epochs ÷ clf-epochs"
     )
-    ap.add_argument("--def-epochs", type=int, default=20, help="denoiser training epochs")
+    ap.add_argument("--def-epochs", type=int, default=15, help="denoiser training epochs")
     ap.add_argument("--adv-steps", type=int, default=5, help="PGD-AT / TRADES inner steps")
     ap.add_argument("--aa-version", default="standard", choices=["standard", "fast"])
     ap.add_argument("--aa-steps", type=int, default=None, help="AutoAttack iterations (default 100)")
@@ -525,6 +525,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch CPU threads (1: these small nets run faster on one thread, and much faster on a "
         "loaded machine)",
     )
+    ap.add_argument("--jobs", type=int, default=1, help="modalities run in parallel processes")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/defenses"))
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args(argv)
@@ -550,27 +551,43 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(threads)
 
 
+def _modality(modality: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Every seed of one modality: the per-seed rows and the test labels."""
+    from medrobust.data import write_phantom
+
+    torch.set_num_threads(args.threads)  # also in a worker process of --jobs
+    print(f"[{modality}]", flush=True)
+    data = write_phantom(
+        modality, args.n, args.size, "npz", args.work / "data" / modality, seed=0, progress=False
+    )
+    x, y = test_subset(data, modality, args.size, args.n_test)
+    per_seed = []
+    for seed in args.seeds:
+        t = time.perf_counter()
+        print(f" {modality} seed {seed}", flush=True)
+        per_seed.append(run_seed(modality, data, x, y, seed, args))
+        print(f" {modality} seed {seed} done in {time.perf_counter() - t:.0f} s", flush=True)
+    return per_seed, y
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.work is None:
         args.work = Path(tempfile.mkdtemp(prefix="medrobust-defenses-"))
-    from medrobust.data import write_phantom
     from medrobust.utils.io import atomic_write_json, atomic_write_text
 
     t_start = time.perf_counter()
     results: dict[str, Any] = {"modalities": {}}
     sections = []
-    for modality in args.modalities:
-        print(f"[{modality}]", flush=True)
-        data = write_phantom(
-            modality, args.n, args.size, "npz", args.work / "data" / modality, seed=0, progress=False
-        )
-        x, y = test_subset(data, modality, args.size, args.n_test)
-        per_seed = []
-        for seed in args.seeds:
-            t = time.perf_counter()
-            print(f" seed {seed}", flush=True)
-            per_seed.append(run_seed(modality, data, x, y, seed, args))
-            print(f" seed {seed} done in {time.perf_counter() - t:.0f} s", flush=True)
+    if args.jobs > 1 and len(args.modalities) > 1:  # one process per modality (each single-threaded)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+            done = list(pool.map(_modality, args.modalities, [args] * len(args.modalities)))
+    else:
+        done = [_modality(modality, args) for modality in args.modalities]
+    for modality, (per_seed, y) in zip(args.modalities, done, strict=True):
         table = aggregate(per_seed, args.rows)
         tests = pairs(per_seed, args.rows)
         meta = {"size": args.size, "n_test": len(y), "seeds": args.seeds, "classes": int(y.max()) + 1}
@@ -589,7 +606,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     results["eps"] = EPS
     results["square_queries_rule"] = f"{args.square_queries} x max(1, C*H*W / {SQUARE_REFERENCE_DIM})"
     results["seconds_total"] = round(total, 1)
-    results["threads"] = torch.get_num_threads()
+    results["threads"] = args.threads
     cost = {}
     for modality, res in results["modalities"].items():
         t = res["table"]
@@ -608,7 +625,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         + "\n".join(sections)
         + "\nAdaptive / gray-box Siamese-DAE training time (same epochs): "
         + ", ".join(f"{m} {r:.2f}×" for m, r in cost.items())
-        + f"\n\nTotal {total / 60:.1f} min with {torch.get_num_threads()} thread(s). Settings:\n\n"
+        + f"\n\nTotal {total / 60:.1f} min, {args.jobs} process(es) × {args.threads} thread(s). Settings:\n\n"
         + f"```\n{command}\n```\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
