@@ -78,6 +78,7 @@ def card_task(model_path: Any, card_path: Any = None) -> str | None:
     The card is ``card_path`` when given, else ``card.json`` in the run folder (or beside a
     weights file). Nothing but the JSON is read.
     """
+    from medrobust.limits import MAX_CONFIG_BYTES
     from medrobust.models.checkpoint import CARD_NAME
 
     if card_path is not None:
@@ -88,9 +89,11 @@ def card_task(model_path: Any, card_path: Any = None) -> str | None:
         model = Path(str(model_path))
         path = model / CARD_NAME if model.is_dir() else model.with_name(CARD_NAME)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:  # the model loader refuses it, naming the file
+            return None
         card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None  # unreadable: the model loader says why, naming the file
     if not isinstance(card, dict):
         return None
     return str(card.get("task") or "classification")
