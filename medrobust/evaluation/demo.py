@@ -62,6 +62,7 @@ DEFENSE = {
 ADAPTIVE = {
     "adversary": "adaptive",
     "adaptive_attacks": [{"name": "pgd", "eps": ["8/255", "8/255"], "steps": 2}],
+    "adaptive_val_every": 5,  # the adaptive validation attack every 5th epoch (and after the last)
 }
 #: Demo-sized attack settings (documented in the report).
 ATTACKS: list[dict[str, Any]] = [
