@@ -333,6 +333,7 @@ def run_seed(modality: str, data: Path, x: torch.Tensor, y: torch.Tensor, seed: 
             radii = [c.radius for c in certs]
             labels = y.cpu().tolist()
             outcome["clean"] = [p == t for p, t in zip(preds, labels, strict=True)]
+            row["clean_classes_predicted"] = len({p for p in preds if p >= 0})
             rows_cert = certified_accuracy(preds, radii, labels, at=args.radii)
             row["certified"] = [
                 {
@@ -370,7 +371,9 @@ def run_seed(modality: str, data: Path, x: torch.Tensor, y: torch.Tensor, seed: 
                     row["val_adaptive_acc"] = (summary.get("final") or {}).get("val_adaptive_acc")
                 model = defend(bare, den).eval().to(device)
                 row["bpda"] = bool(getattr(model, "uses_bpda", False))
-            outcome["clean"] = (predictions(model, x) == y.cpu()).tolist()
+            pred_clean = predictions(model, x)
+            outcome["clean"] = (pred_clean == y.cpu()).tolist()
+            row["clean_classes_predicted"] = len(set(pred_clean.tolist()))
             if key not in ("pgd-at", "trades"):  # gray-box needs the bare f behind the row
                 outcome["gray"] = (predictions(model, x_gray) == y.cpu()).tolist()
             if key == "bare":
@@ -394,7 +397,7 @@ def run_seed(modality: str, data: Path, x: torch.Tensor, y: torch.Tensor, seed: 
 # --------------------------------------------------------------------------- tables
 
 
-def aggregate(per_seed: list[dict[str, Any]], rows: list[str]) -> dict[str, Any]:
+def aggregate(per_seed: list[dict[str, Any]], rows: list[str], seeds: Sequence[int]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for key in rows:
         entries = [s[key] for s in per_seed]
@@ -411,6 +414,9 @@ def aggregate(per_seed: list[dict[str, Any]], rows: list[str]) -> dict[str, Any]
         cell["tiny_grad"] = sum(g["ce_below_floor"] for g in grads) / sum(g["n"] for g in grads)
         cell["tiny_margin_grad"] = sum(g["margin_below_floor"] for g in grads) / sum(g["n"] for g in grads)
         cell["train_seconds"] = [round(e["train_seconds"], 1) for e in entries]
+        cell["constant_in_seeds"] = [
+            seed for seed, e in zip(seeds, entries, strict=True) if e.get("clean_classes_predicted", 2) <= 1
+        ]  # a collapsed pipeline: one class for every clean test image (its "robustness" is the class share)
         cell["bpda"] = entries[0]["bpda"]
         cell["stochastic"] = entries[0]["stochastic"]
         table[key] = cell
@@ -440,6 +446,8 @@ def markdown(
     lines = [head, "|" + "---|" * 10]
     for key, c in table.items():
         name = ROWS[key] + (" (BPDA)" if c["bpda"] else "") + (" (EOT)" if c["stochastic"] else "")
+        if c.get("constant_in_seeds"):
+            name += f" ⚠ one class for every image at seed(s) {c['constant_in_seeds']}"
         cert = c.get("certified") or [None, None]
         secs = "/".join(f"{s:.0f}" for s in c["train_seconds"])
         lines.append(
@@ -588,7 +596,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         done = [_modality(modality, args) for modality in args.modalities]
     for modality, (per_seed, y) in zip(args.modalities, done, strict=True):
-        table = aggregate(per_seed, args.rows)
+        table = aggregate(per_seed, args.rows, args.seeds)
         tests = pairs(per_seed, args.rows)
         meta = {"size": args.size, "n_test": len(y), "seeds": args.seeds, "classes": int(y.max()) + 1}
         results["modalities"][modality] = {
