@@ -293,6 +293,7 @@ def phantom_npz(
     size: int = PHANTOM_DEFAULTS["size"],
     seed: int = PHANTOM_DEFAULTS["seed"],
     cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
 ) -> Path:
     """The phantom set as a MedMNIST-style ``.npz``, generated on first use and reused after.
 
@@ -323,13 +324,15 @@ def phantom_npz(
     log.info("generating %d %s phantoms (%dx%d, seed %d) in %s", n, gen.modality, size, size, seed, path)
     folder = path.parent
     if folder.is_dir() and any(folder.iterdir()):  # an interrupted earlier run: complete it in place
-        return Path(write_phantom(gen.modality, n, gen.size, "npz", folder, seed=gen.seed))
+        return Path(write_phantom(gen.modality, n, gen.size, "npz", folder, seed=gen.seed, progress=progress))
     # Written into a private folder, then renamed into place in one step, so processes starting
     # together (torchrun ranks) never see each other's half-written folder.
     folder.parent.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        written = Path(write_phantom(gen.modality, n, gen.size, "npz", private, seed=gen.seed))
+        written = Path(
+            write_phantom(gen.modality, n, gen.size, "npz", private, seed=gen.seed, progress=progress)
+        )
         try:
             os.rename(private, folder)  # replaces a missing or empty folder atomically
         except OSError:
@@ -364,6 +367,7 @@ def resolve_phantom(
     size: int = PHANTOM_DEFAULTS["size"],
     seed: int = PHANTOM_DEFAULTS["seed"],
     cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
 ) -> ResolvedSpec:
     """The phantom set's ``.npz`` (generated once, :func:`phantom_npz`), canonical spec and class names.
 
@@ -377,7 +381,7 @@ def resolve_phantom(
     from medrobust.data.phantoms import get_phantom
 
     gen = get_phantom(modality, size=size, seed=seed)  # unknown modality / bad size or seed: ConfigError
-    path = phantom_npz(gen.modality, n, size, seed, cache_dir)
+    path = phantom_npz(gen.modality, n, size, seed, cache_dir, progress=progress)
     canonical = f"phantom:{gen.modality}?n={n}&size={size}&seed={seed}"
     return ResolvedSpec(path, canonical, {"class_names": list(gen.class_names)})
 

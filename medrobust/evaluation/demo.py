@@ -131,7 +131,7 @@ def demo_audit_config(out: Path) -> dict[str, Any]:
     }
 
 
-def _phantom(out: Path, spec: dict[str, Any]) -> tuple[Path, list[str]]:
+def _phantom(out: Path, spec: dict[str, Any], progress: bool = True) -> tuple[Path, list[str]]:
     """The phantom npz of ``spec`` under ``out/data`` (generated once) and its class names.
 
     Opened the way ``phantom:`` specs and the audit's ``data.phantom`` block open it
@@ -140,7 +140,9 @@ def _phantom(out: Path, spec: dict[str, Any]) -> tuple[Path, list[str]]:
     """
     from medrobust.data.specs import resolve_phantom
 
-    resolved = resolve_phantom(spec["modality"], spec["n"], spec["size"], spec["seed"], out / "data")
+    resolved = resolve_phantom(
+        spec["modality"], spec["n"], spec["size"], spec["seed"], out / "data", progress=progress
+    )
     return Path(resolved.path), list(resolved.source_options["class_names"])
 
 
@@ -152,8 +154,8 @@ def run_demo(out: str | Path = "runs/demo", *, device: str = "auto", progress: b
     from medrobust.models.training import TrainClassifierConfig, train_classifier
 
     out = Path(out)
-    data_path, class_names = _phantom(out, DATA)
-    _phantom(out, AUDIT_DATA)
+    data_path, class_names = _phantom(out, DATA, progress)
+    _phantom(out, AUDIT_DATA, progress)
     models = out / "models"
 
     cls_cfg = {
