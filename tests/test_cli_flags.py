@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -75,29 +74,18 @@ def test_no_option_is_a_prefix_of_a_torchrun_option(command):
             assert args.training_script == "medrobust" and args.training_script_args == script, flag
 
 
-def test_hidden_options_are_only_the_deprecated_sample_count():
-    from medrobust.cli.options import DEPRECATED_SAMPLES_FLAG, SAMPLES_FLAGS
+def test_no_hidden_options_and_one_sample_count_spelling(capsys):
+    from medrobust.cli.options import SAMPLES_FLAGS
 
     hidden = {(name, f) for name, cmd in COMMANDS.items() for o in _options(cmd, hidden=True) for f in o.opts}
-    assert hidden == {(name, DEPRECATED_SAMPLES_FLAG) for name in ("audit", "data phantom", "train denoiser")}
+    assert hidden == set()
     for name in ("audit", "data phantom", "train denoiser"):
         flags = {f for o in _options(COMMANDS[name]) for f in o.opts}
-        assert set(SAMPLES_FLAGS) <= flags, name
-
-
-def test_deprecated_n_still_counts_samples_with_a_warning(caplog, capsys):
-    from medrobust.cli.options import resolve_samples
-    from medrobust.errors import ConfigError
-
-    with caplog.at_level(logging.WARNING, logger="medrobust"):
-        assert resolve_samples(None, 16, "medrobust audit") == 16
-    assert "--samples" in caplog.text and "torchrun" in caplog.text
-    assert resolve_samples(8, None, "medrobust audit") == 8
-    with pytest.raises(ConfigError, match="given twice"):
-        resolve_samples(8, 16, "medrobust audit")
-    assert main(["audit", "--samples", "8", "--n", "16"]) == 2
+        assert set(SAMPLES_FLAGS) <= flags and "--n" not in flags, name
+    # the old --n (a prefix of torchrun's --nnodes/--nproc-per-node) is one usage error, exit 2
+    assert main(["audit", "--n", "16"]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 1 and "--samples" in err and "--n 16" in err
+    assert err.count("error:") == 1 and "--n" in err
 
 
 def _free_port() -> int:

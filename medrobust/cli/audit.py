@@ -18,10 +18,8 @@ from pathlib import Path
 import typer
 
 from medrobust.cli.options import (
-    deprecated_samples_option,
     from_config,
     progress_option,
-    resolve_samples,
     samples_option,
 )
 
@@ -139,7 +137,6 @@ def audit(
         "Samples audited: a seeded subset of the split (also -n; safe under torchrun).",
         show_default=from_config("100"),
     ),
-    n_deprecated: int | None = deprecated_samples_option(),
     batch_size: int | None = typer.Option(
         None, "--batch-size", help="Attack batch size.", show_default=from_config("32")
     ),
@@ -215,8 +212,12 @@ def audit(
         overrides["defenses"] = _defense_specs(defense)
     if threat:
         overrides["threats"] = _split(threat)
-    n = resolve_samples(samples, n_deprecated, "medrobust audit")
-    for key, value in (("n_samples", n), ("batch_size", batch_size), ("device", device), ("seed", seed)):
+    for key, value in (
+        ("n_samples", samples),
+        ("batch_size", batch_size),
+        ("device", device),
+        ("seed", seed),
+    ):
         if value is not None:
             overrides[key] = value
 

@@ -11,9 +11,7 @@ from pathlib import Path
 import typer
 
 from medrobust.cli.options import (
-    deprecated_samples_option,
     progress_option,
-    resolve_samples,
     samples_option,
 )
 
@@ -23,7 +21,6 @@ def phantom(
         ..., "--modality", "-m", help="chest_xray, brain_mri, retina_fundus, retina_oct or skin."
     ),
     samples: int = samples_option("Number of images (1..1000000; also -n).", default=600),
-    n_deprecated: int | None = deprecated_samples_option(),
     size: int = typer.Option(64, "--size", help="Image height and width in pixels (28..512)."),
     fmt: str = typer.Option("png", "--format", "-f", help="png, jpeg, dicom, nifti (grey only) or npz."),
     out: Path = typer.Option(
@@ -37,8 +34,7 @@ def phantom(
 
     from medrobust.data.phantoms import write_phantom
 
-    n = samples if n_deprecated is None else resolve_samples(None, n_deprecated, "medrobust data phantom")
-    path = write_phantom(modality, n, size, fmt, out, seed=seed, progress=progress)
+    path = write_phantom(modality, samples, size, fmt, out, seed=seed, progress=progress)
     record = json.loads((Path(out) / "phantom.json").read_text(encoding="utf-8"))
     parts = []
     for split, per_class in record["counts"].items():

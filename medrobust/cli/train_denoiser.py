@@ -10,10 +10,8 @@ from pathlib import Path
 import typer
 
 from medrobust.cli.options import (
-    deprecated_samples_option,
     from_config,
     progress_option,
-    resolve_samples,
     samples_option,
 )
 
@@ -64,7 +62,6 @@ def denoiser(
     samples: int | None = samples_option(
         "Number of images to use (also -n; safe under torchrun).", show_default=from_config("120")
     ),
-    n_deprecated: int | None = deprecated_samples_option(),
     out: Path | None = typer.Option(None, "--out", help="Output folder.", show_default=from_config()),
     config: Path | None = typer.Option(None, "--config", help="YAML config (options override it)."),
     param: list[str] | None = typer.Option(
@@ -111,8 +108,7 @@ def denoiser(
             data_cfg.update(kind="phantom", modality=data.split(":", 1)[1])
         else:
             data_cfg.update(kind="source", path=data)
-    n = resolve_samples(samples, n_deprecated, "medrobust train denoiser")
-    for key, value in (("preset", preset), ("size", size), ("n", n)):
+    for key, value in (("preset", preset), ("size", size), ("n", samples)):
         if value is not None:
             data_cfg[key] = value
     overrides = {

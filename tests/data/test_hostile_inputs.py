@@ -561,11 +561,11 @@ def test_phantom_count_capped_before_allocating(tmp_path):
 
 def test_phantom_cli_refuses_billion_and_hides_progress(tmp_path, capsys):
     assert (
-        main(["data", "phantom", "-m", "chest_xray", "--n", "1000000000", "--out", str(tmp_path / "a")]) == 2
+        main(["data", "phantom", "-m", "chest_xray", "-n", "1000000000", "--out", str(tmp_path / "a")]) == 2
     )
     err = capsys.readouterr().err
     assert "'n'" in err and "1000000000" in err and not (tmp_path / "a").exists()
-    argv = ["data", "phantom", "-m", "chest_xray", "--n", "201", "--size", "28", "--format", "npz"]
+    argv = ["data", "phantom", "-m", "chest_xray", "--samples", "201", "--size", "28", "--format", "npz"]
     assert main([*argv, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
     cap = capsys.readouterr()
     assert cap.err == "" and "wrote 201" in cap.out

@@ -250,13 +250,13 @@ def test_cli_phantom(tmp_path):
     app.command()(phantom)
     out = tmp_path / "cxr"
     result = CliRunner().invoke(
-        app, ["--modality", "chest_xray", "--n", "10", "--size", "32", "--format", "npz", "--out", str(out)]
+        app, ["--modality", "chest_xray", "-n", "10", "--size", "32", "--format", "npz", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "wrote 10 chest_xray phantoms" in result.output
     assert "train" in result.output and "pneumonia" in result.output
     assert (out / "chest_xray_phantom.npz").is_file()
-    bad = CliRunner().invoke(app, ["--modality", "chest", "--n", "2", "--out", str(tmp_path / "x")])
+    bad = CliRunner().invoke(app, ["--modality", "chest", "--samples", "2", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0
 
 

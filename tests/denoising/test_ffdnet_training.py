@@ -86,7 +86,7 @@ def test_cli_train_denoiser(tmp_path):
 
     out = tmp_path / "run"
     args = ["train", "denoiser", "--arch", "dncnn", "--sigma", "15/255", "--data", "phantom:brain_mri"]
-    args += ["--n", "24", "--size", "32", "--epochs", "1", "--param", "depth=3", "--param", "width=4"]
+    args += ["--samples", "24", "--size", "32", "--epochs", "1", "--param", "depth=3", "--param", "width=4"]
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
     spec = json.loads((out / "denoiser.json").read_text())
     assert spec["params"]["depth"] == 3 and spec["training"] == "gaussian-non-blind"

@@ -40,7 +40,7 @@ def _argv(model, data, out, *extra):
         "fgsm",
         "--eps",
         "2/255",
-        "--n",
+        "--samples",
         "100",
         "--defense",
         "none",
@@ -71,11 +71,11 @@ def test_folder_without_splits_is_audited_whole(flat_folder, tiny_model, tmp_pat
 
 def test_split_all_and_explicit_split_on_a_source_with_its_own_splits(easy_npz, tiny_model, tmp_path, capsys):
     out = tmp_path / "all"
-    assert main(_argv(tiny_model, easy_npz, out, "--split", "all", "--n", "50")) == 0
+    assert main(_argv(tiny_model, easy_npz, out, "--split", "all", "--samples", "50")) == 0
     data = json.loads((out / "results.json").read_text())["data"]
     assert data["split"] == "all" and data["n_available"] == 216 and data["n"] == 50
     out = tmp_path / "auto"
-    assert main(_argv(tiny_model, easy_npz, out, "--n", "8")) == 0
+    assert main(_argv(tiny_model, easy_npz, out, "--samples", "8")) == 0
     data = json.loads((out / "results.json").read_text())["data"]
     assert data["split"] == "test" and data["n_available"] == 40
     assert data["split_reason"] == "the source's own test split"

@@ -126,7 +126,7 @@ def test_audit_through_flags_only(easy_npz, tiny_model, tmp_path, capsys):
             "median",
             "--threat",
             "adaptive",
-            "--n",
+            "--samples",
             "8",
             "--seed",
             "5",

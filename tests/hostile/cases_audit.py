@@ -42,7 +42,7 @@ def _audit(d: Path, *extra: str, out: Path | None = None) -> list[str]:
         "fgsm",
         "--eps",
         "2/255",
-        "--n",
+        "--samples",
         "4",
         "--batch-size",
         "4",
@@ -200,5 +200,5 @@ for _label, _value in (("division-by-zero", "2/0"), ("word", "abc"), ("negative"
 @hostile("audit-n-zero")
 def _n_zero(d: Path) -> Call:
     argv = _audit(d)
-    argv[argv.index("--n") + 1] = "0"
+    argv[argv.index("--samples") + 1] = "0"
     return Call(argv, names=("n_samples",))

@@ -525,16 +525,16 @@ def _nifti_zero(d: Path) -> Call:
 
 @hostile("data-phantom-n-billion")
 def _phantom_billion(d: Path) -> Call:
-    argv = ["data", "phantom", "--modality", "chest_xray", "--n", "1000000000", "--out", _out(d)]
+    argv = ["data", "phantom", "--modality", "chest_xray", "--samples", "1000000000", "--out", _out(d)]
     return Call(argv, names=("'n'",), bomb=True)
 
 
 @hostile("data-phantom-n-zero")
 def _phantom_zero(d: Path) -> Call:
-    return Call(["data", "phantom", "--modality", "skin", "--n", "0", "--out", _out(d)], names=("'n'",))
+    return Call(["data", "phantom", "--modality", "skin", "--samples", "0", "--out", _out(d)], names=("'n'",))
 
 
 @hostile("data-phantom-npz-too-big-for-memory")
 def _phantom_npz_memory(d: Path) -> Call:
-    argv = ["data", "phantom", "-m", "skin", "--n", "1000000", "--size", "512", "-f", "npz", "--out", _out(d)]
+    argv = ["data", "phantom", "-m", "skin", "-n", "1000000", "--size", "512", "-f", "npz", "--out", _out(d)]
     return Call(argv, names=("'n'",))

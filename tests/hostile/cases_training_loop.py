@@ -133,7 +133,7 @@ hostile("loop-unfinished-run-without-resume")(_case(_saved_with_lr, (), ("--resu
 @hostile("loop-denoiser-resume-pickle-payload")
 def _denoiser_payload(d: Path) -> Call:
     _checkpoint(d).write_bytes(_pickle_payload(d))
-    argv = ["train", "denoiser", "--arch", "dncnn", "--data", "phantom:brain_mri", "--n", "8", "--size", "32"]
+    argv = ["train", "denoiser", "--arch", "dncnn", "--data", "phantom:brain_mri", "-n", "8", "--size", "32"]
     return Call(
         [*argv, "--epochs", "1", "--no-progress", "--resume", "--out", str(_out(d))], names=("last.pt",)
     )

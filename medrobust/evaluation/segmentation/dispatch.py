@@ -82,7 +82,6 @@ def segmentation_command(**flags: Any) -> None:
 
     import typer
 
-    from medrobust.cli.options import resolve_samples
     from medrobust.errors import ConfigError
     from medrobust.evaluation.segmentation.config import segmentation_config_from_dict
     from medrobust.evaluation.segmentation.runner import run_segmentation_audit
@@ -114,9 +113,8 @@ def segmentation_command(**flags: Any) -> None:
         over["defenses"] = _defense_specs(flags["defense"])
     if flags.get("threat"):
         over["threats"] = _split(flags["threat"])
-    n = resolve_samples(flags.get("samples"), flags.get("n_deprecated"), "medrobust audit")
     for key, value in (
-        ("n_samples", n),
+        ("n_samples", flags.get("samples")),
         ("batch_size", flags.get("batch_size")),
         ("device", flags.get("device")),
     ):
