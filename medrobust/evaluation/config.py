@@ -49,6 +49,50 @@ class _Strict(ConfigModel):
     pass
 
 
+def check_preset_name(v: str | None) -> str | None:
+    """A registered modality preset name (or None), with a "did you mean" for a typo."""
+    if v is None:
+        return v
+    try:
+        from medrobust.data import list_presets
+    except ImportError:
+        return v
+    names = list_presets()
+    if v not in names:
+        from medrobust.registry import did_you_mean
+
+        raise ValueError(f"unknown preset {v!r}.{did_you_mean(v, names)} Valid: {names}")
+    return v
+
+
+def square_size(v: Any) -> Any:
+    """``size: 64`` means ``[64, 64]``; anything else is left for the field's own validation."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return [v, v]
+    return v
+
+
+def check_attack_params(attack: type, who: str, params: dict[str, Any]) -> None:
+    """Refuse parameters the audit sets itself or the attack does not take; check their ranges now.
+
+    Args:
+        attack: The registered attack class.
+        who: The attack's name or label, for messages.
+        params: The config's parameters of the attack.
+    """
+    reserved = sorted(set(params) & set(RESERVED_ATTACK_PARAMS))
+    if reserved:
+        raise ValueError(
+            f"attack {who!r}: {reserved} are set by the audit (use 'budgets' for eps; "
+            "seeds derive from the run seed)"
+        )
+    valid = set(attack.param_names()) - set(RESERVED_ATTACK_PARAMS)
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ValueError(f"attack {who!r} has no parameter(s) {unknown}. Valid: {sorted(valid)}")
+    attack.check_params(params)  # ranges and caps now, not after the data are read
+
+
 def _check_path(value: Path | None, what: str) -> Path | None:
     if value is None:
         return None
@@ -149,25 +193,12 @@ class DataConfig(_Strict):
     @field_validator("size", mode="before")
     @classmethod
     def _size_list(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            return [v, v]
-        return v
+        return square_size(v)
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            from medrobust.data import list_presets
-        except ImportError:
-            return v
-        names = list_presets()
-        if v not in names:
-            from medrobust.registry import did_you_mean
-
-            raise ValueError(f"unknown preset {v!r}.{did_you_mean(v, names)} Valid: {names}")
-        return v
+        return check_preset_name(v)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -287,17 +318,7 @@ class AttackConfig(_Strict):
             self.label = cls.name
         if not _NAME_RE.match(self.label):
             raise ValueError(f"label must match {_NAME_RE.pattern}. Got {self.label!r}")
-        reserved = sorted(set(self.params) & set(RESERVED_ATTACK_PARAMS))
-        if reserved:
-            raise ValueError(
-                f"attack {self.name!r}: {reserved} are set by the audit (use 'budgets' for eps; "
-                "seeds derive from the run seed)"
-            )
-        valid = set(cls.param_names()) - set(RESERVED_ATTACK_PARAMS)
-        unknown = sorted(set(self.params) - valid)
-        if unknown:
-            raise ValueError(f"attack {self.name!r} has no parameter(s) {unknown}. Valid: {sorted(valid)}")
-        cls.check_params(self.params)  # ranges and caps now, not after the data are read
+        check_attack_params(cls, self.name, self.params)
         return self
 
     def full_params(self) -> dict[str, Any]:

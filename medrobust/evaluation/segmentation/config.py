@@ -33,15 +33,22 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from medrobust.errors import ConfigError
-from medrobust.evaluation.config import THREATS, Budgets, DefenseConfig, ModelConfig
+from medrobust.evaluation.config import (
+    _NAME_RE,
+    RESERVED_ATTACK_PARAMS,
+    THREATS,
+    Budgets,
+    DefenseConfig,
+    ModelConfig,
+    check_attack_params,
+    check_preset_name,
+    square_size,
+)
 from medrobust.metrics_segmentation import DETECTION_THRESHOLD
 from medrobust.run.config import ConfigModel, read_config, validate_config
 
 #: The value of ``task`` that selects this audit.
 TASK = "segmentation"
-#: Attack parameters the audit sets itself.
-RESERVED_PARAMS = ("eps", "seed", "bounds")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
 class SegmentationDataConfig(ConfigModel):
@@ -88,23 +95,12 @@ class SegmentationDataConfig(ConfigModel):
     @field_validator("preset")
     @classmethod
     def _preset(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from medrobust.data import list_presets
-
-        names = list_presets()
-        if v not in names:
-            from medrobust.registry import did_you_mean
-
-            raise ValueError(f"unknown preset {v!r}.{did_you_mean(v, names)} Valid: {names}")
-        return v
+        return check_preset_name(v)
 
     @field_validator("size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            return [v, v]
-        return v
+        return square_size(v)
 
 
 class SegmentationAttackConfig(ConfigModel):
@@ -123,17 +119,7 @@ class SegmentationAttackConfig(ConfigModel):
         self.label = self.label or cls.name
         if not _NAME_RE.match(self.label) or self.label.lower() == "worst":
             raise ValueError(f"label must match {_NAME_RE.pattern} and not be 'worst'. Got {self.label!r}")
-        reserved = sorted(set(self.params) & set(RESERVED_PARAMS))
-        if reserved:
-            raise ValueError(
-                f"attack {self.label!r}: {reserved} are set by the audit (use 'budgets' for eps; seeds "
-                "derive from the run seed)"
-            )
-        valid = sorted(set(cls.param_names()) - set(RESERVED_PARAMS))
-        unknown = sorted(set(self.params) - set(valid))
-        if unknown:
-            raise ValueError(f"attack {self.label!r} has no parameter(s) {unknown}. Valid: {valid}")
-        cls.check_params(self.params)
+        check_attack_params(cls, self.label, self.params)
         return self
 
     @property
@@ -168,7 +154,7 @@ class SegmentationAttackConfig(ConfigModel):
                 if p.default is not p.empty:
                     out.setdefault(p.name, p.default)
         out.update(self.params)
-        for key in RESERVED_PARAMS:
+        for key in RESERVED_ATTACK_PARAMS:
             out.pop(key, None)
         params = json.loads(json.dumps(out, sort_keys=True, default=str))
         return {"name": self.name, "norm": self.norm, "params": params}
