@@ -155,9 +155,7 @@ class Gate:
 
     def passes(self, value: float | None) -> bool:
         """Whether a metric value satisfies the gate (missing/NaN values fail)."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return False
-        return bool(_OPS[self.op](float(value), self.value))
+        return compare(self.op, value, self.value)
 
     @property
     def tested(self) -> str:
@@ -197,6 +195,20 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored in results.json ``gates``."""
         return self.outcome().to_dict()
+
+
+def gate_threshold(raw: str, text: str) -> float:
+    """A gate's threshold: a number, a fraction ("3/5") or a percentage ("70%" is 0.7)."""
+    if raw.endswith("%"):
+        return parse_number(raw[:-1], "value", f"gate {text!r}") / 100.0
+    return parse_number(raw, "value", f"gate {text!r}")
+
+
+def compare(op: str, value: float | None, threshold: float) -> bool:
+    """Whether ``value OP threshold`` holds; a missing or NaN value fails."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(_OPS[op](float(value), threshold))
 
 
 def parse_gate(text: str) -> Gate:
@@ -268,13 +280,9 @@ def parse_gate(text: str) -> Gate:
             f"Gate {text!r}: a 'worst' gate tests the per-sample worst-case robust accuracy; metric "
             f"{metric!r} is not defined for it. Use one of {', '.join(WORST_METRICS)}."
         )
-    raw = m["value"]
-    value = (
-        parse_number(raw[:-1], "value", f"gate {text!r}") / 100.0
-        if raw.endswith("%")
-        else (parse_number(raw, "value", f"gate {text!r}"))
+    return Gate(
+        text.strip(), attack, eps, metric, m["op"], gate_threshold(m["value"], text), target, threat, bound
     )
-    return Gate(text.strip(), attack, eps, metric, m["op"], value, target, threat, bound)
 
 
 def check_gate_metrics(gates: Iterable[Gate], num_classes: int) -> None:

@@ -29,8 +29,6 @@ A gate that does not parse, names an unknown metric or label, or matches no cell
 
 from __future__ import annotations
 
-import math
-import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from typing import Any
 
 from medrobust.errors import ConfigError
 from medrobust.evaluation.budgets import same_budget
+from medrobust.evaluation.gate import _NUM, BOUNDS, compare, gate_threshold
 from medrobust.validation import parse_number
 
 #: Metrics a segmentation gate may name.
@@ -52,10 +51,6 @@ SEGMENTATION_GATE_METRICS = (
 )
 #: Metrics that take a label (``dice:nodule``).
 LABELLED_METRICS = ("dice", "hd95", "clean_dice", "clean_hd95")
-BOUNDS = ("value", "lower", "upper")
-
-_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
-_NUM = r"[0-9][0-9.eE+-]*(?:/[0-9.]+)?"
 _GATE_RE = re.compile(
     r"^\s*(?P<attack>\*|[A-Za-z0-9][A-Za-z0-9_.+-]*)"
     rf"@(?P<eps>\*|{_NUM})"
@@ -127,9 +122,7 @@ class SegmentationGate:
 
     def passes(self, value: float | None) -> bool:
         """Whether ``value`` satisfies the gate (missing or NaN values fail)."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return False
-        return bool(_OPS[self.op](float(value), self.value))
+        return compare(self.op, value, self.value)
 
     @property
     def tested(self) -> str:
@@ -161,12 +154,6 @@ class SegmentationGateResult:
             "checked": list(self.checked),
             "failures": [{"cell": k, "value": v} for k, v in self.failures],
         }
-
-
-def _number(text: str, gate: str) -> float:
-    if text.endswith("%"):
-        return parse_number(text[:-1], "value", f"gate {gate!r}") / 100.0
-    return parse_number(text, "value", f"gate {gate!r}")
 
 
 def parse_segmentation_gate(text: Any) -> SegmentationGate:
@@ -231,7 +218,7 @@ def parse_segmentation_gate(text: Any) -> SegmentationGate:
         eps,
         metric,
         m["op"],
-        _number(m["value"], text),
+        gate_threshold(m["value"], text),
         label,
         target,
         threat,
