@@ -264,8 +264,39 @@ class SampleOutcomes(Record):
     adv_probs: list[list[float]] | None = None
 
 
+class Addressed:
+    """What cells, worst cases and certified cells share: gates address them the same way.
+
+    The dataclasses mixing this in have ``target``, ``threat``, ``attack``, ``eps``,
+    ``eps_label``, ``metrics`` (with ``robust_accuracy``) and ``intervals``.
+    """
+
+    target: str | None
+    threat: str | None
+    attack: str | None
+    eps: float | None
+    eps_label: str | None
+    metrics: Any
+    intervals: dict[str, Interval] | None
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Robust (or certified) accuracy, NaN when undefined, for sorting and comparisons."""
+        value = self.metrics.robust_accuracy
+        return math.nan if value is None else float(value)
+
+    def interval(self, metric: str) -> Interval | None:
+        """The 95 % interval of ``metric`` (``None`` when there is none)."""
+        return (self.intervals or {}).get(metric)
+
+    @property
+    def ident(self) -> str:
+        """``target/threat/attack@eps`` (gate messages)."""
+        return f"{self.target}/{self.threat}/{self.attack}@{self.eps_label or self.eps}"
+
+
 @dataclass
-class Cell(Record):
+class Cell(Addressed, Record):
     """One cell: target × threat × attack × budget, its metrics and per-sample outcomes.
 
     ``eps`` is the budget in image units of the card's bounds (``None``: unbounded), and
@@ -302,21 +333,6 @@ class Cell(Record):
     #: Whether the attack averaged its gradients over draws of a randomised target (EOT).
     eot: bool | None = plain(optional=True)
 
-    @property
-    def robust_accuracy(self) -> float:
-        """Robust accuracy (NaN when undefined), for sorting and comparisons."""
-        value = self.metrics.robust_accuracy
-        return math.nan if value is None else float(value)
-
-    def interval(self, metric: str) -> Interval | None:
-        """The 95 % interval of ``metric`` (``None`` when there is none)."""
-        return (self.intervals or {}).get(metric)
-
-    @property
-    def ident(self) -> str:
-        """``target/threat/attack@eps`` (gate messages)."""
-        return f"{self.target}/{self.threat}/{self.attack}@{self.eps_label or self.eps}"
-
 
 @dataclass
 class WorstMetrics(Record):
@@ -329,7 +345,7 @@ class WorstMetrics(Record):
 
 
 @dataclass
-class WorstCase(Record):
+class WorstCase(Addressed, Record):
     """The per-sample worst case over the attacks of a norm and budget (``worst_cases[]``).
 
     It addresses like a cell (``attack="worst"``, gates ``worst@EPS``); ``threat="all"``
@@ -349,15 +365,6 @@ class WorstCase(Record):
     metrics: WorstMetrics = nested(WorstMetrics, default=WorstMetrics)
     intervals: dict[str, Interval] | None = nested(dict_of(Interval), optional=True)
 
-    def interval(self, metric: str) -> Interval | None:
-        """The 95 % interval of ``metric`` (``None`` when there is none)."""
-        return (self.intervals or {}).get(metric)
-
-    @property
-    def ident(self) -> str:
-        """``target/threat/worst@eps`` (gate messages)."""
-        return f"{self.target}/{self.threat}/{self.attack}@{self.eps_label or self.eps}"
-
 
 @dataclass
 class CertifiedSamples(Record):
@@ -371,7 +378,7 @@ class CertifiedSamples(Record):
 
 
 @dataclass
-class CertifiedCell(Record):
+class CertifiedCell(Addressed, Record):
     """A certified cell (``certified[]``): certified accuracy of a smoothed target at one L2 radius.
 
     It addresses like a cell (``threat="certified"``, ``attack="certified"``; gates
@@ -398,21 +405,6 @@ class CertifiedCell(Record):
     intervals: dict[str, Interval] | None = nested(dict_of(Interval), optional=True)
     samples: CertifiedSamples = nested(CertifiedSamples, default=CertifiedSamples)
     seconds: float | None = None
-
-    @property
-    def robust_accuracy(self) -> float:
-        """Certified accuracy (NaN when undefined)."""
-        value = self.metrics.robust_accuracy
-        return math.nan if value is None else float(value)
-
-    def interval(self, metric: str) -> Interval | None:
-        """The 95 % interval of ``metric`` (``None`` when there is none)."""
-        return (self.intervals or {}).get(metric)
-
-    @property
-    def ident(self) -> str:
-        """``target/certified/certified@radius`` (gate messages)."""
-        return f"{self.target}/{self.threat}/{self.attack}@{self.eps_label or self.eps}"
 
 
 # -- flags, gates, verdict ------------------------------------------------------------------------
