@@ -50,7 +50,6 @@ clean and effective adversarial predictions, success, norms and queries.
 
 from __future__ import annotations
 
-import errno
 import time
 from functools import partial
 from pathlib import Path
@@ -61,7 +60,6 @@ import torch
 from torch import nn
 
 from medrobust import __version__
-from medrobust.errors import ConfigError
 from medrobust.evaluation.audited import audited_data_summary, import_summary
 from medrobust.evaluation.config import BARE, CERTIFIED, AuditConfig, dump_config
 from medrobust.evaluation.crafting import (
@@ -115,7 +113,7 @@ from medrobust.evaluation.targets import (
 )
 from medrobust.evaluation.verdict import complete_results
 from medrobust.run.seeds import derive_seed
-from medrobust.utils.lock import RunLock
+from medrobust.utils.lock import RunLock, claim_run_folder
 from medrobust.utils.logging import get_logger
 
 #: Files of a finished audit that ``fresh=True`` removes with the state (besides examples and plots).
@@ -146,37 +144,6 @@ def _resolve_device(config: AuditConfig, ctx: ShardContext) -> torch.device:
     if ctx.distributed and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ctx.local_rank)
     return device
-
-
-def _claim_out(out: Path, locks: list[RunLock]) -> None:
-    """Make ``out`` a writable folder and lock it for this audit (rank 0 only).
-
-    Raises:
-        ConfigError: ``out`` is a file, lies under a file, cannot be created or written, or
-            is locked by another live audit (naming the folder and the owner).
-    """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            f"The --out path {out} is a file; expected a folder for the audit's run (created when missing)."
-        )
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(
-                    f"The --out folder {out} cannot be created: {parent} is a file, not a folder."
-                )
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"The --out folder {out} cannot be created ({exc.strerror or exc}).") from None
-    lock = RunLock(out, "audit")
-    try:
-        lock.acquire()
-    except OSError as exc:
-        why = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
-        raise ConfigError(f"The --out folder {out} is not writable ({why}); choose another --out.") from None
-    locks.append(lock)
 
 
 def run_audit(
@@ -228,7 +195,7 @@ def run_audit(
     def claim() -> None:
         # Only rank 0 writes the folder, so it alone takes the lock; the other ranks trust it.
         if ctx.is_main:
-            _claim_out(out, locks)
+            locks.append(claim_run_folder(out, "audit"))
             if not fresh:  # a corrupt state.json or changed settings: refused before any loading
                 AuditState.precheck(out, config.run_inputs())
 

@@ -243,3 +243,41 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def claim_run_folder(out: Path, purpose: str) -> RunLock:
+    """Make ``out`` a writable folder and lock it for this run; returns the acquired lock.
+
+    Args:
+        out: The run folder (created when missing).
+        purpose: What runs there ("audit", "segmentation audit"), named in the lock and messages.
+
+    Raises:
+        ConfigError: ``out`` is a file, lies under a file, cannot be created or written, or is
+            locked by another live run (naming the folder and the owner).
+    """
+    import errno
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"The --out path {out} is a file; expected a folder for the {purpose}'s run "
+            "(created when missing)."
+        )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"The --out folder {out} cannot be created: {parent} is a file, not a folder."
+                )
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"The --out folder {out} cannot be created ({exc.strerror or exc}).") from None
+    lock = RunLock(out, purpose)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        why = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        raise ConfigError(f"The --out folder {out} is not writable ({why}); choose another --out.") from None
+    return lock

@@ -23,7 +23,6 @@ Flow of :func:`run_segmentation_audit` (conventions of :mod:`medrobust.evaluatio
 
 from __future__ import annotations
 
-import errno
 import shutil
 import time
 from pathlib import Path
@@ -57,7 +56,7 @@ from medrobust.evaluation.segmentation.targets import (
 )
 from medrobust.run.seeds import derive_seed
 from medrobust.run.state import FRESH_HINT, RunState
-from medrobust.utils.lock import RunLock
+from medrobust.utils.lock import claim_run_folder
 from medrobust.utils.logging import get_logger
 
 log = get_logger("evaluation.segmentation")
@@ -190,24 +189,6 @@ class AuditPairs:
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def _claim_out(out: Path) -> RunLock:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            f"The --out path {out} is a file; expected a folder for the audit (created when missing)."
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"The --out folder {out} cannot be created ({exc.strerror or exc}).") from None
-    lock = RunLock(out, "segmentation audit")
-    try:
-        lock.acquire()
-    except OSError as exc:
-        why = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
-        raise ConfigError(f"The --out folder {out} is not writable ({why}); choose another --out.") from None
-    return lock
-
-
 def _wipe_outputs(out: Path) -> None:
     for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
@@ -239,7 +220,7 @@ def run_segmentation_audit(
     """
     gates = [parse_segmentation_gate(g) for g in config.gates]
     out = Path(out)
-    lock = _claim_out(out)
+    lock = claim_run_folder(out, "segmentation audit")
     try:
         if not fresh:
             SegmentationAuditState.precheck(out, config.run_inputs())
