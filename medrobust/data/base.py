@@ -106,6 +106,31 @@ def canonical_split(name: Any, where: object = "split") -> str:
     return SPLIT_ALIASES[key]
 
 
+class SplitRecords:
+    """Records with a ``split`` each, selected by split name: shared by every kind of source.
+
+    The host sets ``_records`` (objects with a ``split`` attribute) and ``root`` (what errors name).
+    """
+
+    _records: list[Any]
+    root: Any
+
+    def records(self, split: str | None = None) -> list[Any]:
+        """Records of ``split`` (``"train"``, ``"val"``, ``"test"``; aliases accepted) or all of them."""
+        if split is None:
+            return list(self._records)
+        name = canonical_split(split, self.root)
+        return [r for r in self._records if r.split == name]
+
+    def splits(self) -> list[str]:
+        """Split names present, in train/val/test order."""
+        present = {r.split for r in self._records}
+        return [s for s in SPLIT_NAMES if s in present]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
 def check_label(value: Any, where: object, what: str = "label") -> int:
     """Validate one integer class label: a whole number in ``[0, MAX_CLASSES)``.
 
@@ -197,7 +222,7 @@ def _check_fractions(fractions: Any) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-class Source(ABC):
+class Source(SplitRecords, ABC):
     """Base class of every data source.
 
     Subclasses implement :meth:`_index` (list the records, labels and own splits) and
@@ -305,21 +330,6 @@ class Source(ABC):
         self._records = records
 
     # -- public API -----------------------------------------------------------------------------
-    def records(self, split: str | None = None) -> list[Record]:
-        """Records of ``split`` (``"train"``, ``"val"``, ``"test"``; aliases accepted) or all of them."""
-        if split is None:
-            return list(self._records)
-        name = canonical_split(split, self.root)
-        return [r for r in self._records if r.split == name]
-
-    def splits(self) -> list[str]:
-        """Split names present, in train/val/test order."""
-        present = {r.split for r in self._records}
-        return [s for s in SPLIT_NAMES if s in present]
-
-    def __len__(self) -> int:
-        return len(self._records)
-
     def relpath(self, path: str | os.PathLike[str] | None) -> str:
         """``path`` relative to the source root (a file source's root is its folder)."""
         if path is None:

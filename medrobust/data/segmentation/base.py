@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medrobust.data.base import SPLIT_NAMES, canonical_split, check_finite, safe_meta
+from medrobust.data.base import SplitRecords, canonical_split, check_finite, safe_meta
 from medrobust.errors import ConfigError, DataError
 from medrobust.limits import MAX_CLASSES
 from medrobust.registry import Registry
@@ -167,7 +167,7 @@ def check_mask(mask: np.ndarray, image_shape: Sequence[int], num_labels: int, wh
     return rounded.astype(np.int64)
 
 
-class SegmentationSource(ABC):
+class SegmentationSource(SplitRecords, ABC):
     """Base class of image + mask sources.
 
     Subclasses implement :meth:`_index` (list the pairs, with their own splits where the data
@@ -272,21 +272,6 @@ class SegmentationSource(ABC):
     def num_labels(self) -> int:
         """Number of labels (background included)."""
         return len(self.label_names)
-
-    def records(self, split: str | None = None) -> list[PairRecord]:
-        """Pairs of ``split`` (``"train"``, ``"val"``, ``"test"``; aliases accepted) or all of them."""
-        if split is None:
-            return list(self._records)
-        name = canonical_split(split, self.root)
-        return [r for r in self._records if r.split == name]
-
-    def splits(self) -> list[str]:
-        """Split names present, in train/val/test order."""
-        present = {r.split for r in self._records}
-        return [s for s in SPLIT_NAMES if s in present]
-
-    def __len__(self) -> int:
-        return len(self._records)
 
     def _loader(self, which: str) -> Any:
         if which not in self._loaders:
