@@ -112,7 +112,8 @@ def write_segmentation_phantom(
     """Generate ``n`` phantom images with masks and write them in layout ``fmt``.
 
     Args:
-        modality: A segmentation phantom (``chest_xray``, ``skin``, ``retina_fundus``, ``brain_mri``).
+        modality: A segmentation phantom (``chest_xray``, ``skin``, ``retina_fundus``, ``retina_oct``,
+            ``brain_mri``).
         n: Number of samples.
         size: Side length in pixels (voxels for 3D).
         fmt: ``decathlon``, ``png`` or ``csv`` (see the module docstring).
