@@ -239,8 +239,7 @@ def predict_robust(
     The validation score of adversarial training (robust overfitting: Rice et al. 2020 keep the
     epoch with the best robust validation accuracy). Gathered from all ranks when distributed.
     """
-    from medrobust import distributed as dist_utils
-    from medrobust.models.checkpoint import unwrap_model
+    from medrobust.models.predictions import collect_predictions
 
     pgd = AdversarialTraining(
         "pgd", recipe.eps, recipe.steps, recipe.alpha, recipe.beta, recipe.bounds, recipe.eps_text
@@ -257,11 +256,4 @@ def predict_robust(
         logits_list.append(_forward(model, adv))
         labels_list.append(labels.cpu())
     model.train(was_training)
-    card = getattr(unwrap_model(model), "card", None)
-    k = card.num_classes if card is not None else 0
-    logits = torch.cat(logits_list) if logits_list else torch.zeros(0, k)
-    labels_t = torch.cat(labels_list) if labels_list else torch.zeros(0, dtype=torch.long)
-    if dist_utils.is_distributed():
-        logits = dist_utils.all_gather_tensor(logits)
-        labels_t = dist_utils.all_gather_tensor(labels_t)
-    return logits, labels_t
+    return collect_predictions(model, logits_list, labels_list)

@@ -31,8 +31,9 @@ from medrobust.errors import ConfigError, DataError
 from medrobust.limits import MAX_IMAGE_PIXELS
 from medrobust.metrics import classification_metrics
 from medrobust.models.card import ModelCard, format_validation_error
-from medrobust.models.checkpoint import WEIGHTS_NAME, save_checkpoint, unwrap_model
+from medrobust.models.checkpoint import WEIGHTS_NAME, save_checkpoint
 from medrobust.models.classifier import build_classifier
+from medrobust.models.predictions import collect_predictions
 from medrobust.models.registry import MAX_PARAMETERS, check_arch_kwargs, count_parameters, get_classifier_arch
 from medrobust.registry import did_you_mean
 from medrobust.run.config import ConfigModel
@@ -733,14 +734,7 @@ def predict(
         logits_list.append(out.float().cpu())
         labels_list.append(labels.cpu())
     model.train(was_training)
-    card = getattr(unwrap_model(model), "card", None)
-    k = card.num_classes if card is not None else 0
-    logits = torch.cat(logits_list) if logits_list else torch.zeros(0, k)
-    labels_t = torch.cat(labels_list) if labels_list else torch.zeros(0, dtype=torch.long)
-    if dist_utils.is_distributed():
-        logits = dist_utils.all_gather_tensor(logits)
-        labels_t = dist_utils.all_gather_tensor(labels_t)
-    return logits, labels_t
+    return collect_predictions(model, logits_list, labels_list)
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS) -> None:
