@@ -19,7 +19,7 @@ import math
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from torch import nn
@@ -169,6 +169,34 @@ def count_parameters(name: str, in_channels: int, num_classes: int, spatial_dims
     return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
 
 
+def check_network_shape(
+    owner: str, in_channels: Any, num_classes: Any, spatial_dims: Any, supported: Sequence[int]
+) -> tuple[int, int, int]:
+    """Validate a network's input channels, output classes and spatial dimensions.
+
+    Args:
+        owner: What the messages name (``"classifier 'small_cnn'"``).
+        in_channels: Input channels (>= 1).
+        num_classes: Output classes or labels (2 to ``MAX_CLASSES``).
+        spatial_dims: 2 or 3, one of ``supported``.
+        supported: The spatial dimensions the architecture builds for.
+
+    Returns:
+        The three values as ints.
+
+    Raises:
+        ConfigError: naming the parameter, what was expected and what came in.
+    """
+    in_channels = check_int(in_channels, "in_channels", owner, low=1)
+    num_classes = check_int(num_classes, "num_classes", owner, low=2, high=MAX_CLASSES)
+    spatial_dims = check_int(spatial_dims, "spatial_dims", owner, low=2, high=3)
+    if spatial_dims not in supported:
+        raise ConfigError(
+            f"The 'spatial_dims' parameter of {owner} must be one of {list(supported)}. Got {spatial_dims}."
+        )
+    return in_channels, num_classes, spatial_dims
+
+
 def create_classifier(
     name: str, in_channels: int, num_classes: int, spatial_dims: int = 2, **kw: Any
 ) -> nn.Module:
@@ -190,14 +218,9 @@ def create_classifier(
     """
     arch = get_classifier_arch(name)
     owner = f"classifier {arch.name!r}"
-    in_channels = check_int(in_channels, "in_channels", owner, low=1)
-    num_classes = check_int(num_classes, "num_classes", owner, low=2, high=MAX_CLASSES)
-    spatial_dims = check_int(spatial_dims, "spatial_dims", owner, low=2, high=3)
-    if spatial_dims not in arch.spatial_dims:
-        raise ConfigError(
-            f"The 'spatial_dims' parameter of {owner} must be one of {list(arch.spatial_dims)}. "
-            f"Got {spatial_dims}."
-        )
+    in_channels, num_classes, spatial_dims = check_network_shape(
+        owner, in_channels, num_classes, spatial_dims, arch.spatial_dims
+    )
     kw = check_arch_kwargs(arch.name, kw)
     n_params = count_parameters(arch.name, in_channels, num_classes, spatial_dims, **kw)
     if n_params > MAX_PARAMETERS:

@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from medrobust.errors import ConfigError
-from medrobust.limits import MAX_CLASSES
-from medrobust.models.registry import MAX_PARAMETERS
+from medrobust.models.registry import MAX_PARAMETERS, check_network_shape
 from medrobust.registry import Registry, did_you_mean
 from medrobust.validation import check_int
 
@@ -149,14 +148,9 @@ def create_segmenter(
 
     arch = get_segmenter_arch(name)
     owner = f"segmenter {arch.name!r}"
-    in_channels = check_int(in_channels, "in_channels", owner, low=1)
-    num_classes = check_int(num_classes, "num_classes", owner, low=2, high=MAX_CLASSES)
-    spatial_dims = check_int(spatial_dims, "spatial_dims", owner, low=2, high=3)
-    if spatial_dims not in arch.spatial_dims:
-        raise ConfigError(
-            f"The 'spatial_dims' parameter of {owner} must be one of {list(arch.spatial_dims)}. "
-            f"Got {spatial_dims}."
-        )
+    in_channels, num_classes, spatial_dims = check_network_shape(
+        owner, in_channels, num_classes, spatial_dims, arch.spatial_dims
+    )
     size = _checked_size(arch, spatial_size or (64,) * spatial_dims, spatial_dims)
     missing = arch.missing_packages()
     if missing:
