@@ -1,4 +1,4 @@
-"""Attacks on segmenters (FGSM, PGD L∞/L2, SegPGD, SPSA), one file each, found through their own registry.
+"""Attacks on segmenters (FGSM, PGD L∞/L2, APGD, SegPGD, SPSA), one file each, in their own registry.
 
 >>> from medrobust.attacks.segmentation import create_segmentation_attack
 >>> atk = create_segmentation_attack("segpgd", segmenter, eps="8/255", goal="erase-lesion")  # doctest: +SKIP
