@@ -1,4 +1,4 @@
-"""Image + mask layouts (Decathlon, CSV manifest, mask folder), one file each."""
+"""Image + mask layouts (Decathlon, CSV manifest, mask folder, DICOM series), one file each."""
 
 from medrobust.registry import import_submodules
 
