@@ -61,19 +61,76 @@ def save_segmenter(
     return run_dir
 
 
-def load_segmenter(run_dir: str | Path) -> MedicalSegmenter:
-    """Load a segmenter run folder (in eval mode).
+def _program_file(path: Path, format: str | None) -> Path | None:
+    """The ONNX/TorchScript file ``path`` names (itself, or the one in a weightless folder), or None."""
+    from medrobust.models.imports import SUFFIXES
+    from medrobust.models.segmentation.exported import PROGRAM_FORMATS
+
+    suffixes = {s for fmt in PROGRAM_FORMATS for s in SUFFIXES[fmt]}
+    if path.is_file():
+        return path if format is not None or path.suffix.lower() in suffixes else None
+    if not path.is_dir() or (path / WEIGHTS_NAME).is_file():
+        return None
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if len(found) > 1:
+        raise CheckpointError(
+            f"{path}: holds several model files {[p.name for p in found[:5]]}; pass the one to load."
+        )
+    return found[0] if found else None
+
+
+def load_segmenter(
+    run_dir: str | Path, card: Any = None, format: str | None = None, **import_opts: Any
+) -> MedicalSegmenter:
+    """Load a segmenter (in eval mode): a run folder, or an ONNX / TorchScript segmenter.
+
+    ONNX and TorchScript files are programs, read only by suffix (``.onnx``; ``.ts``,
+    ``.torchscript``, ``.jit``) or an explicit ``format``
+    (:func:`~medrobust.models.segmentation.exported.import_segmenter`): the file itself with ``card``
+    or a ``card.json`` beside it, or a folder holding ``card.json`` and one such file (no weights).
+
+    Args:
+        run_dir: Run folder, its ``model.safetensors``, a program file or a folder holding one.
+        card: The imported segmenter's card (object, dict or path; ``task: segmentation``).
+        format: ``"onnx"`` or ``"torchscript"`` whatever the suffix.
+        **import_opts: ``tolerance``, ``n_check``, ``check_seed`` of the import check.
 
     Raises:
         CheckpointError: naming the file when the weights or card are missing, unreadable, not a
-            segmenter's, hold NaN/inf, or do not fit the recorded architecture.
+            segmenter's, hold NaN/inf, or do not fit the recorded architecture (or the imported
+            program fails its import check).
+        ConfigError: options given for a run folder, or unknown import options.
     """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from medrobust.models.imports import check_finite_tensors, error_summary, load_state_into
+    from medrobust.models.segmentation.exported import IMPORT_OPTIONS, import_segmenter
+    from medrobust.registry import did_you_mean
 
+    unknown = sorted(set(import_opts) - set(IMPORT_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            "load_segmenter got unexpected option(s) "
+            f"{unknown}.{did_you_mean(unknown[0], list(IMPORT_OPTIONS))} "
+            f"Valid options: {list(IMPORT_OPTIONS)}."
+        )
     run_dir = Path(run_dir)
+    program = _program_file(run_dir, format)
+    if program is not None:
+        return import_segmenter(program, card, format, **import_opts)
+    if run_dir.is_file() and run_dir.suffix.lower() != ".safetensors":
+        raise CheckpointError(
+            f"{run_dir}: a segmenter is a run folder (model.safetensors + card.json), an .onnx or a .ts "
+            f"(.torchscript, .jit) file; got suffix {run_dir.suffix or '(none)'!r}. A program under another "
+            "suffix loads only with format='onnx' or 'torchscript' (it runs code: never guessed by content)."
+        )
+    if card is not None or format is not None or import_opts:
+        raise ConfigError(
+            f"{run_dir}: a segmenter run folder carries its own card and safetensors weights; card, format "
+            "and "
+            "import options apply to ONNX/TorchScript files."
+        )
     path = run_dir / WEIGHTS_NAME if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise CheckpointError(f"{path}: no segmenter weights (expected {WEIGHTS_NAME} in the run folder).")
