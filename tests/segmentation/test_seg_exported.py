@@ -115,3 +115,15 @@ def test_programs_by_suffix_or_format_only_and_with_a_segmentation_card(exported
         load_segmenter(root / "seg.ts", card=two)
     with pytest.raises(CheckpointError, match=r"importing a segmenter needs a card"):
         load_segmenter(root / "seg.ts")
+
+
+def test_segmenter_files_names_what_is_read_for_the_provenance_hashes(exported, skin_run):
+    from medrobust.models.segmentation.checkpoint import segmenter_files
+
+    _, root = exported
+    assert segmenter_files(root / "onnx") == (root / "onnx" / "seg.onnx", root / "onnx" / "card.json")
+    assert segmenter_files(root / "seg.ts", card=root / "seg_card.json") == (
+        root / "seg.ts",
+        root / "seg_card.json",
+    )
+    assert segmenter_files(skin_run) == (skin_run / "model.safetensors", skin_run / "card.json")

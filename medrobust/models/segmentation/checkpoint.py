@@ -79,6 +79,26 @@ def _program_file(path: Path, format: str | None) -> Path | None:
     return found[0] if found else None
 
 
+def segmenter_files(
+    path: str | Path, card: Any = None, format: str | None = None
+) -> tuple[Path, Path | None]:
+    """The model file and the card file :func:`load_segmenter` reads for ``path`` (for provenance hashes).
+
+    A run folder gives ``model.safetensors`` and its ``card.json``; an ONNX/TorchScript segmenter its
+    program file and ``card`` when that is a path, else the ``card.json`` beside the program (None when
+    the card is an object or absent). Nothing is read but the folder's listing.
+    """
+    path = Path(path)
+    program = _program_file(path, format)
+    if program is None:
+        weights = path / WEIGHTS_NAME if path.is_dir() else path
+        return weights, weights.with_name(CARD_NAME)
+    if isinstance(card, (str, Path)):
+        return program, Path(card)
+    beside = program.with_name(CARD_NAME)
+    return program, beside if card is None and beside.is_file() else None
+
+
 def load_segmenter(
     run_dir: str | Path, card: Any = None, format: str | None = None, **import_opts: Any
 ) -> MedicalSegmenter:
