@@ -89,7 +89,7 @@ class RetinaOCTSegmentationPhantom(SegmentationPhantom):
                 cx = fovea + u(-0.25, 0.25)
                 col = int(np.clip((cx + 1) / 2 * s, 0, s - 1))
                 cy = ilm[col] + edges[2][col] + u(0.25, 0.75) * (edges[5][col] - edges[2][col])
-                cyst = soft_ellipse(yy, xx, cy, cx, u(0.03, 0.06), u(0.05, 0.1), edge=0.01)
+                cyst = soft_ellipse(yy, xx, cy, cx, u(0.05, 0.08), u(0.07, 0.14), edge=0.01)
                 img = img * (1.0 - 0.9 * cyst)
                 mask[(cyst >= 0.5) & retina] = _FLUID
         img = blur(img, u(0.004, 0.01), s)

@@ -222,6 +222,8 @@ class DicomSeriesSource(CsvPairSource):
                 raise DataError(
                     where, f"image {row[image_col]!r} is listed twice (lines {seen[image]} and {line})"
                 )
+            if label in self._image_of:
+                raise DataError(where, f"label {row[label_col]!r} already labels another series")
             seen[image] = line
             self._image_of[label] = image
             split = (row.get(split_col) or "").strip() if split_col in fields else ""
