@@ -48,22 +48,74 @@ def _label_rgba(labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def _grey(image: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
-    """A 2-D (H, W) or RGB (H, W, 3) picture of a ``(C, H, W)`` or ``(C, D, H, W)`` image in [0, 1]."""
+    """A 2-D (H, W) or RGB (H, W, 3) picture of a ``(C, H, W)`` image in [0, 1]."""
     low, high = bounds
-    x = (image - low) / max(high - low, 1e-12)
-    if x.ndim == 4:  # volume: the middle slice
-        x = x[:, x.shape[1] // 2]
-    return np.clip(x[0] if x.shape[0] == 1 else np.moveaxis(x[:3], 0, -1), 0, 1)
+    x = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
+    return x[0] if x.shape[0] == 1 else np.moveaxis(x[:3], 0, -1)
 
 
-def _slice(labels: np.ndarray) -> np.ndarray:
-    return labels[labels.shape[0] // 2] if labels.ndim == 3 else labels
+def axial(volume: np.ndarray, index: int) -> np.ndarray:
+    """Axial slice ``index`` of a volume ``(..., X, Y, Z)`` in RAS voxel order, shown radiologically.
+
+    medrobust reads volumes in RAS order (NIfTI is reoriented on reading), so the last axis runs
+    inferior → superior and an axial slice fixes it. The slice is drawn the radiological way:
+    anterior at the top and the patient's right on the viewer's left.
+    """
+    plane = np.swapaxes(volume[..., index], -1, -2)  # (..., Y, X)
+    return plane[..., ::-1, ::-1]
+
+
+def lesion_slice(truth: np.ndarray, predictions: list[np.ndarray], lesion_values: list[int]) -> int:
+    """The axial index (last axis) of a label volume to show: the one with the most lesion voxels.
+
+    The true mask decides; when it holds no lesion, the predictions (clean, then adversarial) do,
+    so a lesion the model invents is shown; without any, the volume's middle slice.
+    """
+    for labels in (truth, *predictions):
+        counts = np.isin(labels, lesion_values).sum(axis=(0, 1)) if lesion_values else np.zeros(1)
+        if counts.max() > 0:
+            return int(np.argmax(counts))
+    return int(truth.shape[-1] // 2)
+
+
+def _panels(
+    data: dict[str, np.ndarray], i: int, lesion_values: list[int], bounds: tuple[float, float]
+) -> tuple[list[tuple[np.ndarray, np.ndarray | None]], str]:
+    """The five pictures of example ``i`` (2D as is, 3D at its lesion slice) and a label for its row."""
+    image, adv = data["image"][i], data["adv"][i]
+    maps = [data["truth"][i], data["clean_pred"][i], data["adv_pred"][i]]
+    where = ""
+    if image.ndim == 4:  # (C, X, Y, Z) volume: one axial slice through the lesion
+        z = lesion_slice(maps[0], maps[1:], lesion_values)
+        image, adv = axial(image, z), axial(adv, z)
+        maps = [axial(m, z) for m in maps]
+        where = f"\naxial z={z}/{data['image'][i].shape[-1]}"
+    delta = adv - image
+    scale = float(np.abs(delta).max()) or 1.0
+    picture = _grey(image, bounds)
+    panels = [
+        (picture, None),
+        (picture, maps[0]),
+        (picture, maps[1]),
+        (_grey(adv, bounds), maps[2]),
+        (np.clip(0.5 + 0.5 * delta.mean(0) / scale, 0, 1), None),
+    ]
+    return panels, where
 
 
 def overlay_png(
-    examples: Path, cell: dict[str, Any], names: list[str], bounds: tuple[float, float]
+    examples: Path,
+    cell: dict[str, Any],
+    names: list[str],
+    bounds: tuple[float, float],
+    lesions: list[str] | None = None,
 ) -> bytes | None:
-    """One PNG, a row per worst case: image, true mask, clean and adversarial prediction, perturbation."""
+    """One PNG, a row per worst case: image, true mask, clean and adversarial prediction, perturbation.
+
+    Volumes are shown at one axial slice per row, the one with the most lesion voxels
+    (:func:`lesion_slice`; every foreground label counts when ``lesions`` is empty), and the row
+    says which.
+    """
     if not examples.is_file():
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -74,37 +126,33 @@ def overlay_png(
     n = len(data["positions"])
     if n == 0:
         return None
+    k = len(names)
+    lesion_values = [names.index(n) for n in (lesions or []) if n in names] or list(range(1, k))
     cols = ("image", "true mask", "clean prediction", "adversarial prediction", "perturbation (amplified)")
     fig = Figure(figsize=(2.2 * len(cols), 2.3 * n), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(n, len(cols), squeeze=False)
-    k = len(names)
+    volumes = data["image"].ndim == 5
     for i in range(n):
-        picture = _grey(data["image"][i], bounds)
-        delta = data["adv"][i] - data["image"][i]
-        delta = delta[:, delta.shape[1] // 2] if delta.ndim == 4 else delta
-        scale = float(np.abs(delta).max()) or 1.0
-        panels = [
-            (picture, None),
-            (picture, data["truth"][i]),
-            (picture, data["clean_pred"][i]),
-            (_grey(data["adv"][i], bounds), data["adv_pred"][i]),
-            (np.clip(0.5 + 0.5 * delta.mean(0) / scale, 0, 1), None),
-        ]
+        panels, where = _panels(data, i, lesion_values, bounds)
         for j, (img, labels) in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             if labels is not None:
-                ax.imshow(_label_rgba(_slice(labels), k))
+                ax.imshow(_label_rgba(labels, k))
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(cols[j], fontsize=8)
         dice = float(data["dice"][i])
         axes[i, 0].set_ylabel(
-            f"#{int(data['indices'][i])}" + ("" if np.isnan(dice) else f" Dice {dice:.2f}"), fontsize=8
+            f"#{int(data['indices'][i])}" + ("" if np.isnan(dice) else f" Dice {dice:.2f}") + where,
+            fontsize=8,
         )
-    fig.suptitle(f"{cell['target']} · {cell['threat']} · {cell['attack']}@{cell['eps_label']}", fontsize=9)
+    title = f"{cell['target']} · {cell['threat']} · {cell['attack']}@{cell['eps_label']}"
+    if volumes:
+        title += " · axial slice with the most lesion voxels (R on the left)"
+    fig.suptitle(title, fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
@@ -114,6 +162,7 @@ def report_context(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """What the templates show (the overlays as PNG bytes, also written under ``plots/``)."""
     names = list(results["data"]["label_names"])
     bounds = (float(results["bounds"][0]), float(results["bounds"][1]))
+    lesions = list(results["data"].get("lesion_labels") or [])
     rows = []
     for cell in results["cells"]:
         m = cell["metrics"]
@@ -159,7 +208,7 @@ def report_context(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     for cell in _worst_cells(results):
         if not cell.get("examples"):
             continue
-        png = overlay_png(run_dir / cell["examples"], cell, names, bounds)
+        png = overlay_png(run_dir / cell["examples"], cell, names, bounds, lesions)
         if png is None:
             continue
         plots.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@
 its segmentation twin: it carries the segmenter's card (bounds, labels, sliding window), so every
 segmentation attack and metric treats the pipeline like the bare segmenter, and an adaptive
 attack differentiates through the denoiser (a BPDA straight-through gradient for classical
-filters, marked by ``uses_bpda``).
+filters, marked by ``uses_bpda``). medrobust's denoisers are 2D; in front of a 3D segmenter one
+filters every axial slice of the volume (:func:`denoise_axial_slices`), and results say so.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ from medrobust.errors import ConfigError
 
 #: Name of the undefended target.
 BARE = "bare"
+
+
+def denoise_axial_slices(denoiser: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D denoiser to every axial slice of volumes ``(N, C, X, Y, Z)`` (RAS: Z is axial).
+
+    The slices go through the denoiser as one batch ``(N * Z, C, X, Y)`` and come back in place,
+    so gradients (exact or BPDA) flow slice by slice as they would on 2D images.
+    """
+    n, c, sx, sy, sz = x.shape
+    slices = x.permute(0, 4, 1, 2, 3).reshape(n * sz, c, sx, sy)
+    return denoiser(slices).reshape(n, sz, c, sx, sy).permute(0, 2, 3, 4, 1)
 
 
 class DefendedSegmenter(nn.Module):
@@ -61,6 +73,8 @@ class DefendedSegmenter(nn.Module):
         self.segmenter = segmenter
         self.denoiser = denoiser
         self.card = card
+        #: A 2D denoiser in front of a 3D segmenter filters each axial slice.
+        self.slicewise = int(card.spatial_dims) == 3 and int(getattr(denoiser, "spatial_dims", 2)) == 2
 
     @property
     def uses_bpda(self) -> bool:
@@ -68,7 +82,9 @@ class DefendedSegmenter(nn.Module):
         return not bool(getattr(self.denoiser, "differentiable", True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-pixel logits of the segmenter on the denoised images."""
+        """Per-pixel (per-voxel) logits of the segmenter on the denoised images (volumes: slice by slice)."""
+        if self.slicewise and x.ndim == 5:
+            return self.segmenter(denoise_axial_slices(self.denoiser, x))
         return self.segmenter(self.denoiser(x))
 
 
@@ -144,6 +160,7 @@ def describe_segmentation_target(name: str, model: nn.Module, spec: Any) -> dict
         "name": name,
         "kind": "defended",
         "uses_bpda": bool(getattr(model, "uses_bpda", False)),
+        "applied": "per axial slice" if getattr(model, "slicewise", False) else "whole image",
         "defense": json.loads(spec.model_dump_json()),
         "denoiser": {
             "name": getattr(den, "name", type(den).__name__),

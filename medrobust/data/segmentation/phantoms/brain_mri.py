@@ -29,7 +29,7 @@ def _noise3(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
 
 @register_segmentation_phantom("brain_mri", "brain_mri_3d", "brain3d")
 class BrainMRI3DSegmentationPhantom(SegmentationPhantom):
-    """T1+C-like brain volume in RAS voxel order: scalp, skull, brain, ventricles, a tumour in 85 %.
+    """T1+C-like brain volume in RAS voxel order: bright scalp fat, skull, brain, ventricles, tumour in 85 %.
 
     The tumour is an irregular enhancing mass with a darker necrotic core and faint oedema in
     one hemisphere. Mask: 0 background, 1 tumour (enhancing rim and core; oedema excluded).
@@ -54,8 +54,12 @@ class BrainMRI3DSegmentationPhantom(SegmentationPhantom):
         def head(scale: float) -> np.ndarray:
             return _ellipsoid(g, centre, tuple(r * scale for r in radii), 0.04)
 
-        brain = head(0.84)
-        img = 0.7 * head(1.0) - 0.6 * head(0.93) + 0.1 * head(0.87)
+        brain = head(0.82)
+        # Scalp fat is the brightest tissue on T1 (0.95) and a voxel thick even at 32³, so the preset's
+        # 99th percentile of the head falls on fat (and tumour), not inside the brain: a thinner, dimmer
+        # scalp, blurred by partial volume, let percentile scaling saturate the brain's brightest
+        # texture, which then looked like tumour, and flatten the tumour's necrotic core.
+        img = 0.95 * head(1.0) - 0.85 * head(0.9) + 0.1 * head(0.85)
         img += (u(0.42, 0.52) + 0.04 * _noise3(rng, s, max(s / 16, 0.7)) - 0.1) * brain
         for side in (-1.0, 1.0):
             vent = _ellipsoid(
