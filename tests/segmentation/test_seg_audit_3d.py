@@ -1,4 +1,4 @@
-"""The segmentation audit on 3D volumes: CLI end to end, overlays at the lesion slice, slice-wise denoisers."""
+"""The segmentation audit on volumes: CLI end to end, overlays at the lesion slice, slice-wise denoisers."""
 
 from __future__ import annotations
 
