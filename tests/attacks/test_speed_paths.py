@@ -1,5 +1,6 @@
-"""Issue 18 speed paths: max-pool before ReLU in the folded copy, success decided on first read,
-PGD's in-place box projection, DeepFool's gradients only for the samples still attacked."""
+"""Issue 18 speed paths: max-pool before ReLU in the folded copy, global pools with a broadcast
+backward, gradient-free 2x2 max-pools, success decided on first read, PGD's in-place box
+projection, DeepFool's gradients only for the samples still attacked."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from torch import nn
 
 from medrobust.attacks import create_attack
 from medrobust.attacks import deepfool as deepfool_module
-from medrobust.attacks._fuse import inference_copy, pool_before_relu
+from medrobust.attacks._fuse import (
+    GlobalAvgPool,
+    GradientFreeMaxPool2d,
+    broadcast_global_pools,
+    inference_copy,
+    pool_before_relu,
+)
 from medrobust.errors import ConfigError
 
 
@@ -152,3 +159,65 @@ def test_deepfool_gradients_only_for_kept_samples_change_nothing(norm, trained_4
     assert torch.equal(again.success, rows.success) and again.success.all()
     assert torch.allclose(again.adv, rows.adv, atol=1e-6)
     assert torch.equal(again.queries, rows.queries) and (again.queries > 2).any()
+
+
+class _GlobalPools(nn.Module):
+    """A module global pool and a functional one (torchvision's ResNet and DenseNet styles)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.keep = nn.AdaptiveAvgPool2d(2)  # not global: left alone
+        self.fc = nn.Linear(4 + 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        g = self.pool(h).flatten(1) + F.adaptive_avg_pool2d(h, 1).flatten(1)
+        return self.fc(torch.cat([g, self.keep(h).flatten(1)], dim=1))
+
+
+def test_global_pools_get_a_broadcast_backward_with_the_same_values():
+    from torch.fx import symbolic_trace
+
+    model = _GlobalPools().eval()
+    gm = symbolic_trace(model)
+    assert broadcast_global_pools(gm) == 2
+    assert sum(isinstance(m, GlobalAvgPool) for m in gm.modules()) == 2
+    assert sum(isinstance(m, nn.AdaptiveAvgPool2d) for m in gm.modules()) == 1
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        a, b = inp.clone().requires_grad_(True), inp.clone().requires_grad_(True)
+        za, zb = model(a), gm(b)
+        assert torch.allclose(za, zb, rtol=0, atol=1e-6)
+        (ga,) = torch.autograd.grad(za[:, 0].sum(), a)
+        (gb,) = torch.autograd.grad(zb[:, 0].sum(), b)
+        assert torch.allclose(ga, gb, rtol=0, atol=1e-6)
+    # the gradient behind the pool is a broadcast, not a full-size NCHW tensor
+    h = torch.rand(2, 4, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    (g,) = torch.autograd.grad(GlobalAvgPool(2)(h).sum(), h)
+    assert g.stride()[2:] == (0, 0) and torch.allclose(g, torch.full_like(g, 1 / 36))
+
+
+@pytest.mark.parametrize("size", [16, 15])
+def test_gradient_free_max_pool_equals_max_pool_bit_for_bit(size):
+    gen = torch.Generator().manual_seed(size)
+    x = torch.randn(3, 5, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+    x[0, 1, 2, 3] = float("nan")
+    pool = GradientFreeMaxPool2d(2)
+    with torch.no_grad():
+        fast, ref = pool(x), F.max_pool2d(x, 2)
+    assert fast.shape == ref.shape == (3, 5, size // 2, size // 2)
+    assert torch.equal(fast.nan_to_num(7.0), ref.nan_to_num(7.0)) and fast.isnan().sum() == 1
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    xg = x.nan_to_num().requires_grad_(True)  # with autograd: max_pool2d itself (indices for the backward)
+    assert "MaxPool2DWithIndices" in type(pool(xg).grad_fn).__name__
+
+
+def test_folded_copy_uses_gradient_free_pools_with_the_same_logits(trained_4class):
+    t = trained_4class
+    x = t.images.contiguous(memory_format=torch.channels_last)
+    copy, _ = inference_copy(t.model, x[:8])
+    assert sum(isinstance(m, GradientFreeMaxPool2d) for m in copy.modules()) == 1
+    with torch.no_grad():
+        assert torch.equal(copy(x), _plain_fold(t.model)(x))
