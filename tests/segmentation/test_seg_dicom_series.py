@@ -144,6 +144,9 @@ def test_a_mask_off_the_series_grid_or_short_of_slices_is_refused(tmp_path, volu
         src.load(src.records()[0])
     with pytest.raises(DataError, match=r"m\.csv:2: series folder 'few' holds no DICOM files"):
         open_segmentation_source(_manifest(tmp_path, "few,s\n"), kind="dicom-series")
+    write_series(tmp_path / "s2", image)
+    with pytest.raises(DataError, match=r"m\.csv:3: label 'few' already labels another series"):
+        open_segmentation_source(_manifest(tmp_path, "s,few\ns2,few\n"), kind="dicom-series")
 
 
 def test_patient_data_reaches_no_log_error_or_meta(tmp_path, volumes, caplog):
