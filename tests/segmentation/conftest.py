@@ -1,8 +1,9 @@
-"""A segmenter trained once per session on 2D skin phantoms (binary lesion masks)."""
+"""A segmenter trained once per session on 2D skin phantoms (binary lesion masks), its val+test batch."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,32 @@ def skin_run(tmp_path_factory):
             "device": "cpu",
         }
     )
+
+
+@pytest.fixture(scope="module")
+def skin_batch(skin_run):
+    """``(model, images, masks)``: the trained skin UNet and its val + test phantoms as one batch."""
+    from medrobust.data.segmentation import SegmentationDataset, collate_pairs, open_segmentation_source
+    from medrobust.models.segmentation import load_segmenter
+
+    src = open_segmentation_source(skin_run.parent / "data")
+    items = [
+        ds[i]
+        for split in ("val", "test")
+        for ds in [SegmentationDataset(src, split, "skin")]
+        for i in range(len(ds))
+    ]
+    return load_segmenter(skin_run), *collate_pairs(items)
+
+
+@pytest.fixture(scope="session")
+def lesion_dice():
+    """``lesion_dice(model, images, masks)``: mean lesion (label 1) Dice of the model's prediction."""
+    from medrobust.metrics_segmentation import dice_per_class
+
+    def dice(model, images, masks) -> float:
+        with torch.no_grad():
+            pred = model(images).argmax(1)
+        return float(torch.as_tensor(dice_per_class(pred, masks, 2)[:, 1]).nanmean())
+
+    return dice

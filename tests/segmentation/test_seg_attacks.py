@@ -14,7 +14,7 @@ from medrobust.attacks.segmentation import (
     list_segmentation_attacks,
 )
 from medrobust.errors import ConfigError
-from medrobust.models.segmentation import SegmentationCard, build_segmenter, load_segmenter
+from medrobust.models.segmentation import SegmentationCard, build_segmenter
 from medrobust.models.segmentation.sliding import sliding_window_logits
 
 HU = (-1024.0, 3071.0)
@@ -85,44 +85,22 @@ def test_parameters_are_checked_with_one_line_messages():
         create_segmentation_attack("fgsm", model)(torch.rand(1, 1, 8, 8), torch.full((1, 8, 8), 2))
 
 
-@pytest.fixture(scope="module")
-def skin_batch(skin_run):
-    from medrobust.data.segmentation import SegmentationDataset, collate_pairs, open_segmentation_source
-
-    src = open_segmentation_source(skin_run.parent / "data")
-    items = [
-        ds[i]
-        for split in ("val", "test")
-        for ds in [SegmentationDataset(src, split, "skin")]
-        for i in range(len(ds))
-    ]
-    return load_segmenter(skin_run), *collate_pairs(items)
-
-
-def _lesion_dice(model, adv, masks):
-    from medrobust.metrics_segmentation import dice_per_class
-
-    with torch.no_grad():
-        pred = model(adv).argmax(1)
-    return float(torch.as_tensor(dice_per_class(pred, masks, 2)[:, 1]).nanmean())
-
-
-def test_pgd_lowers_the_dice_and_erasing_the_lesion_lowers_it_more(skin_batch):
+def test_pgd_lowers_the_dice_and_erasing_the_lesion_lowers_it_more(skin_batch, lesion_dice):
     model, images, masks = skin_batch
-    clean = _lesion_dice(model, images, masks)
+    clean = lesion_dice(model, images, masks)
     assert clean > 0.6
     untargeted = create_segmentation_attack("pgd", model, eps="8/255", steps=10)(images, masks)
     erase = create_segmentation_attack("pgd", model, eps="8/255", steps=10, goal="erase-lesion")(
         images, masks
     )
-    d_untargeted = _lesion_dice(model, untargeted.adv, masks)
-    d_erase = _lesion_dice(model, erase.adv, masks)
+    d_untargeted = lesion_dice(model, untargeted.adv, masks)
+    d_erase = lesion_dice(model, erase.adv, masks)
     assert d_untargeted < clean - 0.2
     assert d_erase < d_untargeted
     segpgd = create_segmentation_attack("segpgd", model, eps="8/255", steps=10)(images, masks)
-    assert _lesion_dice(model, segpgd.adv, masks) < clean - 0.2
+    assert lesion_dice(model, segpgd.adv, masks) < clean - 0.2
     fgsm = create_segmentation_attack("fgsm", model, eps="8/255")(images, masks)
-    assert d_untargeted < _lesion_dice(model, fgsm.adv, masks) < clean  # one step is weaker than ten
+    assert d_untargeted < lesion_dice(model, fgsm.adv, masks) < clean  # one step is weaker than ten
 
 
 def test_a_pgd_step_through_the_sliding_window_reaches_every_voxel():

@@ -144,6 +144,10 @@ def test_csv_manifest_errors_name_the_line(tmp_path):
     (tmp_path / "m.csv").write_text("image;label\na.png;../x.png\n", encoding="utf-8")
     with pytest.raises(DataError, match="outside the manifest's folder"):
         open_segmentation_source(tmp_path / "m.csv")
+    (tmp_path / "series").mkdir()
+    (tmp_path / "m.csv").write_text("image,label\nseries,a.png\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"m\.csv:2: image 'series' is a folder; .*kind='dicom-series'"):
+        open_segmentation_source(tmp_path / "m.csv")
 
 
 def test_rgb_phantom_as_nifti_is_refused():

@@ -34,7 +34,12 @@ from medrobust.validation import check_int
 
 IMAGE_KEY, LABEL_KEY = "image", "label"
 #: Spatial axes each preset may flip during augmentation (lateralised anatomy is never flipped).
-FLIP_AXES: dict[str, tuple[int, ...]] = {"skin": (0, 1), "retina_fundus": (1,), "brain_mri": (-1,)}
+FLIP_AXES: dict[str, tuple[int, ...]] = {
+    "skin": (0, 1),
+    "retina_fundus": (1,),
+    "retina_oct": (1,),  # left/right only: a B-scan has a top (vitreous) and a bottom (choroid)
+    "brain_mri": (-1,),
+}
 
 
 def _as_tensor(x: Any) -> torch.Tensor:

@@ -74,33 +74,23 @@ class CsvPairSource(SegmentationSource):
                 )
         base = self.csv_path.parent.resolve()
         out: list[PairRecord] = []
-        seen: dict[str, int] = {}
+        seen: dict[Path, int] = {}
         for line, row in enumerate(rows, start=2):
             where = f"{self.csv_path}:{line}"
-            paths = []
-            for col in (image_col, label_col):
-                value = (row.get(col) or "").strip()
-                if not value:
-                    raise DataError(where, f"empty {col!r} cell; every row needs an image and its mask")
-                p = (base / value).resolve()
-                if not self.allow_outside and base not in p.parents:
-                    raise DataError(where, f"{col} path {value!r} lies outside the manifest's folder {base}")
-                if not p.is_file():
-                    what = "mask" if col == label_col else "image"
-                    raise DataError(where, f"{what} file {value!r} does not exist")
-                paths.append(p)
-            key = paths[0].as_posix()
-            if key in seen:
+            image, label = (self._cell(row, col, base, where) for col in (image_col, label_col))
+            self._check_pair(row, image, label, where)
+            if image in seen:
                 raise DataError(
-                    where, f"image {row[image_col]!r} is listed twice (lines {seen[key]} and {line})"
+                    where, f"image {row[image_col]!r} is listed twice (lines {seen[image]} and {line})"
                 )
-            seen[key] = line
+            seen[image] = line
+            self._pair_listed(image, label)
             split = (row.get(split_col) or "").strip() if split_col in fields else ""
             out.append(
                 PairRecord(
-                    id=self.relpath(paths[0]),
-                    image=paths[0],
-                    label=paths[1],
+                    id=self.relpath(image),
+                    image=image,
+                    label=label,
                     split=canonical_split(split, where) if split else None,
                 )
             )
@@ -109,3 +99,33 @@ class CsvPairSource(SegmentationSource):
                 self.csv_path, "some rows have a split and others do not; give every row a split or none"
             )
         return out
+
+    def _resolve(self, row: dict[str, str], col: str, base: Path, where: str) -> Path:
+        """The path in column ``col`` of ``row``, resolved against the manifest's folder."""
+        value = (row.get(col) or "").strip()
+        if not value:
+            raise DataError(where, f"empty {col!r} cell; every row needs an image and its mask")
+        path = (base / value).resolve()
+        if not self.allow_outside and base not in path.parents:
+            raise DataError(where, f"{col} path {value!r} lies outside the manifest's folder {base}")
+        return path
+
+    def _cell(self, row: dict[str, str], col: str, base: Path, where: str) -> Path:
+        """The checked path in column ``col`` of ``row``: an existing file."""
+        path = self._resolve(row, col, base, where)
+        value = row[col].strip()
+        if path.is_dir() and col == self.columns[0]:
+            raise DataError(
+                where,
+                f"{col} {value!r} is a folder; a manifest of DICOM series opens with kind='dicom-series'",
+            )
+        if not path.is_file():
+            what = "mask" if col == self.columns[1] else "image"
+            raise DataError(where, f"{what} file {value!r} does not exist")
+        return path
+
+    def _check_pair(self, row: dict[str, str], image: Path, label: Path, where: str) -> None:
+        """Check one row's pair beyond existence (plain image files: nothing more to check)."""
+
+    def _pair_listed(self, image: Path, label: Path) -> None:
+        """Note an accepted pair (plain image files: nothing to note)."""

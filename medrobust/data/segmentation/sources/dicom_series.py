@@ -35,12 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.base import canonical_split
 from medrobust.data.orientation import UNKNOWN, VolumeOrientation
-from medrobust.data.segmentation.base import PairRecord, register_segmentation_source
+from medrobust.data.segmentation.base import register_segmentation_source
 from medrobust.data.segmentation.sources.csv_pairs import CsvPairSource
 from medrobust.data.suffixes import IMAGE_SUFFIXES, NIFTI_SUFFIXES, file_suffix, is_dicom_file
-from medrobust.errors import ConfigError, DataError
+from medrobust.errors import DataError
 from medrobust.validation import check_choice
 
 #: Header elements read for the geometry (pixels are read by the DICOM reader).
@@ -192,65 +191,28 @@ class DicomSeriesSource(CsvPairSource):
         super().__init__(root, **kwargs)
 
     # -- listing ----------------------------------------------------------------------------------
-    def _index(self) -> list[PairRecord]:
-        image_col, label_col, split_col = self.columns
-        rows, fields = self._rows()
-        for col in (image_col, label_col):
-            if col not in fields:
-                raise ConfigError(
-                    f"{self.csv_path}: the manifest has no column {col!r} (columns: {fields}); name the "
-                    "columns with image_column= and label_column="
-                )
-        base = self.csv_path.parent.resolve()
-        out: list[PairRecord] = []
-        seen: dict[Path, int] = {}
-        for line, row in enumerate(rows, start=2):
-            where = f"{self.csv_path}:{line}"
-            image, label = (self._cell(row, col, base, where) for col in (image_col, label_col))
-            if image.is_file() and not is_dicom_file(image):
-                raise DataError(
-                    where, f"image {row[image_col]!r} is neither a series folder nor a DICOM file"
-                )
-            if image.is_dir() and not _dicom_files(image):
-                raise DataError(where, f"series folder {row[image_col]!r} holds no DICOM files")
-            if label.is_file() and file_suffix(label) not in (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES):
-                raise DataError(
-                    where,
-                    f"label {row[label_col]!r} is neither NIfTI, a mask image nor a folder of mask images",
-                )
-            if image in seen:
-                raise DataError(
-                    where, f"image {row[image_col]!r} is listed twice (lines {seen[image]} and {line})"
-                )
-            if label in self._image_of:
-                raise DataError(where, f"label {row[label_col]!r} already labels another series")
-            seen[image] = line
-            self._image_of[label] = image
-            split = (row.get(split_col) or "").strip() if split_col in fields else ""
-            out.append(
-                PairRecord(
-                    id=self.relpath(image),
-                    image=image,
-                    label=label,
-                    split=canonical_split(split, where) if split else None,
-                )
-            )
-        if out and any(r.split is None for r in out) and any(r.split is not None for r in out):
-            raise DataError(
-                self.csv_path, "some rows have a split and others do not; give every row a split or none"
-            )
-        return out
-
     def _cell(self, row: dict[str, str], col: str, base: Path, where: str) -> Path:
-        value = (row.get(col) or "").strip()
-        if not value:
-            raise DataError(where, f"empty {col!r} cell; every row needs a series and its mask")
-        path = (base / value).resolve()
-        if not self.allow_outside and base not in path.parents:
-            raise DataError(where, f"{col} path {value!r} lies outside the manifest's folder {base}")
+        path = self._resolve(row, col, base, where)
         if not path.exists():
-            raise DataError(where, f"{col} {value!r} does not exist")
+            raise DataError(where, f"{col} {row[col].strip()!r} does not exist")
         return path
+
+    def _check_pair(self, row: dict[str, str], image: Path, label: Path, where: str) -> None:
+        image_col, label_col, _ = self.columns
+        if image.is_file() and not is_dicom_file(image):
+            raise DataError(where, f"image {row[image_col]!r} is neither a series folder nor a DICOM file")
+        if image.is_dir() and not _dicom_files(image):
+            raise DataError(where, f"series folder {row[image_col]!r} holds no DICOM files")
+        if label.is_file() and file_suffix(label) not in (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES):
+            raise DataError(
+                where,
+                f"label {row[label_col]!r} is neither NIfTI, a mask image nor a folder of mask images",
+            )
+        if label in self._image_of and self._image_of[label] != image:
+            raise DataError(where, f"label {row[label_col]!r} already labels another series")
+
+    def _pair_listed(self, image: Path, label: Path) -> None:
+        self._image_of[label] = image
 
     # -- loading (SegmentationSource.load calls these through _loader) -----------------------------
     def _loader(self, which: str) -> Any:
