@@ -281,11 +281,24 @@ def _load_onnx_external_data(proto: Any, path: Path) -> None:
             ) from None
 
 
-def _load_onnx(path: Path, card: ModelCard | None, opts: dict[str, Any]) -> MedicalClassifier:
-    card = require_card(card, path, "ONNX")
+def onnx_to_torch(path: Path) -> tuple[nn.Module, str, list[int | None], list[str]]:
+    """Convert an ONNX file's graph to torch with onnx2torch (classifiers and segmenters alike).
+
+    External data is read only from beside the file, identity initializers are inlined, and a graph
+    whose opset onnx2torch does not know yet is lowered to :data:`ONNX_FALLBACK_OPSET` first.
+
+    Args:
+        path: The ``.onnx`` file.
+
+    Returns:
+        ``(module, input name, input dims (None where dynamic), notes)``.
+
+    Raises:
+        CheckpointError: naming the file, for missing packages, an unreadable file, a graph that
+            does not convert or not exactly one image input.
+    """
     try:
         import onnx
-        import onnxruntime as ort
         from onnx2torch import convert
     except ImportError as exc:
         raise CheckpointError(
@@ -303,7 +316,7 @@ def _load_onnx(path: Path, card: ModelCard | None, opts: dict[str, Any]) -> Medi
         module = convert(proto)
     except NotImplementedError as first:
         # onnx2torch lags behind recent opsets (e.g. Constant-19); the ONNX version converter
-        # can often lower the graph. The onnxruntime check below still runs on the original file.
+        # can often lower the graph. The onnxruntime check still runs on the original file.
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
         module, how = _convert_lowered(proto, convert, first, path, opset)
         notes.append(f"ONNX opset {opset} {how} to {ONNX_FALLBACK_OPSET} for onnx2torch ({first}).")
@@ -316,18 +329,31 @@ def _load_onnx(path: Path, card: ModelCard | None, opts: dict[str, Any]) -> Medi
     if len(inputs) != 1:
         raise CheckpointError(f"{path}: expected one image input, found {[i.name for i in inputs]}.")
     dims = [d.dim_value if d.dim_value > 0 else None for d in inputs[0].type.tensor_type.shape.dim]
+    return module, inputs[0].name, dims, notes
+
+
+def _load_onnx(path: Path, card: ModelCard | None, opts: dict[str, Any]) -> MedicalClassifier:
+    card = require_card(card, path, "ONNX")
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise CheckpointError(
+            f"{path}: ONNX import needs onnx, onnxruntime and onnx2torch "
+            f"(pip install 'medrobust[onnx]'): {exc}"
+        ) from None
+    module, input_name, dims, notes = onnx_to_torch(path)
     tol = float(opts.get("tolerance", 1e-4))
     x = sample_input(card, path, int(opts.get("n_check", 4)), int(opts.get("check_seed", 0)), dims)
     if len(dims) not in (0, x.dim()):
         raise CheckpointError(
-            f"{path}: the model's input {inputs[0].name!r} has {len(dims)} dimensions {dims}, but the card "
+            f"{path}: the model's input {input_name!r} has {len(dims)} dimensions {dims}, but the card "
             f"describes {x.dim()}-dimensional input (N, C + {card.spatial_dims} spatial, layout "
             f"{card.input_layout!r}); check the card's spatial_dims and input_layout."
         )
     x_model = x.permute(0, *range(2, x.dim()), 1).contiguous() if card.input_layout == "NHWC" else x
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        ref = session.run(None, {inputs[0].name: x_model.numpy()})[0]
+        ref = session.run(None, {input_name: x_model.numpy()})[0]
     except Exception as exc:  # onnxruntime raises its own exception hierarchy
         raise CheckpointError(
             f"{path}: onnxruntime could not run the model on {sample_text(card, x_model)}: "

@@ -150,49 +150,6 @@ def _sample(card: SegmentationCard, path: Path, n: int, seed: int, static: list[
     return low + (high - low) * torch.rand((n, card.network_channels, *spatial), generator=gen)
 
 
-def _convert_onnx(path: Path) -> tuple[nn.Module, list[int | None], list[str]]:
-    """The ONNX graph converted to torch (as the classifiers' import does), its input shape, notes."""
-    try:
-        import onnx
-        from onnx2torch import convert
-    except ImportError as exc:
-        raise CheckpointError(
-            f"{path}: ONNX import needs onnx, onnxruntime and onnx2torch (pip install 'medrobust[onnx]'): "
-            f"{exc}"
-        ) from None
-    from medrobust.models.checkpoint import (
-        ONNX_FALLBACK_OPSET,
-        _convert_lowered,
-        _inline_identity_initializers,
-        _load_onnx_external_data,
-    )
-    from medrobust.models.imports import error_summary
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises several exception types for unreadable files
-        raise CheckpointError(f"{path}: not a readable ONNX file: {error_summary(exc)}") from None
-    _load_onnx_external_data(proto, path)
-    _inline_identity_initializers(proto)
-    notes: list[str] = []
-    try:
-        module = convert(proto)
-    except NotImplementedError as first:
-        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-        module, how = _convert_lowered(proto, convert, first, path, opset)
-        notes.append(f"ONNX opset {opset} {how} to {ONNX_FALLBACK_OPSET} for onnx2torch ({first}).")
-    except Exception as exc:  # onnx2torch raises many exception types for bad graphs
-        raise CheckpointError(
-            f"{path}: could not convert the ONNX graph to torch: {error_summary(exc)}"
-        ) from None
-    initializers = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise CheckpointError(f"{path}: expected one image input, found {[i.name for i in inputs]}.")
-    dims = [d.dim_value if d.dim_value > 0 else None for d in inputs[0].type.tensor_type.shape.dim]
-    return module, dims, notes
-
-
 def _onnxruntime_logits(path: Path, x_model: torch.Tensor, card: SegmentationCard) -> torch.Tensor:
     import onnxruntime as ort
 
@@ -269,7 +226,9 @@ def import_segmenter(
     seg_card = segmentation_card(card if card is not None else (beside if beside.is_file() else None), path)
     notes: list[str] = []
     if fmt == "onnx":
-        module, static, notes = _convert_onnx(path)
+        from medrobust.models.checkpoint import onnx_to_torch
+
+        module, _, static, notes = onnx_to_torch(path)
     else:
         try:
             module = torch.jit.load(str(path), map_location="cpu")
