@@ -281,6 +281,12 @@ def _load_onnx_external_data(proto: Any, path: Path) -> None:
             ) from None
 
 
+def _onnx_packages_missing(path: Path, exc: ImportError) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: ONNX import needs onnx, onnxruntime and onnx2torch (pip install 'medrobust[onnx]'): {exc}"
+    )
+
+
 def onnx_to_torch(path: Path) -> tuple[nn.Module, str, list[int | None], list[str]]:
     """Convert an ONNX file's graph to torch with onnx2torch (classifiers and segmenters alike).
 
@@ -301,10 +307,7 @@ def onnx_to_torch(path: Path) -> tuple[nn.Module, str, list[int | None], list[st
         import onnx
         from onnx2torch import convert
     except ImportError as exc:
-        raise CheckpointError(
-            f"{path}: ONNX import needs onnx, onnxruntime and onnx2torch "
-            f"(pip install 'medrobust[onnx]'): {exc}"
-        ) from None
+        raise _onnx_packages_missing(path, exc) from None
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises several exception types for unreadable files
@@ -337,10 +340,7 @@ def _load_onnx(path: Path, card: ModelCard | None, opts: dict[str, Any]) -> Medi
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise CheckpointError(
-            f"{path}: ONNX import needs onnx, onnxruntime and onnx2torch "
-            f"(pip install 'medrobust[onnx]'): {exc}"
-        ) from None
+        raise _onnx_packages_missing(path, exc) from None
     module, input_name, dims, notes = onnx_to_torch(path)
     tol = float(opts.get("tolerance", 1e-4))
     x = sample_input(card, path, int(opts.get("n_check", 4)), int(opts.get("check_seed", 0)), dims)
