@@ -2,7 +2,8 @@
 
 * :func:`summary_document` is what ``medrobust audit --json`` prints: the verdict, every
   gate, the per-sample worst-case robust accuracy with its 95 % interval per target, threat
-  model and budget, and every flag with its level. Its JSON schema is kept in
+  model and budget, the certified accuracy of each certified cell (randomized smoothing) with
+  its exact interval per target and L2 radius, and every flag with its level. Its JSON schema is kept in
   ``medrobust/evaluation/schemas/summary.schema.json`` (:data:`SUMMARY_SCHEMA_PATH`).
 * :func:`junit_xml` writes one ``<testcase>`` per gate and per error-level flag (a failed
   gate or any error-level flag is a ``<failure>``), for CI systems that read JUnit reports.
@@ -38,6 +39,35 @@ def _summary_gates(results: AuditDocument) -> list[dict[str, Any]]:
         }
         for g in results.gates
     ]
+
+
+def _summary_certified(results: AuditDocument) -> list[dict[str, Any]]:
+    """Certified cells: certified and smoothed clean accuracy with exact intervals, per target and radius."""
+    out = []
+    for c in results.certified or []:
+        iv = c.interval("robust_accuracy")
+        clean = c.interval("clean_accuracy")
+        out.append(
+            {
+                "target": c.target,
+                "threat": c.threat or "certified",
+                "norm": c.norm or "l2",
+                "radius": None if c.eps is None else float(c.eps),
+                "eps_label": str(c.eps_label if c.eps_label is not None else c.eps),
+                "sigma": None if c.sigma is None else float(c.sigma),
+                "certified_accuracy": c.metrics.robust_accuracy,
+                "ci": None if iv is None else iv.ci,
+                "method": (iv.method if iv is not None else None) or "clopper-pearson",
+                "n": int(c.metrics.n or 0),
+                "clean_accuracy": c.metrics.clean_accuracy,
+                "clean_ci": None if clean is None else clean.ci,
+                "n_abstained": c.n_abstained,
+                "n0": c.n0,
+                "n_draws": c.n_draws,
+                "alpha": c.alpha,
+            }
+        )
+    return out
 
 
 def summary_document(
@@ -90,6 +120,7 @@ def summary_document(
         "exit_code": 1 if failed else 0,
         "gates": gates,
         "worst_cases": worst,
+        "certified": _summary_certified(doc),
         "flags": flags,
         "flag_counts": flag_counts(doc.flags).to_dict(),
         "data": {

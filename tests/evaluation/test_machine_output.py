@@ -120,6 +120,7 @@ def test_summary_of_an_older_results_dict_without_intervals(tiny_run):
     old = {k: v for k, v in results.items() if k not in ("worst_cases", "verdict", "statistics")}
     doc = summary_document(old)
     assert doc["worst_cases"] == [] and doc["verdict"] in ("pass", "fail", "no-gates")
+    assert doc["certified"] == []  # no certified threat: an empty list
 
 
 def test_every_flag_is_printed_with_its_level(run_copy, capsys):
@@ -158,3 +159,65 @@ def test_worst_is_a_reserved_attack_label(easy_npz, tiny_model, audit_dict):
         config_from_dict(cfg)
     with pytest.raises(ConfigError, match="'worst' gate"):
         config_from_dict(audit_dict(easy_npz, tiny_model, gates=["worst@2/255:success_rate>=0.5"]))
+
+
+def test_json_summary_holds_the_certified_cells(tmp_path, easy_npz, tiny_model, audit_dict, capsys):
+    """Certified cells (randomized smoothing) reach --json with exact intervals, per target and radius."""
+    import jsonschema
+    import yaml
+
+    cfg = audit_dict(
+        easy_npz,
+        tiny_model,
+        attacks=[{"name": "fgsm"}],
+        budgets={"linf": ["2/255"], "l2": [0.01, 0.05]},
+        threats=["certified"],
+        certify={"sigma": 0.02, "n0": 8, "n": 32, "alpha": 0.01, "batch_size": 64},
+        n_samples=8,
+        batch_size=8,
+        save_examples=0,
+    )
+    path = tmp_path / "audit.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    code = main(["audit", "-c", str(path), "--out", str(out), "--json", "--gate", "certified@0.01>=0"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    doc = json.loads(printed.out)
+    schema = load_summary_schema()
+    jsonschema.validate(doc, schema)
+    results = json.loads((out / "results.json").read_text())
+    expected = {c["key"]: c for c in results["certified"]}
+    got = {f"{c['target']}/certified/certified@{c['eps_label']}": c for c in doc["certified"]}
+    assert (
+        sorted(got)
+        == sorted(expected)
+        == [
+            "bare/certified/certified@0.01",
+            "bare/certified/certified@0.05",
+            "med/certified/certified@0.01",
+            "med/certified/certified@0.05",
+        ]
+    )
+    for key, c in got.items():
+        cell = expected[key]
+        assert c["certified_accuracy"] == cell["metrics"]["robust_accuracy"]
+        assert c["ci"] == cell["intervals"]["robust_accuracy"]["ci"]
+        assert c["ci"][0] <= c["certified_accuracy"] <= c["ci"][1] and c["method"] == "clopper-pearson"
+        assert c["clean_accuracy"] == cell["metrics"]["clean_accuracy"]
+        assert c["clean_ci"] == cell["intervals"]["clean_accuracy"]["ci"]
+        assert c["radius"] == pytest.approx(cell["eps"]) and c["sigma"] == pytest.approx(0.02)
+        assert (c["n"], c["n0"], c["n_draws"], c["alpha"]) == (8, 8, 32, 0.01)
+        assert c["n_abstained"] == cell["n_abstained"]
+    # a larger radius never certifies more samples
+    assert (
+        got["bare/certified/certified@0.05"]["certified_accuracy"]
+        <= (got["bare/certified/certified@0.01"]["certified_accuracy"])
+    )
+    # the certified entries are checked by the schema, not merely allowed
+    broken = {**doc["certified"][0], "method": "wilson"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**doc, "certified": [broken]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        too_high = {**doc["certified"][0], "certified_accuracy": 1.5}
+        jsonschema.validate({**doc, "certified": [too_high]}, schema)
