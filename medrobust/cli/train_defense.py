@@ -27,6 +27,13 @@ def defense(
         "classifier, every batch) or graybox (the bare classifier).",
         show_default=from_config("adaptive for siamese-dae, else graybox"),
     ),
+    adaptive_warmup_epochs: int | None = typer.Option(
+        None,
+        "--adaptive-warmup-epochs",
+        help="With the adaptive adversary: the first N epochs are a reconstruction warm start (no attack, "
+        "no classification term).",
+        show_default=from_config("3, at most epochs - 1"),
+    ),
     out: Path | None = typer.Option(
         None, "--out", help="Output folder.", show_default=from_config("runs/defense")
     ),
@@ -76,6 +83,7 @@ def defense(
         "data": data,
         "kind": kind,
         "adversary": adversary,
+        "adaptive_warmup_epochs": adaptive_warmup_epochs,
         "out": None if out is None else str(out),
         "epochs": epochs,
         "arch": arch,

@@ -175,14 +175,45 @@ def craft_adaptive(
     return craft(defend(classifier, denoiser), x, y, mix, rng, bounds, fuse_bn=False)
 
 
+def ball_noise(
+    x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """``x`` plus uniform noise in the L∞ ball of radius ``eps`` (image units), clamped to ``bounds``.
+
+    The twins of the adaptive adversary's warm start (PGD's random start without gradient steps);
+    ``generator`` is a CPU generator, so the draw does not depend on the device.
+    """
+    noise = torch.rand(x.shape, generator=generator, device="cpu").to(x) * 2.0 - 1.0
+    return (x + eps * noise).clamp(bounds[0], bounds[1]).detach()
+
+
+def ramp_scale(done: int, ramp: int) -> float:
+    """Factor of a linear ramp: ``done / ramp`` within ``[0, 1]`` (1 when ``ramp`` is 0)."""
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, max(0.0, done / ramp))
+
+
 def adversary_record(
-    adversary: str, mix: Sequence[AttackMixItem], bounds: tuple[float, float]
+    adversary: str,
+    mix: Sequence[AttackMixItem],
+    bounds: tuple[float, float],
+    *,
+    warmup_epochs: int = 0,
+    cls_ramp_epochs: int = 0,
 ) -> dict[str, Any]:
     """The training adversary as plain values (for ``denoiser.json``, ``summary.json`` and the card notes).
 
+    Args:
+        adversary: "adaptive" or "graybox".
+        mix: Its attack mix.
+        bounds: Intensity interval.
+        warmup_epochs: Warm-start epochs before the adaptive adversary is used.
+        cls_ramp_epochs: Adversarial epochs over which the classification weight ramps up.
+
     Returns:
-        ``{"adversary", "target", "attacks": [{"name", "eps" (as written), "eps_image_units",
-        "steps"}]}``; ``steps`` is None for FGSM.
+        ``{"adversary", "target", "warmup_epochs", "cls_ramp_epochs", "attacks": [{"name", "eps"
+        (as written), "eps_image_units", "steps", "weight"}]}``; ``steps`` is None for FGSM.
     """
     target = (
         "f∘D (current denoiser, regenerated every batch)"
@@ -192,6 +223,8 @@ def adversary_record(
     return {
         "adversary": adversary,
         "target": target,
+        "warmup_epochs": int(warmup_epochs),
+        "cls_ramp_epochs": int(cls_ramp_epochs),
         "attacks": [
             {
                 "name": m.name,
@@ -212,4 +245,14 @@ def describe_adversary(record: dict[str, Any]) -> str:
         lo, hi = a["eps"]
         budget = f"{lo}" if lo == hi else f"[{lo}, {hi}]"
         parts.append(f"{a['name'].upper()}{'-' + str(a['steps']) if a['steps'] else ''} at eps {budget}")
-    return f"Training adversary: {record['adversary']} ({', '.join(parts)} against {record['target']})."
+    text = f"Training adversary: {record['adversary']} ({', '.join(parts)} against {record['target']})"
+    if record.get("warmup_epochs"):
+        text += (
+            f"; the first {record['warmup_epochs']} epoch(s) were a reconstruction warm start (uniform noise "
+            "in the eps-ball, no attack, no classification term)"
+        )
+    if record.get("cls_ramp_epochs"):
+        text += (
+            f"; the classification weight then ramped up linearly over {record['cls_ramp_epochs']} epoch(s)"
+        )
+    return text + "."

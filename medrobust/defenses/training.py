@@ -9,7 +9,10 @@ only. The twins come from one of two adversaries (``adversary``):
   frozen classifier, ``f∘D`` end to end, regenerated every batch (``adaptive_attacks``,
   default 2-step PGD at 8/255). The denoiser is trained on the attacks an adaptive attacker
   runs against the deployed pipeline; a denoiser trained only on gray-box twins falls to
-  near 0 % under them (docs/siamese_dae.md).
+  near 0 % under them (docs/siamese_dae.md). The first ``adaptive_warmup_epochs`` (default 3)
+  are a reconstruction warm start (twins = uniform noise in the ε-ball, no classification term),
+  and the classification weight then ramps up over ``adaptive_cls_ramp_epochs`` (default 3):
+  started cold, ``f∘D`` collapsed to one class at 2 of 3 seeds.
 * ``graybox`` (the default for ``magnet`` and ``hgd``): an attack mix at random budgets
   against the bare ``f`` (``attacks``; on the fly, or once per epoch); ``D`` never sees an
   attack aimed at itself.
@@ -36,17 +39,19 @@ from torch import nn
 from medrobust.defenses.adversarial import (
     AttackMixItem,
     adversary_record,
+    ball_noise,
     craft,
     craft_adaptive,
     default_adaptive_mix,
     default_mix,
     describe_adversary,
+    ramp_scale,
 )
 from medrobust.errors import ConfigError
 from medrobust.run.config import ConfigModel
 from medrobust.run.loop import EpochContext, EpochEnd, Evaluation, LoopSettings, StepOutput, TrainingLoop
 from medrobust.utils.logging import get_logger
-from medrobust.validation import parse_number
+from medrobust.validation import budget_to_image_units, parse_number
 
 log = get_logger("defenses.training")
 
@@ -55,6 +60,10 @@ SUMMARY_NAME = "summary.json"
 #: Kinds trained against the adaptive adversary unless ``adversary`` says otherwise. The HGD- and
 #: MagNet-style baselines stay gray-box by default, as published.
 ADAPTIVE_BY_DEFAULT = ("siamese-dae",)
+#: Warm-start epochs of the adaptive adversary when ``adaptive_warmup_epochs`` is unset.
+DEFAULT_ADAPTIVE_WARMUP = 3
+#: Adversarial epochs of the classification-weight ramp when ``adaptive_cls_ramp_epochs`` is unset.
+DEFAULT_CLS_RAMP = 3
 
 
 class TrainDefenseConfig(ConfigModel):
@@ -97,6 +106,17 @@ class TrainDefenseConfig(ConfigModel):
         adaptive_val_every: With the adaptive adversary, run the adaptive validation attack every
             this many epochs and after the last one (1: every epoch; 0: only after the last epoch).
             It costs about a quarter of an adaptive run's time, so long runs may thin it out.
+        adaptive_warmup_epochs: With the adaptive adversary, the first this many epochs are a
+            reconstruction warm start: no attack is crafted, each twin is ``x`` plus uniform noise
+            in the adaptive mix's ε-ball, and the classification term is off (its gradient through
+            a fresh denoiser, whose output ``f`` misclassifies confidently, drives the DAE into a
+            saturated state that the adaptive adversary then keeps it in). None: 3, or
+            ``epochs - 1`` when that is smaller (0 for other adversaries, where it must stay 0).
+        adaptive_cls_ramp_epochs: With the adaptive adversary, the weight of the classification
+            term grows linearly, batch by batch, from 0 to ``w_cls`` over the first this many
+            adversarial epochs after the warm start (switched on at once, its gradient dwarfs the
+            warm-start gradients Adam has adapted to and throws the denoiser back to chance for
+            several epochs). None: 3, or what is left after the warm start when that is smaller.
         w_rec: Weight of the reconstruction term (None: the kind's default).
         w_siam: Weight of the Siamese agreement term (None: default).
         w_cls: Weight of the classification term (None: default).
@@ -138,6 +158,8 @@ class TrainDefenseConfig(ConfigModel):
     crafting: Literal["on_the_fly", "per_epoch"] = "on_the_fly"
     val_attack: AttackMixItem | None = None
     adaptive_val_every: int = Field(1, ge=0)
+    adaptive_warmup_epochs: int | None = Field(None, ge=0)
+    adaptive_cls_ramp_epochs: int | None = Field(None, ge=0)
     w_rec: float | None = Field(None, ge=0)
     w_siam: float | None = Field(None, ge=0)
     w_cls: float | None = Field(None, ge=0)
@@ -196,6 +218,25 @@ class TrainDefenseConfig(ConfigModel):
                 f"(siamese-dae, magnet, hgd); kind {self.kind!r} trains on Gaussian noise. Got "
                 f"{self.adversary!r}."
             )
+        if self.resolved_adversary() != "adaptive" and (
+            self.adaptive_warmup_epochs or self.adaptive_cls_ramp_epochs
+        ):
+            raise ValueError(
+                "The 'adaptive_warmup_epochs' and 'adaptive_cls_ramp_epochs' parameters apply to the "
+                f"adaptive adversary only; adversary {self.resolved_adversary()!r} must leave them at 0. Got "
+                f"{self.adaptive_warmup_epochs!r} and {self.adaptive_cls_ramp_epochs!r}."
+            )
+        if self.adaptive_warmup_epochs and self.adaptive_warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"The 'adaptive_warmup_epochs' parameter must be smaller than epochs ({self.epochs}) so the "
+                f"adaptive adversary trains at least one epoch. Got {self.adaptive_warmup_epochs}."
+            )
+        if self.resolved_warmup() and not set(self.resolved_weights()) - {"cls"}:
+            raise ValueError(
+                "The adaptive warm start trains the reconstruction / agreement terms only, and none is "
+                f"active for kind {self.kind!r}; set adaptive_warmup_epochs: 0. Got "
+                f"{self.adaptive_warmup_epochs!r} (default {DEFAULT_ADAPTIVE_WARMUP})."
+            )
         if self.resolved_adversary() == "adaptive" and self.crafting == "per_epoch":
             raise ValueError(
                 "The 'crafting' parameter must be 'on_the_fly' with the adaptive adversary (its twins are "
@@ -213,6 +254,24 @@ class TrainDefenseConfig(ConfigModel):
         if self.adversary is not None:
             return self.adversary
         return "adaptive" if self.kind in ADAPTIVE_BY_DEFAULT else "graybox"
+
+    def resolved_warmup(self) -> int:
+        """Warm-start epochs of the adaptive adversary (``adaptive_warmup_epochs`` with its default)."""
+        if self.resolved_adversary() != "adaptive":
+            return 0
+        if self.adaptive_warmup_epochs is not None:
+            return self.adaptive_warmup_epochs
+        if not set(self.resolved_weights()) - {"cls"}:  # nothing to warm up (e.g. HGD)
+            return 0
+        return min(DEFAULT_ADAPTIVE_WARMUP, self.epochs - 1)
+
+    def resolved_cls_ramp(self) -> int:
+        """Adversarial epochs over which the classification weight ramps up (0: none)."""
+        if self.resolved_adversary() != "adaptive" or "cls" not in self.resolved_weights():
+            return 0
+        if self.adaptive_cls_ramp_epochs is not None:
+            return self.adaptive_cls_ramp_epochs
+        return min(DEFAULT_CLS_RAMP, self.epochs - self.resolved_warmup())
 
     def adversary_mix(self) -> list[AttackMixItem]:
         """The attack mix of the resolved adversary (empty without one)."""
@@ -455,7 +514,18 @@ def fit_denoiser(
     defended = defend(classifier, denoiser)
     adversary = config.resolved_adversary()
     mix = config.adversary_mix()
-    adversary_info = adversary_record(adversary, mix, bounds) if adversary is not None else None
+    warmup, cls_ramp = config.resolved_warmup(), config.resolved_cls_ramp()
+    warm_objective = objective_cls(
+        {k: v for k, v in weights.items() if k != "cls"}, {**config.objective_options(), "bounds": bounds}
+    )
+    warmup_eps = max(
+        (budget_to_image_units(item.eps[1], bounds, "eps", "the attack mix") for item in mix), default=0.0
+    )
+    adversary_info = (
+        adversary_record(adversary, mix, bounds, warmup_epochs=warmup, cls_ramp_epochs=cls_ramp)
+        if adversary is not None
+        else None
+    )
 
     resolved = config.model_copy(
         update={
@@ -465,15 +535,19 @@ def fit_denoiser(
             "device": str(device),
             "val_attack": val_item,
             "adversary": adversary,
+            "adaptive_warmup_epochs": warmup if adversary == "adaptive" else None,
+            "adaptive_cls_ramp_epochs": cls_ramp if adversary == "adaptive" else None,
             "spatial_size": tuple(int(s) for s in train_images.shape[-2:]),
         }
     )
     n = x_train.shape[0]
-    epoch_adv: dict[str, Any] = {"cache": None, "start": 0.0}
+    epoch_adv: dict[str, Any] = {"cache": None, "start": 0.0, "batch": 0}
+    n_batches = -(-n // config.batch_size)
 
     def batches(ctx: EpochContext) -> list[torch.Tensor]:
         epoch_adv["start"] = time.perf_counter()
         epoch_adv["cache"] = None
+        epoch_adv["batch"] = 0
         if adversary == "graybox" and config.crafting == "per_epoch":
             epoch_adv["cache"] = _craft_all(
                 classifier, x_train, y_train, mix, ctx.rng, bounds, config.batch_size
@@ -484,16 +558,25 @@ def fit_denoiser(
     def step(idx: torch.Tensor, ctx: EpochContext) -> StepOutput:
         x, y = x_train[idx], y_train[idx]
         x_adv = None
-        if adversary == "adaptive":
+        active = objective
+        if adversary == "adaptive" and ctx.epoch <= warmup:
+            # Warm start: no attack and no classification term until D is near the identity.
+            x_adv = ball_noise(x, warmup_eps, bounds, ctx.generator)
+            active = warm_objective
+        elif adversary == "adaptive":
             # Recomputed through the denoiser as it is now; the gradients of the adversarial
             # branch reach D's parameters through the objective below.
             x_adv = craft_adaptive(denoiser, classifier, x, y, mix, ctx.rng, bounds)
+            if "cls" in weights and cls_ramp:
+                done = (ctx.epoch - warmup - 1) * n_batches + epoch_adv["batch"]
+                objective.weights["cls"] = weights["cls"] * ramp_scale(done + 1, cls_ramp * n_batches)
+            epoch_adv["batch"] += 1
         elif adversary == "graybox":
             cache = epoch_adv["cache"]
             x_adv = cache[idx] if cache is not None else craft(classifier, x, y, mix, ctx.rng, bounds)
-        terms = objective.losses(denoiser, classifier, Batch(x=x, y=y, x_adv=x_adv, generator=ctx.generator))
+        terms = active.losses(denoiser, classifier, Batch(x=x, y=y, x_adv=x_adv, generator=ctx.generator))
         values = {name: float(value.detach()) for name, value in terms.items()}
-        return StepOutput(loss=objective.total(terms), n=int(x.shape[0]), values=values)
+        return StepOutput(loss=active.total(terms), n=int(x.shape[0]), values=values)
 
     def evaluate(ctx: EpochContext, train: dict[str, float]) -> Evaluation:
         train_seconds = time.perf_counter() - epoch_adv["start"]
