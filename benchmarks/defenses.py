@@ -8,7 +8,10 @@ The experiment of issue 14 (items 5 and 6), through the public API only:
    (``--adversarial``), a Gaussian-noise-augmented classifier (``noise_sigma``) for randomized
    smoothing, and six denoisers in front of the bare classifier (``train_defense``): plain DAE,
    MagNet-style, HGD-style, Siamese-DAE trained gray-box, Siamese-DAE trained adaptively, and the
-   adaptive Siamese-DAE with the agreement (Siamese) weight at 0 (ablation). ``--rows`` picks rows;
+   adaptive Siamese-DAE with the agreement (Siamese) weight at 0 (ablation). The adaptive rows use
+   train_defense's defaults: 3 warm-start epochs (noise twins, no attack, no classification term),
+   then the classification weight ramps up over 3 epochs (without them ``f∘D`` collapsed to one
+   class at 2 of 3 seeds; docs/siamese_dae.md). ``--rows`` picks rows;
    ``median`` (3x3 median filter, BPDA) is available but not in the default set.
 3. Columns, per sample and per row:
    * clean: ``f∘D`` on the clean image (smoothing: CERTIFY's prediction, abstentions wrong);
