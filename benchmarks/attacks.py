@@ -6,7 +6,7 @@ Every comparison runs in this one process with ``torch.set_num_threads(1)``; the
 of a row are timed in **interleaved** repetitions (A B C, B C A, C A B, ...) after one
 warm-up call each, and the figure is the **median CPU time** (``time.process_time``) over
 the repetitions, so that other jobs on a shared machine inflate the ratios as little as
-possible. The load average is printed at the start and the end.
+possible. The load average and ``uptime`` are printed at the start and the end.
 
 Rows (see benchmarks/README.md for the figures and what they mean):
 
@@ -154,6 +154,15 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float
 def load() -> str:
     a, b, c = os.getloadavg()
     return f"{a:.2f} {b:.2f} {c:.2f}"
+
+
+def uptime() -> str:
+    """``uptime``'s line (load of the shared machine), or the load average where it is missing."""
+    try:
+        done = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return f"load average: {load()}"
+    return done.stdout.strip() or f"load average: {load()}"
 
 
 def fooled_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, adv: torch.Tensor) -> dict:
@@ -392,11 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (3 if args.quick else 5)
     torch.set_num_threads(1)
     t_start = time.perf_counter()
-    load_start = load()
+    load_start, uptime_start = load(), uptime()
     print(
         f"# torch {torch.__version__}, 1 thread, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs; {reps} interleaved repetitions, median CPU time; "
-        f"load average at start {load_start}"
+        f"load average at start {load_start}\n# uptime at start: {uptime_start}"
     )
     checks: list[tuple[str, bool, str]] = []
     out: dict[str, Any] = {"pgd": [], "deepfool": [], "spsa": None, "import": None}
@@ -518,7 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntargets")
     for name, passed, detail in checks:
         print(f"  [{'PASS' if passed else 'FAIL'}] {name}{': ' + detail if detail else ''}")
+    uptime_end = uptime()
     print(f"\nload average at end {load()}; total wall time {time.perf_counter() - t_start:.0f} s")
+    print(f"# uptime at end: {uptime_end}")
     if args.json:
         out["meta"] = {
             "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -528,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "load_average_start": load_start,
             "load_average_end": load(),
+            "uptime_start": uptime_start,
+            "uptime_end": uptime_end,
             "wall_seconds": round(time.perf_counter() - t_start),
             "figure": "median CPU seconds (time.process_time) over interleaved repetitions",
             "checks": [
