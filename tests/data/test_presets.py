@@ -134,7 +134,7 @@ def _fundus_disc(shape=(80, 110), centre=(40, 60), radius=30):
 
 
 def test_fundus_fov_crop_removes_dark_border():
-    img = _fundus_disc()
+    img = _fundus_disc(radius=25)  # a 51-px field of view: upsampled to fill the 64-px frame
     out = get_preset("retina_fundus").transform((64, 64))({"image": img})["image"]
     assert out.shape == (3, 64, 64)
     # The disc fills the frame: middle row and column are bright nearly edge to edge.
@@ -145,6 +145,36 @@ def test_fundus_fov_crop_removes_dark_border():
         assert out[:, r, c].max() == 0.0
     # Without the crop, the wide black border would survive a plain resize.
     assert (img[0, 40, :25] < 10).all()
+
+
+def test_fundus_fov_nearly_the_output_size_is_padded_not_upsampled():
+    """A 61-px field of view for a 64-px output keeps its pixels (a 1.05x upsampling would blur them)."""
+    img = _fundus_disc(radius=30)
+    img[1, 40, 60] = 10.0  # a one-pixel dark finding in the green channel, at the disc's centre
+    out = get_preset("retina_fundus").transform((64, 64))({"image": img})["image"]
+    assert out.shape == (3, 64, 64)
+    green = out[1]
+    darkest = green[green > 0].min()
+    assert torch.isclose(darkest, torch.tensor(10.0 / 255.0))  # the finding keeps its value: not blurred
+    r, c = (green == darkest).nonzero()[0].tolist()
+    around = torch.stack([green[r - 1, c], green[r + 1, c], green[r, c - 1], green[r, c + 1]])
+    assert torch.allclose(around, torch.tensor(90.0 / 255.0))
+    assert out[:, 32, :2].max() == 0.0 and out[:, 32, -2:].max() == 0.0  # a thin black border is kept
+    assert out[0, 32, 4:60].min() > 0.7
+
+
+def test_fundus_phantom_at_the_output_size_is_not_resampled():
+    """Issue 16: a 32-px fundus phantom trained at 32 px keeps its pixels (its exudates and haemorrhages).
+
+    Its field of view (28-31 px) used to be upsampled to 32 px, blurring pixel-sized findings.
+    """
+    from medrobust.data import make_phantom
+
+    to_tensor = get_preset("retina_fundus").transform((32, 32))
+    for img in make_phantom("retina_fundus", 4, size=32, seed=0).images:
+        out = to_tensor({"image": img.astype(np.float32)})["image"] * 255.0
+        assert torch.allclose(out, out.round(), atol=1e-3)  # 8-bit values: nothing interpolated
+        assert out.amax(dim=0).gt(0).float().mean() > 0.6  # the field of view fills most of the frame
 
 
 def test_fundus_without_border_is_unchanged():

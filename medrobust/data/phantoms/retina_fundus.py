@@ -40,13 +40,25 @@ def _vessel_tree(
     return out
 
 
+#: Smallest side (pixels) of the simulated camera image; smaller phantoms are downsampled from it.
+CAMERA_SIZE = 128
+
+
 @register_phantom("retina_fundus", "fundus")
 class RetinaFundusPhantom(PhantomGenerator):
     """Fundus photograph, RGB: black background, orange-red field of view with vignetting.
 
     An optic disc (left or right eye), a darker macula, vessel arcades branching from
-    the disc. Class ``dr`` adds microaneurysms (tiny dark-red dots) and blot
-    haemorrhages (larger dark-red spots), few and faint in mild cases.
+    the disc. Class ``dr`` (referable DR) adds microaneurysms (tiny dark-red dots), blot
+    haemorrhages (larger dark-red spots) and, in most eyes, hard exudates (yellow) around
+    the macula.
+
+    The photograph is taken by a camera of at least :data:`CAMERA_SIZE` pixels: a smaller
+    phantom is drawn, exposed and given sensor noise at an integer multiple of its size and
+    box-averaged down, as a real photograph is downsampled. Findings smaller than a pixel
+    then tint it by their area (a microaneurysm all but vanishes at 32 px, as it does in a
+    downsampled photograph) instead of landing on or between pixel centres by chance, and
+    the sensor noise is averaged like the camera's.
     """
 
     class_names: ClassVar[tuple[str, ...]] = ("no_dr", "dr")
@@ -55,8 +67,17 @@ class RetinaFundusPhantom(PhantomGenerator):
     description: ClassVar[str] = "colour fundus: disc, macula, vessels; dr = microaneurysms and haemorrhages"
 
     def render(self, rng: np.random.Generator, label: int) -> np.ndarray:
-        """Draw one photograph."""
-        s = self.size
+        """Draw one photograph at the camera's resolution and downsample it to ``size``."""
+        n = self.size
+        k = -(-CAMERA_SIZE // n)  # ceil: the smallest integer multiple of n of at least CAMERA_SIZE
+        img, fov = self._photograph(rng, label, n * k)
+        if k > 1:
+            img = img.reshape(3, n, k, n, k).mean(axis=(2, 4))
+            fov = fov.reshape(n, k, n, k).mean(axis=(1, 3))
+        return to_uint8(img * fov[None])
+
+    def _photograph(self, rng: np.random.Generator, label: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exposed, noisy photograph ``(3, s, s)`` in ``[0, 1]`` (before masking) and its FOV mask."""
         yy, xx = grid(s)
         u = rng.uniform
         fy, fx, fr = u(-0.04, 0.04), u(-0.04, 0.04), u(0.86, 0.97)
@@ -119,4 +140,4 @@ class RetinaFundusPhantom(PhantomGenerator):
                 img = img * (1.0 - a) + a * yellow[:, None, None]
         img = blur(img, u(0.004, 0.012), s)
         img = img * u(0.8, 1.15) + rng.normal(0.0, u(0.005, 0.02), img.shape)
-        return to_uint8(img * fov[None])
+        return np.clip(img, 0.0, 1.0).astype(np.float32), fov
