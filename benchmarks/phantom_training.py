@@ -10,7 +10,12 @@ balanced accuracy of the kept weights and the seconds per epoch, then a summary 
     .venv/bin/python benchmarks/phantom_training.py --modalities chest_xray --seeds 0,1,2 --set lr=3e-3
 
 Writes ``OUT.json`` (settings, thread count, load average, every row) and ``OUT.md`` (the table) for
-``--out OUT`` (default ``benchmarks/results/phantom_training``) and prints the table.
+``--out OUT`` (default ``benchmarks/results/phantom_training``) and prints the table. ``--update`` re-runs
+some modalities and keeps the other modalities' rows of an existing ``OUT.json`` (the re-run's settings
+and machine are recorded under ``updates``):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phantom_training.py --modalities retina_fundus \
+        --seeds 0,1,2 --update
 """
 
 from __future__ import annotations
@@ -100,6 +105,31 @@ def table(rows: list[dict[str, Any]], target: float) -> str:
     return "\n".join(lines)
 
 
+def provenance(record: dict[str, Any]) -> str:
+    """Markdown lines naming the command (and machine load) behind the rows, updates included."""
+
+    def line(settings: dict[str, Any], machine: dict[str, Any], what: str) -> str:
+        flags = [f"--modalities {settings['modalities']}", f"--seeds {settings['seeds']}"]
+        defaults = {"n": 200, "size": 32, "epochs": 10, "format": "png", "device": "cpu"}
+        flags += [f"--{k} {settings[k]}" for k, v in defaults.items() if settings.get(k, v) != v]
+        flags += [f"--set {kv}" for kv in settings.get("set") or []]
+        flags += ["--update"] if settings.get("update") else []
+        threads = machine.get("omp_num_threads")
+        env = f"OMP_NUM_THREADS={threads} " if threads else ""
+        load = "/".join(str(v) for v in machine.get("load_average_1_5_15", []))
+        return (
+            f"- {what}: `{env}.venv/bin/python benchmarks/phantom_training.py {' '.join(flags)}` "
+            f"({machine.get('cpus')} CPUs, load average {load} at the end)"
+        )
+
+    lines = [line(record["settings"], record["machine"], "Measured")]
+    for update in record.get("updates", []):
+        lines.append(
+            line(update["settings"], update["machine"], f"Re-run ({', '.join(update['modalities'])})")
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modalities", default=",".join(MODALITIES), help="comma-separated phantom modalities")
@@ -115,6 +145,9 @@ def main() -> None:
     out_help = "writes OUT.json and OUT.md"
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/phantom_training"), help=out_help)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument(
+        "--update", action="store_true", help="keep the other modalities' rows of an existing OUT.json"
+    )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="medrobust-phantom-training-"))
     rows = []
@@ -128,19 +161,32 @@ def main() -> None:
                 f"{row['seconds_per_epoch']:.2f} s/epoch, curve {row['val_curve']}",
                 flush=True,
             )
-    text = table(rows, args.target)
-    print()
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     machine = {
         "cpus": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
     }
-    record = {"settings": settings, "machine": machine, "rows": rows}
+    record: dict[str, Any] = {"settings": settings, "machine": machine, "rows": rows}
+    previous = args.out.with_suffix(".json")
+    if args.update and previous.is_file():
+        record = json.loads(previous.read_text(encoding="utf-8"))
+        rerun = {r["modality"] for r in rows}
+        kept = [r for r in record["rows"] if r["modality"] not in rerun]
+        order = list(dict.fromkeys([*(r["modality"] for r in record["rows"]), *rerun]))
+        record["rows"] = sorted([*kept, *rows], key=lambda r: (order.index(r["modality"]), r["seed"]))
+        # An earlier update of only these modalities no longer describes any row.
+        updates = [u for u in record.get("updates", []) if not set(u["modalities"]) <= rerun]
+        record["updates"] = [
+            *updates,
+            {"modalities": sorted(rerun), "settings": settings, "machine": machine},
+        ]
+    text = table(record["rows"], args.target)
+    print()
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
+    args.out.with_suffix(".md").write_text(text + "\n\n" + provenance(record) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
