@@ -153,3 +153,21 @@ def test_csv_manifest_errors_name_the_line(tmp_path):
 def test_rgb_phantom_as_nifti_is_refused():
     with pytest.raises(ConfigError, match=r"'fmt' parameter .*'skin' phantoms are RGB"):
         write_segmentation_phantom("skin", 2, 32, "decathlon", "/nonexistent/never-written")
+
+
+def test_fundus_field_of_view_crop_crops_the_mask_with_the_image():
+    """The fundus preset crops the image to its field of view; the mask must be cropped the same way."""
+    size = 64
+    yy, xx = np.mgrid[0:size, 0:size]
+    disc = ((yy - 34.0) ** 2 + (xx - 30.0) ** 2 <= 24.0**2).astype(np.uint8)  # off-centre FOV, dark border
+    image = np.stack([disc * 120, disc * 60, disc * 30]).astype(np.uint8)
+    r, c = 40, 22
+    image[:, r, c] = 255  # a marker pixel inside the field of view ...
+    mask = np.zeros((1, size, size), np.int64)
+    mask[0, r, c] = 1  # ... labelled in the mask
+    out = segmentation_transform("retina_fundus")({"image": image, "label": mask})
+    img, lab = out["image"], out["label"]
+    assert tuple(img.shape[1:]) == tuple(lab.shape[1:]) and img.shape[-1] < size  # cropped, both
+    marker = np.unravel_index(int(img.sum(0).argmax()), tuple(img.shape[1:]))
+    (labelled,) = np.argwhere(lab[0].numpy() == 1)
+    assert tuple(int(v) for v in labelled) == tuple(int(v) for v in marker)

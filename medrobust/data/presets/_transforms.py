@@ -293,36 +293,60 @@ class FundusFOVCropd(MapTransform):
 
     Works on ``[0, 1]`` images (after :class:`PhotoScaled`); pixels outside the
     circle are set to 0 (black). Images without a dark border are left unchanged.
+    ``label_keys`` (masks of a segmentation pair) get the same crop, with background (0)
+    outside the field of view, so image and mask stay aligned.
 
     Args:
-        keys: Keys to crop.
+        keys: Keys to crop; the field of view is found on each of them.
         threshold: See :func:`fov_box`.
+        label_keys: Masks cropped with the box found on the first of ``keys``.
     """
 
-    def __init__(self, keys: Sequence[str], threshold: float = 0.15) -> None:
+    def __init__(self, keys: Sequence[str], threshold: float = 0.15, label_keys: Sequence[str] = ()) -> None:
         super().__init__(keys)
         self.threshold = threshold
+        self.label_keys = tuple(label_keys)
+
+    def pairing(self, label_key: str) -> FundusFOVCropd:
+        """The same crop, applied to the mask ``label_key`` too (segmentation pipelines)."""
+        return FundusFOVCropd(self.keys, self.threshold, (*self.label_keys, label_key))
+
+    @staticmethod
+    def _crop(img: Any, box: tuple[int, int, int], dtype: Any) -> np.ndarray:
+        cr, cc, side = box
+        arr = np.asarray(img)
+        c, h, w = arr.shape
+        out = np.zeros((c, side, side), dtype=dtype)
+        top, left = cr - side // 2, cc - side // 2
+        sr0, sr1 = max(top, 0), min(top + side, h)
+        sc0, sc1 = max(left, 0), min(left + side, w)
+        out[:, sr0 - top : sr1 - top, sc0 - left : sc1 - left] = arr[:, sr0:sr1, sc0:sc1]
+        yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+        centre = (side - 1) / 2.0
+        radius = side / 2.0
+        out *= ((yy - centre) ** 2 + (xx - centre) ** 2 <= radius**2)[None].astype(dtype)
+        return out
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            box = fov_box(img, self.threshold)
-            if box is None:
-                continue
-            cr, cc, side = box
-            c, h, w = img.shape
-            out = np.zeros((c, side, side), dtype=np.float32)
-            top, left = cr - side // 2, cc - side // 2
-            sr0, sr1 = max(top, 0), min(top + side, h)
-            sc0, sc1 = max(left, 0), min(left + side, w)
-            out[:, sr0 - top : sr1 - top, sc0 - left : sc1 - left] = img[:, sr0:sr1, sc0:sc1]
-            yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
-            centre = (side - 1) / 2.0
-            radius = side / 2.0
-            out *= ((yy - centre) ** 2 + (xx - centre) ** 2 <= radius**2)[None]
-            d[key] = out
+        first: tuple[int, int, int] | None = None
+        for i, key in enumerate(self.key_iterator(d)):
+            box = fov_box(d[key], self.threshold)
+            if i == 0:
+                first = box
+            if box is not None:
+                d[key] = self._crop(d[key], box, np.float32)
+        for key in self.label_keys:
+            if first is not None and key in d:
+                mask = np.asarray(_label_array(d[key]))
+                d[key] = self._crop(mask, first, mask.dtype)
         return d
+
+
+def _label_array(x: Any) -> np.ndarray:
+    as_tensor = getattr(x, "as_tensor", None)
+    t = as_tensor() if callable(as_tensor) else x
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
 def _interp_mode(ndim_spatial: int) -> str:

@@ -186,7 +186,8 @@ def segmentation_transform(
         CheckImaged([IMAGE_KEY], spatial_dims=dims, preset=preset.name),
         CheckMaskd([LABEL_KEY]),
         ToChannelsd([IMAGE_KEY], channels=preset.channels, preset=preset.name),
-        *preset.intensity(),
+        # Spatial steps of the preset (the fundus field-of-view crop) crop the mask with the image.
+        *(t.pairing(LABEL_KEY) if hasattr(t, "pairing") else t for t in preset.intensity()),
     ]
     if size is not None:
         steps.append(PairResized(size))
