@@ -10,6 +10,11 @@ prediction (or an abstention) and a certified L2 radius; the cell at radius ``r`
 correctly *and* certified at radius ≥ ``r``, with its exact (Clopper–Pearson) 95 % interval
 (:func:`medrobust.defenses.certify.certified_accuracy`).
 
+Sampling is the cost (``n0 + n`` forward passes of the denoiser and the classifier per image):
+while a target is certified, its 2-D convolution weights are kept in ``channels_last`` (the same
+values; 1.7x less CPU time for the demo's DAE → small_cnn at 64×64, as for the attacks,
+:func:`medrobust.attacks._layout.conv_weights_channels_last`).
+
 Batch ``b`` of target ``t`` is certified with seed ``derive_seed(seed, f"certify|{t}|batch{b}")``
 (so sharded and resumed runs agree); per-target certificates are kept under
 ``RUN/state/certify/`` keyed by everything they depend on and reused by a resumed run.
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medrobust.attacks._layout import conv_weights_channels_last, has_conv2d
 from medrobust.evaluation.config import BARE, AuditConfig
 from medrobust.evaluation.planning import CellSpec
 from medrobust.evaluation.results import CellMetrics, CertifiedCell, CertifiedSamples, Interval
@@ -199,10 +205,11 @@ def run_certify(
             continue
         t0 = time.perf_counter()
         local = []
-        for batch in samples.batches(ctx.owned(samples.n_batches)):
-            local.append(
-                (batch.positions, *certify_batch(config, name, model, batch.images, batch.index, device))
-            )
+        with conv_weights_channels_last(model, enabled=has_conv2d(model)):
+            for batch in samples.batches(ctx.owned(samples.n_batches)):
+                local.append(
+                    (batch.positions, *certify_batch(config, name, model, batch.images, batch.index, device))
+                )
         parts = ctx.gather(local)
         if not ctx.is_main:
             continue

@@ -148,7 +148,11 @@ def certified_table(results: AuditDocument) -> list[dict[str, Any]]:
 
     ``per_pixel`` says what the radius means per pixel: an L2 radius ``r`` spread evenly over the
     ``D = C·H·W`` values of the image is ``r / sqrt(D)`` per value, given in 8-bit grey levels of
-    the card's range (a radius of 0.5 on 224×224×3 in [0, 1] is ~0.33/255 per pixel).
+    the card's range (a radius of 0.5 on 224×224×3 in [0, 1] is ~0.33/255 per pixel). ``note``
+    says when a number is no evidence of robustness: a radius beyond the largest that CERTIFY
+    can give with these draws (``σ·Φ⁻¹(α^(1/n))``, all ``n`` draws on one class), or a smoothed
+    classifier that predicts one class for every sample (its certified accuracy is that class's
+    share).
     """
     import math
 
@@ -160,7 +164,10 @@ def certified_table(results: AuditDocument) -> list[dict[str, Any]]:
     for c in results.certified or []:
         per_pixel = None
         if dims and c.eps is not None and high > low:
-            per_pixel = f"{float(c.eps) / math.sqrt(dims) / (high - low) * 255:.2g}/255 per pixel"
+            per_pixel = (
+                f"{float(c.eps) / math.sqrt(dims) / (high - low) * 255:.2g}/255 per pixel "
+                f"if spread evenly over {dims} values"
+            )
         rows.append(
             {
                 "target": c.target,
@@ -172,9 +179,40 @@ def certified_table(results: AuditDocument) -> list[dict[str, Any]]:
                 "n": c.metrics.n,
                 "draws": f"n0={c.n0}, n={c.n_draws}, alpha={c.alpha}",
                 "per_pixel": per_pixel,
+                "note": _certified_note(c, list(results.data.class_names or [])),
             }
         )
     return rows
+
+
+def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY gives with ``n`` draws at level ``alpha``: ``σ·Φ⁻¹(α^(1/n))``.
+
+    All ``n`` draws on one class give the one-sided Clopper–Pearson bound ``α^(1/n)``; 0.0 when
+    even that bound is at most 1/2 (every sample abstains).
+    """
+    from statistics import NormalDist
+
+    p_lower = alpha ** (1.0 / n)
+    return 0.0 if p_lower <= 0.5 else sigma * NormalDist().inv_cdf(p_lower)
+
+
+def _certified_note(cell: Any, class_names: list[str]) -> str:
+    """Why a certified cell's number is no evidence of robustness ("" when there is no such reason)."""
+    from medrobust.defenses.certify import ABSTAIN
+
+    notes = []
+    if cell.sigma and cell.n_draws and cell.alpha and cell.eps is not None:
+        top = max_certifiable_radius(float(cell.sigma), int(cell.n_draws), float(cell.alpha))
+        if float(cell.eps) > top:
+            notes.append(f"beyond the largest radius {cell.n_draws} draws can certify ({top:.3g})")
+    predicted = {int(p) for p in cell.samples.prediction if int(p) != ABSTAIN}
+    if len(predicted) == 1 and len(set(cell.samples.label)) > 1:
+        (only,) = predicted
+        name = class_names[only] if 0 <= only < len(class_names) else str(only)
+        where = "for every sample" if not cell.n_abstained else "whenever it does not abstain"
+        notes.append(f"predicts {name} {where}: the accuracy is at most that class's share")
+    return "; ".join(notes)
 
 
 def _settings_rows(value: Any, prefix: str = "") -> list[tuple[str, str]]:
