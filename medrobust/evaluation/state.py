@@ -45,7 +45,7 @@ CELL_FIELDS = ("id", "key", "target", "threat", "attack", "metrics", "samples", 
 log = get_logger("evaluation.state")
 
 
-def _file_entry(hasher: FileHasher, path: Path | None) -> dict[str, Any] | None:
+def file_entry(hasher: FileHasher, path: Path | None) -> dict[str, Any] | None:
     """``{"path", "sha256", "size"}`` of a file, ``None`` when ``path`` is None or absent."""
     if path is None or not Path(path).is_file():
         return None
@@ -69,7 +69,7 @@ def model_provenance(config: Any, hasher: FileHasher) -> dict[str, Any]:
     if card is None:
         folder = path if path.is_dir() else path.parent
         card = folder / CARD_NAME if (path.is_dir() or path.suffix == ".safetensors") else None
-    return {"weights": _file_entry(hasher, weights), "card": _file_entry(hasher, card)}
+    return {"weights": file_entry(hasher, weights), "card": file_entry(hasher, card)}
 
 
 def defense_provenance(spec: Any, hasher: FileHasher) -> dict[str, Any]:
@@ -87,9 +87,9 @@ def defense_provenance(spec: Any, hasher: FileHasher) -> dict[str, Any]:
     else:
         spec_file = path
     return {
-        "weights": _file_entry(hasher, spec_file.with_name(WEIGHTS)),
-        "spec": _file_entry(hasher, spec_file),
-        "card": _file_entry(hasher, spec_file.with_name("card.json")),
+        "weights": file_entry(hasher, spec_file.with_name(WEIGHTS)),
+        "spec": file_entry(hasher, spec_file),
+        "card": file_entry(hasher, spec_file.with_name("card.json")),
     }
 
 

@@ -127,3 +127,37 @@ def test_segmenter_files_names_what_is_read_for_the_provenance_hashes(exported, 
         root / "seg_card.json",
     )
     assert segmenter_files(skin_run) == (skin_run / "model.safetensors", skin_run / "card.json")
+
+
+def test_a_segmentation_audit_takes_card_and_model_format_and_hashes_the_program(skin_run, tmp_path):
+    """`--card` and `--model-format` reach the segmentation audit; provenance hashes the program and card."""
+    import hashlib
+    import json
+
+    import yaml
+
+    from medrobust.cli.main import main
+
+    model = load_segmenter(skin_run)
+    program, card = tmp_path / "skin_model.pt", tmp_path / "skin_card.json"
+    torch.jit.trace(model.backbone, torch.rand(1, 3, 32, 32)).save(str(program))  # a .pt: format needed
+    model.card.model_copy(update={"arch": None}).save(card)
+    cfg = {
+        "task": "segmentation",
+        "data": {"source": str(skin_run.parent / "data"), "split": "test"},
+        "model": {"path": str(program)},
+        "attacks": [{"name": "fgsm"}],
+        "budgets": {"linf": ["2/255"]},
+        "n_samples": 4,
+        "batch_size": 4,
+        "device": "cpu",
+        "save_examples": 0,
+    }
+    config = tmp_path / "audit.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    args = ["audit", "--config", str(config), "--card", str(card), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2  # a .pt is never run as a program
+    assert main([*args, "--model-format", "torchscript", "--out", str(tmp_path / "out")]) == 0
+    recorded = json.loads((tmp_path / "out" / "results.json").read_text())["provenance"]["model"]
+    for key, path in (("weights", program), ("card", card)):
+        assert recorded[key]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

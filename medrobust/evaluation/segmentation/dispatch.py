@@ -87,7 +87,7 @@ def segmentation_command(**flags: Any) -> None:
     from medrobust.evaluation.segmentation.runner import run_segmentation_audit
     from medrobust.run.config import merge_overrides, read_config
 
-    for unsupported in ("weights", "model_format", "junit"):
+    for unsupported in ("weights", "junit"):
         if flags.get(unsupported) is not None:
             raise ConfigError(
                 f"The '--{unsupported.replace('_', '-')}' option does not apply to a segmentation audit "
@@ -98,6 +98,8 @@ def segmentation_command(**flags: Any) -> None:
         over["model"] = {"path": str(flags.get("model"))} if flags.get("model") is not None else {}
         if flags.get("card") is not None:
             over["model"]["card"] = str(flags["card"])
+    if flags.get("model_format") is not None:
+        over.setdefault("model", {})["format"] = flags["model_format"]
     data: dict[str, Any] = {}
     for key, flag in (("source", "data"), ("split", "split"), ("preset", "modality")):
         if flags.get(flag) is not None:

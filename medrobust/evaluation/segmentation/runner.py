@@ -232,8 +232,9 @@ def run_segmentation_audit(
 def _run(
     config: SegmentationAuditConfig, gates: list[Any], out: Path, fresh: bool, progress: bool
 ) -> dict[str, Any]:
-    from medrobust.evaluation.state import defense_provenance, model_provenance, run_fingerprint
+    from medrobust.evaluation.state import defense_provenance, file_entry, run_fingerprint
     from medrobust.metrics_segmentation import segmentation_summary
+    from medrobust.models.segmentation.checkpoint import segmenter_files
     from medrobust.utils.device import resolve_device
     from medrobust.utils.hashing import FileHasher
 
@@ -248,7 +249,16 @@ def _run(
 
     hasher = FileHasher()
     provenance = {
-        "model": model_provenance(config, hasher),
+        "model": dict(
+            zip(
+                ("weights", "card"),
+                (
+                    file_entry(hasher, f)
+                    for f in segmenter_files(config.model.path, config.model.card, config.model.format)
+                ),
+                strict=True,
+            )
+        ),
         "defenses": {d.name: defense_provenance(d, hasher) for d in config.defenses},
         "data": pairs.provenance(config.data, hasher),
     }

@@ -116,7 +116,7 @@ def card_task(model_path: Any, card_path: Any = None) -> str | None:
 
 
 def load_audited_segmenter(model: Any, device: torch.device) -> nn.Module:
-    """The audited segmenter (a segmenter run folder) in eval mode on ``device``.
+    """The audited segmenter (a run folder, or an ONNX/TorchScript segmenter with its card) in eval mode.
 
     Raises:
         ConfigError: naming 'model.path' when the model is not a segmenter (a classifier's card).
@@ -130,12 +130,12 @@ def load_audited_segmenter(model: Any, device: torch.device) -> nn.Module:
             f"The 'task' of the audit config is 'segmentation', but 'model.path' {str(model.path)!r} has a "
             f"{task} card; give a segmenter run folder (medrobust train segmenter) or drop 'task'."
         )
-    if model.card is not None or model.weights is not None or getattr(model, "format", None):
+    if model.weights is not None:
         raise ConfigError(
-            "The 'model' of a segmentation audit must be a segmenter run folder (model.safetensors + "
-            f"card.json); card, weights and format do not apply. Got {model.model_dump(mode='json')}."
+            "The 'model.weights' of a segmentation audit does not apply: give a segmenter run folder or "
+            f"an ONNX/TorchScript file with its card. Got {model.model_dump(mode='json')}."
         )
-    return load_segmenter(model.path).to(device).eval()
+    return load_segmenter(model.path, card=model.card, format=model.format).to(device).eval()
 
 
 def build_segmentation_targets(
