@@ -171,3 +171,14 @@ def test_fundus_field_of_view_crop_crops_the_mask_with_the_image():
     marker = np.unravel_index(int(img.sum(0).argmax()), tuple(img.shape[1:]))
     (labelled,) = np.argwhere(lab[0].numpy() == 1)
     assert tuple(int(v) for v in labelled) == tuple(int(v) for v in marker)
+
+
+def test_volumes_flip_left_right_on_their_ras_axis():
+    """A 3D brain volume (RAS order) flips on axis 0 (left-right), never inferior-superior."""
+    from monai.transforms import RandFlipd
+
+    from medrobust.data.presets import get_preset
+    from medrobust.data.segmentation.transforms import augmentations
+
+    flips = [t for t in augmentations(get_preset("brain_mri"), 3) if isinstance(t, RandFlipd)]
+    assert [t.flipper.spatial_axis for t in flips] == [0]

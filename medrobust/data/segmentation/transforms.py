@@ -40,6 +40,8 @@ FLIP_AXES: dict[str, tuple[int, ...]] = {
     "retina_oct": (1,),  # left/right only: a B-scan has a top (vitreous) and a bottom (choroid)
     "brain_mri": (-1,),
 }
+#: Volumes are read in RAS order, so their left-right axis is the first spatial axis.
+FLIP_AXES_3D: dict[str, tuple[int, ...]] = {"brain_mri": (0,)}
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -144,7 +146,7 @@ def augmentations(preset: Preset, spatial_dims: int) -> list[Any]:
             padding_mode="zeros",
         )
     ]
-    for axis in FLIP_AXES.get(preset.name, ()):
+    for axis in (FLIP_AXES_3D if spatial_dims == 3 else FLIP_AXES).get(preset.name, ()):
         steps.append(RandFlipd(both, prob=0.5, spatial_axis=axis % spatial_dims))
     steps += [
         RandAdjustContrastd([IMAGE_KEY], prob=0.3, gamma=(0.8, 1.25)),
