@@ -11,7 +11,8 @@ both schemes::
     once into a MedMNIST-style ``.npz`` under the phantom cache and read from there afterwards.
     Options: ``n`` (images, default 200, at most ``MAX_PHANTOM_IMAGES``), ``size`` (28..512,
     default 64; ``@SIZE`` is the same), ``seed`` (default 0). The cache folder is
-    :func:`phantom_cache_root` / ``{modality}-n{n}-s{size}-seed{seed}/{modality}_phantom.npz``,
+    :func:`phantom_cache_root` / ``{modality}-n{n}-s{size}-seed{seed}-g{tag}/{modality}_phantom.npz``
+    (``tag`` names the generator's code, :func:`generator_tag`),
     the layout the audit's ``data.phantom`` uses, so the same spec names the same file
     everywhere. Class names are the phantom's (``normal``, ``pneumonia``, ...).
 
@@ -33,6 +34,7 @@ A file literally named like a spec can still be opened as ``./phantom:...``.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -280,11 +282,42 @@ def phantom_cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(env).expanduser() / "phantoms" if env else DEFAULT_PHANTOM_CACHE
 
 
+@functools.lru_cache(maxsize=64)
+def generator_tag(generator: type) -> str:
+    """8 hex digits naming the code that draws a phantom: a changed generator gets a new cache folder.
+
+    The SHA-256 of the source files of the generator's package and of the classification phantoms
+    (whose drawing helpers every generator may use), so a cache written by an older medrobust is
+    never read as if it held today's phantoms.
+    """
+    import hashlib
+    import inspect
+
+    own = inspect.getsourcefile(generator)
+    folders = {Path(__file__).parent / "phantoms", *([Path(own).parent] if own else [])}
+    digest = hashlib.sha256()
+    for file in sorted(f for folder in folders for f in folder.glob("*.py")):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def phantom_set_name(modality: str, n: int, size: int, seed: int, generator: type) -> str:
+    """``{modality}-n{n}-s{size}-seed{seed}-g{tag}``: the cache folder of one phantom set."""
+    return f"{modality}-n{n}-s{size}-seed{seed}-g{generator_tag(generator)}"
+
+
 def phantom_npz_path(
     modality: str, n: int, size: int, seed: int, cache_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """``<cache>/{modality}-n{n}-s{size}-seed{seed}/{modality}_phantom.npz`` (nothing is written)."""
-    return phantom_cache_root(cache_dir) / f"{modality}-n{n}-s{size}-seed{seed}" / f"{modality}_phantom.npz"
+    """``<cache>/{modality}-n{n}-s{size}-seed{seed}-g{tag}/{modality}_phantom.npz`` (nothing is written).
+
+    ``tag`` is :func:`generator_tag` of the modality's generator.
+    """
+    from medrobust.data.phantoms.base import PHANTOMS
+
+    name = phantom_set_name(modality, n, size, seed, PHANTOMS.get(modality))
+    return phantom_cache_root(cache_dir) / name / f"{modality}_phantom.npz"
 
 
 def phantom_npz(

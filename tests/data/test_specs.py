@@ -16,6 +16,7 @@ from medrobust.data.specs import (
     medmnist_filename,
     parse_spec,
     phantom_cache_root,
+    phantom_npz_path,
 )
 from medrobust.errors import ConfigError, DataError
 
@@ -33,7 +34,7 @@ def cache(tmp_path, monkeypatch):
 def test_phantom_spec_opens_generated_npz_with_class_names(cache):
     src = open_source("phantom:chest_xray?n=40&size=32&seed=3")
     assert src.kind == "npz" and len(src) == 40
-    assert src.root == cache / "chest_xray-n40-s32-seed3" / "chest_xray_phantom.npz"
+    assert src.root == phantom_npz_path("chest_xray", 40, 32, 3, cache)
     assert src.class_names == ["normal", "pneumonia"]
     assert src.spec == "phantom:chest_xray?n=40&size=32&seed=3"
     assert src.describe()["spec"] == src.spec and src.splits() == ["train", "val", "test"]
@@ -65,7 +66,8 @@ def test_phantom_defaults_and_cache_under_the_working_directory(tmp_path, monkey
     assert phantom_cache_root() == DEFAULT_PHANTOM_CACHE  # runs/cache/phantoms, as the audit's
     src = open_source("phantom:retina_oct?n=8")  # size 64 and seed 0 by default
     assert src.spec == "phantom:retina_oct?n=8&size=64&seed=0"
-    assert (tmp_path / "runs/cache/phantoms/retina_oct-n8-s64-seed0/retina_oct_phantom.npz").is_file()
+    (npz,) = (tmp_path / "runs/cache/phantoms").glob("retina_oct-n8-s64-seed0-g*/retina_oct_phantom.npz")
+    assert npz.parent.name == phantom_npz_path("retina_oct", 8, 64, 0).parent.name
 
 
 def test_phantom_spec_takes_source_options(cache):
@@ -238,3 +240,19 @@ def test_concurrent_first_use_gives_one_readable_file(cache):
     assert paths[0] == paths[1] and paths[0].is_file()
     assert [p.name for p in cache.rglob(".*")] == []  # no private folders or temp files left
     assert len(open_source("phantom:retina_fundus?n=12&size=28")) == 12
+
+
+def test_a_cache_written_by_another_generator_version_is_not_read(tmp_path, monkeypatch):
+    """The cache folder names the generator's code, so phantoms cached by older code are never reused."""
+    from medrobust.data.phantoms.base import PHANTOMS
+    from medrobust.data.specs import generator_tag
+
+    monkeypatch.delenv("MEDROBUST_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "runs/cache/phantoms/chest_xray-n8-s32-seed0"  # the name before the tag
+    stale.mkdir(parents=True)
+    (stale / "chest_xray_phantom.npz").write_bytes(b"PK\x03\x04 drawn by an older generator")
+    src = open_source("phantom:chest_xray?n=8&size=32")
+    tag = generator_tag(PHANTOMS.get("chest_xray"))
+    assert len(tag) == 8 and int(tag, 16) >= 0
+    assert src.root.parent.name == f"chest_xray-n8-s32-seed0-g{tag}" and len(src) == 8

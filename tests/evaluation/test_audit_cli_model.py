@@ -7,6 +7,7 @@ import json
 import pytest
 
 from medrobust.cli.main import main
+from medrobust.data.specs import phantom_npz_path
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_audit_of_a_model_trained_on_phantom_spec_data(tmp_path, phantom_cache, 
     data = results["data"]
     assert set(data["class_counts"]) == {"normal", "pneumonia"} and data["n"] == 6  # the test split
     # the same spec names the same file in training and in the audit
-    npz = phantom_cache / "chest_xray-n40-s32-seed0" / "chest_xray_phantom.npz"
+    npz = phantom_npz_path("chest_xray", 40, 32, 0, phantom_cache)
     assert data["source"] == str(npz) and npz.is_file()
     assert len(list(phantom_cache.iterdir())) == 1
 
@@ -54,7 +55,7 @@ def test_phantom_block_and_spec_open_the_same_file_and_classes(tmp_path, phantom
     # an explicit cache folder is honoured (the same file name under it)
     own = SimpleNamespace(**{**vars(block), "cache_dir": tmp_path / "own"})
     _, other = open_configured_source(SimpleNamespace(source=None, phantom=own, kind=None))
-    assert other == tmp_path / "own" / "skin-n24-s32-seed1" / "skin_phantom.npz" and other.is_file()
+    assert other == phantom_npz_path("skin", 24, 32, 1, tmp_path / "own") and other.is_file()
 
 
 def _grey_rgb_card(path) -> str:

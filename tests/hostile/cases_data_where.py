@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medrobust.data.specs import phantom_npz_path
+
 from ._case import Call, hostile
 
 _TRAIN = ["train", "classifier", "--modality", "chest_xray", "--epochs", "1", "--device", "cpu"]
@@ -27,6 +29,10 @@ def _train(d: Path, spec: str) -> list[str]:
 
 
 # --- phantom: --------------------------------------------------------------------------------
+
+
+#: The cache folder of ``phantom:chest_xray?n=40&size=32`` (its name ends in the generator's code tag).
+_CHEST_SET = phantom_npz_path("chest_xray", 40, 32, 0).parent.name
 
 
 @hostile("data-spec-phantom-n-billion")
@@ -88,22 +94,22 @@ def _phantom_kind(d: Path) -> Call:
 def _phantom_cache_file(d: Path) -> Call:
     cache = d / "runs" / "cache" / "phantoms"
     cache.mkdir(parents=True)
-    (cache / "chest_xray-n40-s32-seed0").write_text("not a folder")
-    return Call(_inspect("phantom:chest_xray?n=40&size=32"), names=("chest_xray-n40-s32-seed0",))
+    (cache / _CHEST_SET).write_text("not a folder")
+    return Call(_inspect("phantom:chest_xray?n=40&size=32"), names=(_CHEST_SET,))
 
 
 @hostile("data-spec-phantom-cache-holds-another-set")
 def _phantom_cache_other(d: Path) -> Call:
-    folder = d / "runs" / "cache" / "phantoms" / "chest_xray-n40-s32-seed0"
+    folder = d / "runs" / "cache" / "phantoms" / _CHEST_SET
     folder.mkdir(parents=True)
     other = '{"modality": "skin", "n": 7, "size": 32, "seed": 0, "format": "npz"}'
     (folder / "phantom.json").write_text(other)
-    return Call(_inspect("phantom:chest_xray?n=40&size=32"), names=("chest_xray-n40-s32-seed0",))
+    return Call(_inspect("phantom:chest_xray?n=40&size=32"), names=(_CHEST_SET,))
 
 
 @hostile("data-spec-phantom-cached-npz-corrupt")
 def _phantom_cache_corrupt(d: Path) -> Call:
-    folder = d / "runs" / "cache" / "phantoms" / "chest_xray-n40-s32-seed0"
+    folder = d / "runs" / "cache" / "phantoms" / _CHEST_SET
     folder.mkdir(parents=True)
     (folder / "chest_xray_phantom.npz").write_bytes(b"PK\x03\x04 truncated by hand")
     return Call(_inspect("phantom:chest_xray?n=40&size=32"), names=("chest_xray_phantom.npz",))

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from medrobust.data.specs import phantom_cache_root, phantom_options
+from medrobust.data.specs import phantom_cache_root, phantom_options, phantom_set_name
 
 #: Layout segmentation phantoms are cached in: Decathlon for grey phantoms, mask folders for RGB ones.
 _CACHE_SUBDIR = "segmentation"
@@ -16,7 +16,8 @@ def segmentation_data_path(data: str, cache_dir: str | os.PathLike[str] | None =
     """The folder ``data`` names: a path as given, or a ``phantom:`` spec written once into the cache.
 
     ``phantom:brain_mri@32?n=40`` writes 40 volumes of 32³ voxels (Decathlon layout) into
-    ``<cache>/segmentation/brain_mri-n40-s32-seed0/`` the first time and reuses them after
+    ``<cache>/segmentation/brain_mri-n40-s32-seed0-g{tag}/`` (``tag`` names the generator code) the
+    first time and reuses them after
     (``<cache>`` as for classification phantoms: ``$MEDROBUST_CACHE/phantoms`` or ``runs/cache/phantoms``).
 
     Raises:
@@ -29,7 +30,7 @@ def segmentation_data_path(data: str, cache_dir: str | os.PathLike[str] | None =
     opts = phantom_options(data)
     gen = get_segmentation_phantom(opts["modality"], size=opts["size"], seed=opts["seed"])
     root = phantom_cache_root(cache_dir) / _CACHE_SUBDIR
-    final = root / f"{gen.modality}-n{opts['n']}-s{gen.size}-seed{gen.seed}"
+    final = root / phantom_set_name(gen.modality, opts["n"], gen.size, gen.seed, type(gen))
     if (final / "dataset.json").is_file():
         return final
     private = root / f".{final.name}.{os.getpid()}.tmp"
