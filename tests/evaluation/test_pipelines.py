@@ -24,7 +24,8 @@ def test_pipeline_validates(name, tmp_path):
         data["data"]["source"] = str(tmp_path)
     cfg = config_from_dict(data, name)
     assert {a.name for a in cfg.attacks} == {"fgsm", "pgd", "cw", "deepfool", "spsa", "autoattack"}
-    assert cfg.threats == ["graybox", "adaptive"] and cfg.budgets.linf and cfg.budgets.l2
+    assert cfg.threats[:2] == ["graybox", "adaptive"] and cfg.budgets.linf and cfg.budgets.l2
+    assert cfg.threats[2:] == (["certified"] if name == "demo" else [])  # the demo certifies too
     plan = plan_audit(cfg)
     assert {c.threat for c in plan.cells} == {"whitebox", "graybox", "adaptive"}
     if name != "demo":  # the shipped pipelines evaluate defenses under the defense protocol, EOT on
