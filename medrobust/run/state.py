@@ -205,13 +205,18 @@ class RunState:
         return json.loads(self.path(unit_id).read_text(encoding="utf-8"))
 
     def save(self, unit_id: str, record: dict[str, Any], log_key: str | None = None) -> None:
-        """Persist a finished unit atomically and log that it was computed."""
-        atomic_write_json(self.path(unit_id), record)
-        self._status[unit_id] = True
+        """Log that a unit was computed, then persist it atomically.
+
+        In that order, the log never misses a computation: a process killed between the two leaves
+        a logged unit without its file, which the next run recomputes and logs again (it was
+        computed twice), and a unit file on disk always has its log line.
+        """
         with open(self.dir / "computed.log", "a", encoding="utf-8") as fh:
             fh.write(f"{log_key or record.get('key', unit_id)}\n")
             fh.flush()
             os.fsync(fh.fileno())
+        atomic_write_json(self.path(unit_id), record)
+        self._status[unit_id] = True
 
     def load_or_compute(self, unit_id: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The stored unit when finished, else ``compute()`` saved as it (the resumable-step idiom)."""
