@@ -56,3 +56,23 @@ def lesion_dice():
         return float(torch.as_tensor(dice_per_class(pred, masks, 2)[:, 1]).nanmean())
 
     return dice
+
+
+@pytest.fixture
+def shipped_plan(tmp_path):
+    """``shipped_plan(NAME)``: ``(config, planned cells)`` of ``pipelines/NAME.yaml`` (model in tmp_path)."""
+    from pathlib import Path
+
+    import yaml
+
+    from medrobust.evaluation.segmentation.config import segmentation_config_from_dict
+    from medrobust.evaluation.segmentation.planning import all_cells, plan_segmentation_audit
+
+    def plan(name: str):
+        path = Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["model"]["path"] = str(tmp_path)
+        cfg = segmentation_config_from_dict(data, path.name)
+        return cfg, all_cells(plan_segmentation_audit(cfg, (0.0, 1.0)))
+
+    return plan

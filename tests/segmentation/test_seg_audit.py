@@ -164,16 +164,7 @@ def test_wrong_task_and_card_combinations_are_one_error_line(skin_run, tmp_path,
     assert len(err) == 1 and "task" in err[0]
 
 
-def test_shipped_segmentation_pipeline_validates(tmp_path):
-    from pathlib import Path
-
-    from medrobust.evaluation.segmentation.config import segmentation_config_from_dict
-    from medrobust.evaluation.segmentation.planning import all_cells, plan_segmentation_audit
-
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "segmentation_chest_xray.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["model"]["path"] = str(tmp_path)
-    cfg = segmentation_config_from_dict(data, path.name)
-    cells = all_cells(plan_segmentation_audit(cfg, (0.0, 1.0)))
+def test_shipped_segmentation_pipeline_validates(shipped_plan):
+    cfg, cells = shipped_plan("segmentation_chest_xray")
     assert {c.threat for c in cells} == {"whitebox", "graybox", "adaptive"}
     assert len(cells) == len(cfg.attacks) * 2 * 3 and cfg.attack("erase").goal == "erase-lesion"

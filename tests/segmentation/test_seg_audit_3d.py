@@ -133,18 +133,10 @@ def test_2d_denoiser_filters_each_axial_slice_of_a_volume_with_its_gradient():
     torch.testing.assert_close(x.grad, torch.ones_like(x))
 
 
-def test_shipped_brain3d_pipeline_validates(tmp_path):
-    from pathlib import Path
-
-    from medrobust.evaluation.segmentation.config import segmentation_config_from_dict
+def test_shipped_brain3d_pipeline_validates(shipped_plan):
     from medrobust.evaluation.segmentation.gate import check_segmentation_gates, parse_segmentation_gate
-    from medrobust.evaluation.segmentation.planning import all_cells, plan_segmentation_audit
 
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "segmentation_brain3d.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["model"]["path"] = str(tmp_path)
-    cfg = segmentation_config_from_dict(data, path.name)
-    cells = all_cells(plan_segmentation_audit(cfg, (0.0, 1.0)))
+    cfg, cells = shipped_plan("segmentation_brain3d")
     assert {c.threat for c in cells} == {"whitebox", "graybox", "adaptive"}
     assert len(cells) == len(cfg.attacks) * 2 * 3 and cfg.attack("erase").goal == "erase-lesion"
     assert {a.name for a in cfg.attacks} == {"fgsm", "pgd", "segpgd", "spsa"}
