@@ -3,25 +3,14 @@ validation of Siamese-DAE training can be thinned out (``adaptive_val_every``)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "defenses.py"
 
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("defenses_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_experiment_runs_and_writes_its_table(tmp_path):
-    bench = _benchmark()
+def test_quick_experiment_runs_and_writes_its_table(tmp_path, load_benchmark):
+    bench = load_benchmark("defenses")
     threads = torch.get_num_threads()
     out = tmp_path / "out"
     results = bench.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")])
@@ -38,17 +27,17 @@ def test_quick_experiment_runs_and_writes_its_table(tmp_path):
     assert "McNemar" in text and "python benchmarks/defenses.py" in text
 
 
-def test_square_budget_scales_with_the_image_size():
-    bench = _benchmark()
+def test_square_budget_scales_with_the_image_size(load_benchmark):
+    bench = load_benchmark("defenses")
     assert bench.square_queries(5000, torch.zeros(1, 1, 32, 32)) == 5000  # below CIFAR-10's 3072 values
     assert bench.square_queries(5000, torch.zeros(1, 1, 64, 64)) == round(5000 * 4096 / 3072)
     assert bench.square_queries(5000, torch.zeros(1, 3, 224, 224)) == round(5000 * 3 * 224 * 224 / 3072)
 
 
-def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs():
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs(load_benchmark):
     from scipy.stats import binomtest
 
-    bench = _benchmark()
+    bench = load_benchmark("defenses")
     a = [True] * 18 + [False] * 4 + [True] * 10
     b = [False] * 18 + [True] * 4 + [True] * 10
     res = bench.mcnemar(a, b)

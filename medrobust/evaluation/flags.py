@@ -547,6 +547,44 @@ class ConstantPredictions(FlagCheck):
         return out
 
 
+@register_flag("smoothed-constant-predictions")
+class SmoothedConstantPredictions(FlagCheck):
+    """A smoothed (certified) target predicts one class for every sample it does not abstain on."""
+
+    severity = "error"
+    title = "Smoothed target predicts one class"
+    advice = (
+        "Under the smoothing noise the target (the classifier, or the denoiser in front of it) sees only "
+        "noise and answers with one class, so its certified accuracy is that class's share, not "
+        "robustness. Every certified gate on it fails; its other cells are not affected. Train the base "
+        "classifier with noise augmentation (--noise-sigma) or put a denoiser trained for this sigma in "
+        "front."
+    )
+
+    def check_audit(self, results):  # noqa: D102
+        results = as_document(results)
+        names = results.data.class_names
+        out, seen = [], set()
+        for c in results.certified or []:
+            only = c.only_class
+            if only is None or c.target in seen:
+                continue
+            seen.add(c.target)
+            name = names[only] if 0 <= only < len(names) else str(only)
+            where = "every sample" if not c.n_abstained else "every sample it does not abstain on"
+            noise = "Gaussian noise" if c.sigma is None else f"Gaussian noise sigma {c.sigma:g}"
+            out.append(
+                self.flag(
+                    f"{c.target}: smoothed with {noise}, it predicts {name!r} for {where} although the "
+                    "labels hold several classes; its certified accuracy is that class's share, not "
+                    "robustness.",
+                    target=c.target,
+                    threat="certified",
+                )
+            )
+        return out
+
+
 @register_flag("chance-level")
 class ChanceLevel(FlagCheck):
     """Clean (balanced) accuracy at or near chance."""
@@ -820,10 +858,15 @@ def run_audit_checks(results: AuditDocument | Mapping[str, Any]) -> list[Flag]:
     return out
 
 
-def error_targets(flags: Sequence[Flag | Mapping[str, Any]]) -> dict[str, list[str]]:
-    """``{target: [error-level flag ids]}`` (flags without a target apply to no single target)."""
-    out: dict[str, list[str]] = defaultdict(list)
+def error_targets(flags: Sequence[Flag | Mapping[str, Any]]) -> dict[tuple[str, str | None], list[str]]:
+    """``{(target, threat): [error-level flag ids]}``.
+
+    ``threat`` is ``None`` for a flag on the whole target (every cell of it), else the one threat
+    the flag is about (e.g. ``"certified"``: the smoothed target, not the target as attacked).
+    Flags without a target apply to no single target.
+    """
+    out: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for f in as_flags(flags):
         if f.severity == "error" and f.target:
-            out[f.target].append(f.id)
+            out[(f.target, f.threat or None)].append(f.id)
     return dict(out)

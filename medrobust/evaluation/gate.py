@@ -27,9 +27,10 @@ cell must satisfy it. ``worst`` cells exist per target, threat and budget, plus
     *@8/255:target=bare>=0.10                 every attack at 8/255 on the bare classifier
 
 A gate on a target with an error-level flag (constant predictions, chance-level accuracy)
-fails, whatever its value: such numbers are not evidence of robustness. Gates on metrics
-that untargeted attacks do not aim at are refused (AUROC under attack always; specificity
-under attack for more than two classes): they are descriptive only.
+fails, whatever its value: such numbers are not evidence of robustness. A flag that names a
+threat (``smoothed-constant-predictions``: ``certified``) fails the gates on that threat's
+cells only. Gates on metrics that untargeted attacks do not aim at are refused (AUROC under
+attack always; specificity under attack for more than two classes): they are descriptive only.
 
 A gate that does not parse, names an unknown or descriptive metric, or matches no cell is
 a :class:`~medrobust.errors.ConfigError` (the CLI exits 2).
@@ -341,7 +342,8 @@ def evaluate_gates(
     Args:
         gates: Parsed gates.
         cells: Finished cells (with ``metrics``, and ``intervals`` for bound gates).
-        flags: The audit's flags: a cell whose target has an error-level flag fails.
+        flags: The audit's flags: a cell whose target has an error-level flag fails (a flag that
+            names a threat fails the target's cells of that threat only).
         worst: The per-sample worst-case records (``worst`` gates).
     """
     from medrobust.evaluation.flags import error_targets
@@ -359,9 +361,10 @@ def evaluate_gates(
             key = cell.ident
             res.checked.append(key)
             value = gate.value_of(cell)
-            if cell.target in flagged:
+            found = [*flagged.get((cell.target, None), []), *flagged.get((cell.target, cell.threat), [])]
+            ids = ", ".join(found)
+            if ids:
                 res.failures.append((key, value))
-                ids = ", ".join(flagged[cell.target])
                 res.reasons[key] = (
                     f"target {cell.target!r} has error-level flag(s) {ids}: "
                     "its numbers are not evidence of robustness"

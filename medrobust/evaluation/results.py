@@ -406,6 +406,19 @@ class CertifiedCell(Addressed, Record):
     samples: CertifiedSamples = nested(CertifiedSamples, default=CertifiedSamples)
     seconds: float | None = None
 
+    @property
+    def only_class(self) -> int | None:
+        """The one class the smoothed target predicts wherever it does not abstain, else ``None``.
+
+        Set only when the labels hold several classes: a degenerate smoothed classifier.
+        """
+        from medrobust.defenses.certify import ABSTAIN
+
+        predicted = {int(p) for p in self.samples.prediction if int(p) != ABSTAIN}
+        if len(predicted) != 1 or len({int(v) for v in self.samples.label}) < 2:
+            return None
+        return predicted.pop()
+
 
 # -- flags, gates, verdict ------------------------------------------------------------------------
 @dataclass

@@ -199,16 +199,13 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
 
 def _certified_note(cell: Any, class_names: list[str]) -> str:
     """Why a certified cell's number is no evidence of robustness ("" when there is no such reason)."""
-    from medrobust.defenses.certify import ABSTAIN
-
     notes = []
     if cell.sigma and cell.n_draws and cell.alpha and cell.eps is not None:
         top = max_certifiable_radius(float(cell.sigma), int(cell.n_draws), float(cell.alpha))
         if float(cell.eps) > top:
             notes.append(f"beyond the largest radius {cell.n_draws} draws can certify ({top:.3g})")
-    predicted = {int(p) for p in cell.samples.prediction if int(p) != ABSTAIN}
-    if len(predicted) == 1 and len(set(cell.samples.label)) > 1:
-        (only,) = predicted
+    only = cell.only_class
+    if only is not None:
         name = class_names[only] if 0 <= only < len(class_names) else str(only)
         where = "for every sample" if not cell.n_abstained else "whenever it does not abstain"
         notes.append(f"predicts {name} {where}: the accuracy is at most that class's share")

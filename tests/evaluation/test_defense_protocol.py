@@ -225,3 +225,44 @@ def test_constant_classifier_certified_accuracy_equals_its_accuracy_at_small_rad
     cells = certified_records(cfg, plan.certified, labels, {"bare": {"prediction": pred, "radius": radius}})
     assert [c.robust_accuracy for c in cells] == [0.75, 0.75, 0.0]  # its accuracy, then beyond its radius
     assert all(c.metrics.clean_accuracy == 0.75 for c in cells)
+
+
+def test_a_smoothed_target_stuck_on_one_class_is_flagged_and_fails_only_its_certified_gates():
+    from medrobust.defenses.certify import ABSTAIN
+    from medrobust.evaluation.certified import certified_records
+    from medrobust.evaluation.gate import evaluate_gates, parse_gate
+    from medrobust.evaluation.results import Cell
+
+    cfg = config_from_dict(
+        {
+            "data": {"phantom": {"modality": "chest_xray", "n": 8, "size": 16}},
+            "model": {"path": "."},
+            "attacks": ["fgsm"],
+            "budgets": {"linf": ["2/255"], "l2": [0.01, 0.05]},
+            "threats": ["certified"],
+            "certify": {"sigma": 0.02, "n0": 8, "n": 32, "alpha": 0.01},
+        }
+    )
+    plan = plan_audit(cfg, (0.0, 1.0))
+    labels = np.array([0, 0, 0, 1, 0, 1, 0, 0])
+    stuck = {"prediction": [0, 0, ABSTAIN, 0, 0, 0, 0, 0], "radius": [0.03] * 8}
+    doc = AuditDocument()
+    doc.data.class_names = ["normal", "pneumonia"]
+    doc.certified = certified_records(cfg, plan.certified, labels, {"bare": stuck})
+    flags = FLAG_CHECKS.get("smoothed-constant-predictions")().check_audit(doc)
+    # once per target, not per radius
+    assert [(f.severity, f.target, f.threat) for f in flags] == [("error", "bare", "certified")]
+    assert "'normal'" in flags[0].message and "does not abstain" in flags[0].message
+    attacked = Cell(
+        target="bare", threat="whitebox", attack="fgsm", norm="linf", eps=2 / 255, eps_label="2/255"
+    )
+    attacked.metrics.robust_accuracy = 0.9
+    gates = [parse_gate("certified@0.01>=0"), parse_gate("fgsm@2/255>=0.5")]
+    certified_gate, attack_gate = evaluate_gates(gates, [attacked, *doc.certified], flags)
+    assert not certified_gate.passed
+    assert "smoothed-constant-predictions" in next(iter(certified_gate.reasons.values()))
+    assert attack_gate.passed  # the classifier as attacked is not what the flag is about
+    # two classes predicted: no flag
+    mixed = {"prediction": [0, 1, 0, 1, 0, 1, 0, 0], "radius": [0.03] * 8}
+    doc.certified = certified_records(cfg, plan.certified, labels, {"bare": mixed})
+    assert FLAG_CHECKS.get("smoothed-constant-predictions")().check_audit(doc) == []

@@ -122,3 +122,60 @@ def test_sliding_window_gradients_equal_the_full_volume_ones_when_it_fits_one_wi
     window = sliding_window_logits(net, x, roi_size=(8, 12, 10))
     (slid,) = torch.autograd.grad(torch.nn.functional.cross_entropy(window, y), x)
     torch.testing.assert_close(slid, full, rtol=1e-4, atol=1e-7)
+
+
+def _saved_bytes_and_grad(net, x, y, checkpoint):
+    """Bytes autograd keeps for the backward pass outside any checkpoint, and the input gradient."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    x = x.detach().clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = sliding_window_logits(net, x, roi_size=(8, 8, 8), sw_batch_size=2, checkpoint=checkpoint)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y), x)
+    return sum(saved), grad
+
+
+def test_sliding_window_checkpointing_keeps_the_gradient_and_not_the_activations():
+    torch.manual_seed(0)
+    card = SegmentationCard(in_channels=1, class_names=["bg", "tumour"], spatial_dims=3)
+    net = build_segmenter("tiny", card, width=8).backbone.eval()
+    x = torch.rand(1, 1, 24, 20, 16)  # 4 x 3 x 2 windows of 8³: 12 forwards of 2 windows
+    y = torch.randint(0, 2, (1, 24, 20, 16))
+    kept, grad_kept = _saved_bytes_and_grad(net, x, y, checkpoint=False)
+    recomputed, grad = _saved_bytes_and_grad(net, x, y, checkpoint=True)
+    torch.testing.assert_close(grad, grad_kept, rtol=1e-5, atol=1e-8)
+    assert bool((grad != 0).any())
+    # Without checkpointing every window's activations (8 channels at full resolution, several
+    # layers) stay alive for the backward; with it only the blending's window-sized tensors do.
+    assert kept > 8 * recomputed
+    assert recomputed < 16 * x.numel() * x.element_size()
+    # The default checkpoints exactly when gradients are recorded over more than one forward.
+    default, _ = _saved_bytes_and_grad(net, x, y, checkpoint=None)
+    assert default == recomputed
+
+
+def test_pgd_label_map_of_its_result_equals_a_fresh_forward():
+    model = _tiny(["bg", "organ", "lesion"]).eval()
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(3, 1, 16, 16, generator=gen)
+    masks = (images[:, 0] * 3).long().clamp(max=2)
+    for name in ("pgd", "segpgd", "pgd-l2"):
+        result = create_segmentation_attack(name, model, eps="8/255" if name != "pgd-l2" else 0.5, steps=3)(
+            images, masks
+        )
+        with torch.no_grad():
+            assert torch.equal(result.adv_pred, model(result.adv).argmax(1)), name
+        assert int(result.queries[0]) == 3 + 1 + 1  # steps, the ranking forward, the clean label map
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 4, 5, 6), (3, 4)])
+def test_label_map_equals_argmax_over_the_label_axis_ties_included(shape):
+    from medrobust.utils.labels import label_map
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, shape, generator=gen).float()  # many ties
+    assert torch.equal(label_map(logits), logits.argmax(1))

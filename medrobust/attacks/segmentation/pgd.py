@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from medrobust.attacks._utils import check_bool
-from medrobust.attacks.segmentation.base import SegmentationAttack, register_segmentation_attack
+from medrobust.attacks.segmentation.base import ADV_PRED, SegmentationAttack, register_segmentation_attack
 from medrobust.limits import MAX_ATTACK_STEPS
+from medrobust.utils.labels import label_map
 from medrobust.validation import check_int
 
 
@@ -68,6 +69,7 @@ class SegmentationPGD(SegmentationAttack):
         adv = self._start(images, generator) if self.random_start else images.clone()
         best = adv.clone()
         best_value = torch.full((images.shape[0],), float("-inf"), device=images.device)
+        best_pred = labels.clone()  # every entry is replaced at the first step (value > -inf)
         for t in range(1, self.steps + 1):
             adv.requires_grad_(True)
             logits = self.model(adv)
@@ -75,10 +77,15 @@ class SegmentationPGD(SegmentationAttack):
                 value = self.objective(logits, labels)  # rank iterates on the plain objective
                 better = value > best_value
                 best[better] = adv.detach()[better]
+                best_pred[better] = label_map(logits)[better]
                 best_value = torch.where(better, value, best_value)
             (grad,) = torch.autograd.grad(self._loss(logits, labels, t).sum(), adv)
             adv = self._step(adv.detach(), grad, images)
         with torch.no_grad():
-            better = self.objective(self.model(adv), labels) > best_value
+            logits = self.model(adv)
+            better = self.objective(logits, labels) > best_value
             best[better] = adv[better]
-        return best, self.steps + 1, {"eps_abs": self.eps, "alpha_abs": self.alpha}
+            best_pred[better] = label_map(logits)[better]
+        # the label map of the returned images comes from the ranking forwards: no extra forward
+        info = {"eps_abs": self.eps, "alpha_abs": self.alpha, ADV_PRED: best_pred}
+        return best, self.steps + 1, info

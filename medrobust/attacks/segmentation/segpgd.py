@@ -23,6 +23,7 @@ import torch
 
 from medrobust.attacks.segmentation.base import register_segmentation_attack
 from medrobust.attacks.segmentation.pgd import SegmentationPGD
+from medrobust.utils.labels import label_map
 
 
 @register_segmentation_attack("segpgd")
@@ -36,7 +37,7 @@ class SegPGD(SegmentationPGD):
             return self.objective(logits, labels)
         per_pixel, scored = self.pixel_objective(logits, labels)
         target, _ = self.targets(labels)
-        pred = logits.detach().argmax(1)
+        pred = label_map(logits.detach())
         fooled = (pred != labels) if self.goal == "untargeted" else (pred == target)
         lam = (step - 1) / (2.0 * self.steps)
         weight = torch.where(fooled, lam, 1.0 - lam) * scored

@@ -56,6 +56,7 @@ from medrobust.evaluation.segmentation.targets import (
 )
 from medrobust.run.seeds import derive_seed
 from medrobust.run.state import FRESH_HINT, RunState
+from medrobust.utils.labels import label_map
 from medrobust.utils.lock import claim_run_folder
 from medrobust.utils.logging import get_logger
 
@@ -357,7 +358,7 @@ def _spec(config: SegmentationAuditConfig, name: str) -> Any:
 def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """Label maps ``(N, *spatial)`` of ``model`` on ``images`` (batch-wise, on CPU)."""
     out = [
-        model(images[i : i + batch_size].to(device)).argmax(1).cpu()
+        label_map(model(images[i : i + batch_size].to(device))).cpu()
         for i in range(0, len(images), batch_size)
     ]
     return torch.cat(out) if out else torch.zeros((0, *images.shape[2:]), dtype=torch.long)

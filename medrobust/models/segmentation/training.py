@@ -32,6 +32,7 @@ from medrobust.run.config import ConfigModel
 from medrobust.run.environment import environment
 from medrobust.run.loop import EpochContext, EpochEnd, Evaluation, LoopSettings, StepOutput, TrainingLoop
 from medrobust.utils.io import atomic_write_json, atomic_write_text
+from medrobust.utils.labels import label_map
 from medrobust.utils.logging import get_logger
 from medrobust.validation import check_float
 
@@ -174,7 +175,7 @@ def predict_labels(
     for images, masks in loader:
         logits = model(images.to(device)).float()
         losses.append(float(loss_fn(logits, masks.to(device))) * images.shape[0])
-        preds.append(logits.argmax(1).cpu())
+        preds.append(label_map(logits).cpu())
         labels.append(masks[:, 0].cpu())
     model.train(was)
     n = sum(p.shape[0] for p in preds)
