@@ -15,10 +15,11 @@ BOUNDS = [(0.0, 1.0), (-1000.0, 400.0)]
 SLOW = {"bm3d"}
 
 
-def _images(c: int, bounds: tuple[float, float], seed: int = 0, n: int = 2) -> torch.Tensor:
+def _images(c: int, bounds: tuple[float, float], seed: int = 0, n: int = 2, dims: int = 2) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     low, high = bounds
-    return torch.rand(n, c, 12, 14, generator=g) * (high - low) + low
+    size = (12, 14) if dims == 2 else (6, 7, 8)
+    return torch.rand(n, c, *size, generator=g) * (high - low) + low
 
 
 def test_registry_lists_all_required_denoisers() -> None:
@@ -46,7 +47,7 @@ def test_conformance(name: str, channels: int, bounds: tuple[float, float]) -> N
     torch.manual_seed(0)
     d = create_denoiser(name, in_channels=channels, bounds=bounds, **cls.fast_params).eval()
     assert d.kind in ("deep", "classical", "hybrid")
-    x = _images(channels, bounds, n=1 if name in SLOW else 2).requires_grad_(True)
+    x = _images(channels, bounds, n=1 if name in SLOW else 2, dims=cls.spatial_dims[0]).requires_grad_(True)
     y = d(x)
     assert y.shape == x.shape
     assert y.dtype == x.dtype
@@ -73,7 +74,7 @@ def test_config_rebuilds_identical_denoiser(name: str) -> None:
     cfg = d.config()
     again = create_denoiser(name, **cfg).eval()
     again.load_state_dict(d.state_dict())
-    x = _images(1, (-1.0, 1.0), seed=3, n=1 if name in SLOW else 2)
+    x = _images(1, (-1.0, 1.0), seed=3, n=1 if name in SLOW else 2, dims=cls.spatial_dims[0])
     with torch.no_grad():
         torch.testing.assert_close(again(x), d(x))
     assert again.config() == cfg
@@ -144,3 +145,31 @@ def test_dncnn_starts_as_identity_and_dae_exposes_latent() -> None:
     z = dae.encode(x)
     assert z.shape == (2, dae.latent_channels, 4, 4)
     torch.testing.assert_close(dae.decode(z), dae(x))
+
+
+def test_median3d_equals_scipy_mirror_median_and_refuses_2d_images() -> None:
+    import numpy as np
+    import scipy.ndimage as ndi
+
+    import medrobust.defenses.denoisers.median3d as module
+
+    d = create_denoiser("median3d", in_channels=2, kernel_size=3, bounds=(-1000.0, 400.0))
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 2, 9, 7, 8, generator=g) * 1400 - 1000
+    y = d(x)
+    ref = np.stack([[ndi.median_filter(v.numpy(), size=3, mode="mirror") for v in item] for item in x])
+    np.testing.assert_allclose(y.numpy(), ref, rtol=0, atol=1e-3)
+    # a slab size that splits the first axis gives the same volume
+    original, module.SLAB_ELEMENTS = module.SLAB_ELEMENTS, 2000
+    try:
+        torch.testing.assert_close(d(x), y, rtol=0, atol=0)
+    finally:
+        module.SLAB_ELEMENTS = original
+    # a one-voxel spike on one slice is outvoted by its neighbours across slices
+    spike = torch.zeros(1, 1, 5, 5, 5)
+    spike[0, 0, 2, 2, 2] = 1.0
+    assert float(create_denoiser("median3d")(spike).abs().max()) == 0.0
+    with pytest.raises(ConfigError, match=r"expects 3D volumes \(N, 2, X, Y, Z\)"):
+        d(torch.rand(1, 2, 8, 8))
+    with pytest.raises(ConfigError, match="must name a 2D denoiser"):
+        create_denoiser("hybrid", classical="median3d")

@@ -122,7 +122,7 @@ def test_overlay_shows_the_axial_slice_with_the_most_lesion_voxels():
 
 def test_2d_denoiser_filters_each_axial_slice_of_a_volume_with_its_gradient():
     from medrobust.defenses import create_denoiser
-    from medrobust.evaluation.segmentation.targets import denoise_axial_slices
+    from medrobust.defenses.defended import denoise_axial_slices
 
     x = torch.rand(2, 1, 6, 7, 5, requires_grad=True)
     den = create_denoiser("median", kernel_size=3)
@@ -133,12 +133,45 @@ def test_2d_denoiser_filters_each_axial_slice_of_a_volume_with_its_gradient():
     torch.testing.assert_close(x.grad, torch.ones_like(x))
 
 
+def test_a_volumetric_denoiser_filters_whole_volumes_and_a_2d_one_each_slice():
+    from medrobust.defenses import create_denoiser, defend
+    from medrobust.errors import ConfigError
+    from medrobust.evaluation.segmentation.targets import DefendedSegmenter, describe_segmentation_target
+    from medrobust.models import ModelCard, build_classifier
+    from medrobust.models.segmentation import SegmentationCard, build_segmenter
+
+    torch.manual_seed(0)
+    card = SegmentationCard(in_channels=1, class_names=["bg", "tumour"], spatial_dims=3)
+    seg = build_segmenter("tiny", card, width=2).eval()
+    x = torch.rand(1, 1, 6, 6, 6)
+    whole = DefendedSegmenter(seg, create_denoiser("median3d"))
+    sliced = DefendedSegmenter(seg, create_denoiser("median"))
+    assert not whole.slicewise and sliced.slicewise
+    with torch.no_grad():
+        torch.testing.assert_close(whole(x), seg(create_denoiser("median3d")(x)))
+    from medrobust.evaluation.config import DefenseConfig
+
+    spec = DefenseConfig(name="m", denoiser="median")
+    assert describe_segmentation_target("m3", whole, spec)["applied"] == "whole volume"
+    assert describe_segmentation_target("m2", sliced, spec)["applied"] == "per axial slice"
+    # classifiers: a 2D classifier refuses a volumetric denoiser; a 3D one takes either
+    flat = build_classifier("small_cnn", ModelCard(in_channels=1, class_names=["a", "b"]))
+    refused = r"defend\(\): the denoiser 'median3d' filters 3D images but the model is 2D"
+    with pytest.raises(ConfigError, match=refused):
+        defend(flat, create_denoiser("median3d"))
+    with pytest.raises(ConfigError, match="in_channels=3 but the model's card expects 1"):
+        defend(flat, create_denoiser("median", in_channels=3))
+
+
 def test_shipped_brain3d_pipeline_validates(shipped_plan):
     from medrobust.evaluation.segmentation.gate import check_segmentation_gates, parse_segmentation_gate
 
     cfg, cells = shipped_plan("segmentation_brain3d")
     assert {c.threat for c in cells} == {"whitebox", "graybox", "adaptive"}
-    assert len(cells) == len(cfg.attacks) * 2 * 3 and cfg.attack("erase").goal == "erase-lesion"
+    # bare (white-box), then each defense gray-box and adaptive, at two budgets
+    assert len(cells) == len(cfg.attacks) * 2 * (1 + 2 * len(cfg.defenses))
+    assert cfg.attack("erase").goal == "erase-lesion"
+    assert {d.denoiser for d in cfg.defenses} == {"median", "median3d"}
     assert {a.name for a in cfg.attacks} == {"fgsm", "pgd", "segpgd", "spsa"}
     assert cfg.gates and "brain_mri" in cfg.data.source
     # every gate names a known metric and label and matches a planned cell

@@ -37,11 +37,19 @@ def from_unit(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
 
 
 def check_images(x: torch.Tensor, denoiser: Denoiser) -> None:
-    """Raise a :class:`ConfigError` unless ``x`` is a (N, C, H, W) batch with the right channels."""
-    if x.ndim != 4 or x.shape[1] != denoiser.in_channels:
+    """Raise a :class:`ConfigError` unless ``x`` is a batch the denoiser filters, with the right channels.
+
+    2D denoisers take ``(N, C, H, W)`` images, volumetric ones ``(N, C, X, Y, Z)`` volumes
+    (``denoiser.spatial_dims``).
+    """
+    dims = tuple(getattr(denoiser, "spatial_dims", (2,)))
+    if x.ndim - 2 not in dims or x.shape[1] != denoiser.in_channels:
+        c = denoiser.in_channels
+        wanted = " or ".join(
+            f"2D images (N, {c}, H, W)" if d == 2 else f"3D volumes (N, {c}, X, Y, Z)" for d in dims
+        )
         raise ConfigError(
-            f"{type(denoiser).__name__} expects 2D images (N, {denoiser.in_channels}, H, W). "
-            f"Got a tensor of shape {tuple(x.shape)}."
+            f"{type(denoiser).__name__} expects {wanted}. Got a tensor of shape {tuple(x.shape)}."
         )
 
 

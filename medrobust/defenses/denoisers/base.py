@@ -42,6 +42,10 @@ class Denoiser(nn.Module):
         stochastic: True when the output is random (noise injection, random resize-pad): attacks
             on it need Expectation over Transformation (``eot-pgd``, APGD with ``eot_iter``).
         fast_params: Cheap constructor settings for conformance tests and smoke runs.
+        spatial_dims: The image dimensionalities it filters: ``(2,)`` for 2D images
+            ``(N, C, H, W)`` (every denoiser but the volumetric ones), ``(3,)`` for volumes
+            ``(N, C, X, Y, Z)``. A 2D denoiser in front of a 3D model filters each axial slice
+            (:func:`medrobust.defenses.defended.denoise_axial_slices`).
     """
 
     name: ClassVar[str] = "denoiser"
@@ -49,6 +53,7 @@ class Denoiser(nn.Module):
     differentiable: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
     fast_params: ClassVar[dict[str, Any]] = {}
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
 
     def __init__(self, in_channels: int = 1, bounds: Any = (0.0, 1.0)) -> None:
         super().__init__()

@@ -39,7 +39,13 @@ def _child(
         )
     if spec.replace("_", "-").lower() == "hybrid":
         raise ConfigError(f"The {role!r} parameter of HybridDenoiser cannot itself be 'hybrid'.")
-    return create_denoiser(spec, in_channels=in_channels, bounds=bounds, **dict(params or {}))
+    child = create_denoiser(spec, in_channels=in_channels, bounds=bounds, **dict(params or {}))
+    if 2 not in child.spatial_dims:
+        raise ConfigError(
+            f"The {role!r} parameter of HybridDenoiser must name a 2D denoiser; {spec!r} filters "
+            f"{'/'.join(f'{d}D' for d in child.spatial_dims)} volumes only."
+        )
+    return child
 
 
 @register_denoiser("hybrid")

@@ -4,8 +4,9 @@
 its segmentation twin: it carries the segmenter's card (bounds, labels, sliding window), so every
 segmentation attack and metric treats the pipeline like the bare segmenter, and an adaptive
 attack differentiates through the denoiser (a BPDA straight-through gradient for classical
-filters, marked by ``uses_bpda``). medrobust's denoisers are 2D; in front of a 3D segmenter one
-filters every axial slice of the volume (:func:`denoise_axial_slices`), and results say so.
+filters, marked by ``uses_bpda``). A volumetric denoiser (``median3d``) filters a volume whole; a
+2D one in front of a 3D segmenter filters every axial slice of the volume
+(:func:`medrobust.defenses.defended.denoise_axial_slices`), and results say which.
 """
 
 from __future__ import annotations
@@ -23,17 +24,6 @@ from medrobust.errors import ConfigError
 BARE = "bare"
 
 
-def denoise_axial_slices(denoiser: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 2D denoiser to every axial slice of volumes ``(N, C, X, Y, Z)`` (RAS: Z is axial).
-
-    The slices go through the denoiser as one batch ``(N * Z, C, X, Y)`` and come back in place,
-    so gradients (exact or BPDA) flow slice by slice as they would on 2D images.
-    """
-    n, c, sx, sy, sz = x.shape
-    slices = x.permute(0, 4, 1, 2, 3).reshape(n * sz, c, sx, sy)
-    return denoiser(slices).reshape(n, sz, c, sx, sy).permute(0, 2, 3, 4, 1)
-
-
 class DefendedSegmenter(nn.Module):
     """A segmenter behind a denoiser: ``logits = segmenter(denoiser(x))``.
 
@@ -48,7 +38,7 @@ class DefendedSegmenter(nn.Module):
 
     def __init__(self, segmenter: nn.Module, denoiser: nn.Module) -> None:
         super().__init__()
-        from medrobust.defenses.denoisers.base import Denoiser
+        from medrobust.defenses.defended import check_pairing
 
         card = getattr(segmenter, "card", None)
         if card is None or getattr(card, "task", None) != "segmentation":
@@ -56,25 +46,11 @@ class DefendedSegmenter(nn.Module):
                 "DefendedSegmenter needs a segmenter with a segmentation card (load_segmenter). "
                 f"Got {type(segmenter).__name__}."
             )
-        if not isinstance(denoiser, Denoiser):
-            raise ConfigError(f"DefendedSegmenter needs a medrobust Denoiser. Got {type(denoiser).__name__}.")
-        if denoiser.in_channels != card.in_channels:
-            raise ConfigError(
-                f"The denoiser has in_channels={denoiser.in_channels} but the segmenter's card expects "
-                f"{card.in_channels}."
-            )
-        low, high = (float(b) for b in card.bounds)
-        span = high - low
-        if any(abs(float(d) - c) > 1e-6 * span for d, c in zip(denoiser.bounds, (low, high), strict=True)):
-            raise ConfigError(
-                f"The denoiser's bounds {tuple(denoiser.bounds)} differ from the segmenter card's bounds "
-                f"{(low, high)}; build it with bounds=card.bounds."
-            )
+        #: A 2D denoiser in front of a 3D segmenter filters each axial slice.
+        self.slicewise = check_pairing(denoiser, card, "DefendedSegmenter")
         self.segmenter = segmenter
         self.denoiser = denoiser
         self.card = card
-        #: A 2D denoiser in front of a 3D segmenter filters each axial slice.
-        self.slicewise = int(card.spatial_dims) == 3 and int(getattr(denoiser, "spatial_dims", 2)) == 2
 
     @property
     def uses_bpda(self) -> bool:
@@ -84,6 +60,8 @@ class DefendedSegmenter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel (per-voxel) logits of the segmenter on the denoised images (volumes: slice by slice)."""
         if self.slicewise and x.ndim == 5:
+            from medrobust.defenses.defended import denoise_axial_slices
+
             return self.segmenter(denoise_axial_slices(self.denoiser, x))
         return self.segmenter(self.denoiser(x))
 
@@ -151,6 +129,13 @@ def build_segmentation_targets(
     return targets
 
 
+def _applied(model: nn.Module) -> str:
+    """How the denoiser meets the images: per axial slice, whole volume or whole image."""
+    if getattr(model, "slicewise", False):
+        return "per axial slice"
+    return "whole volume" if int(getattr(model.card, "spatial_dims", 2)) == 3 else "whole image"
+
+
 def describe_segmentation_target(name: str, model: nn.Module, spec: Any) -> dict[str, Any]:
     """What results.json records about a target."""
     if spec is None:
@@ -160,7 +145,7 @@ def describe_segmentation_target(name: str, model: nn.Module, spec: Any) -> dict
         "name": name,
         "kind": "defended",
         "uses_bpda": bool(getattr(model, "uses_bpda", False)),
-        "applied": "per axial slice" if getattr(model, "slicewise", False) else "whole image",
+        "applied": _applied(model),
         "defense": json.loads(spec.model_dump_json()),
         "denoiser": {
             "name": getattr(den, "name", type(den).__name__),
