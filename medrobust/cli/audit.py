@@ -244,7 +244,9 @@ def audit(
     from medrobust.evaluation.runner import run_audit
 
     if junit is not None:
-        _check_junit_path(junit)
+        from medrobust.evaluation.machine_output import check_junit_path
+
+        check_junit_path(junit)
     # Under torchrun every rank runs the audit (sharded); rank 0 alone writes and reports.
     results = run_audit(cfg, out, fresh=fresh, progress=progress and not (quiet or json_out))
     main_rank = launch_rank() == 0
@@ -269,19 +271,6 @@ def audit(
                 typer.echo(f"  {f['cell']}: {g['metric']}{bound} = {f['value']}{reason}", err=True)
     if failed:
         raise typer.Exit(1)
-
-
-def _check_junit_path(path: Path) -> None:
-    """Refuse a ``--junit`` path that cannot be written, before the audit runs."""
-    from medrobust.errors import ConfigError
-
-    if path.is_dir():
-        raise ConfigError(f"The '--junit' option must name a file to write; {str(path)!r} is a folder.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(
-            f"The '--junit' option names {str(path)!r}, but its folder {str(parent)!r} does not exist."
-        )
 
 
 def _print_summary(results: dict, out: Path, quiet: bool = False) -> None:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -149,15 +149,47 @@ def load_summary_schema() -> dict[str, Any]:
     return json.loads(SUMMARY_SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+def check_junit_path(path: Path) -> None:
+    """Refuse a ``--junit`` path that cannot be written, before the audit runs."""
+    from medrobust.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"The '--junit' option must name a file to write; {str(path)!r} is a folder.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(
+            f"The '--junit' option names {str(path)!r}, but its folder {str(parent)!r} does not exist."
+        )
+
+
 def junit_xml(results: AuditDocument | Mapping[str, Any]) -> str:
     """JUnit XML: one testcase per gate and one per error-level flag (each flag a failure)."""
     doc = as_document(results)
-    suite = ET.Element("testsuite", name=f"medrobust audit: {doc.name or 'audit'}")
+    flags = [
+        {"id": f.id, "where": list(f.where), "message": f.message, "doc": f.doc}
+        for f in doc.flags
+        if f.severity == "error"
+    ]
+    return gates_junit_xml(f"medrobust audit: {doc.name or 'audit'}", _summary_gates(doc), flags)
+
+
+def gates_junit_xml(
+    suite_name: str, gates: Sequence[Mapping[str, Any]], error_flags: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    """JUnit XML of gate outcomes (a testcase each) and error-level flags (a failing testcase each).
+
+    Args:
+        suite_name: The test suite's name.
+        gates: Gate outcomes: ``gate``, ``metric``, ``passed``, ``failures`` (``cell``, ``value``,
+            optional ``reason``) and ``n_checked`` or ``checked``.
+        error_flags: Flags with ``id``, ``where`` (list), ``message``, ``doc``.
+    """
+    suite = ET.Element("testsuite", name=suite_name)
     failures = 0
     tests = 0
-    for g in _summary_gates(doc):
+    for g in gates:
         tests += 1
-        case = ET.SubElement(suite, "testcase", classname="medrobust.gate", name=g["gate"])
+        case = ET.SubElement(suite, "testcase", classname="medrobust.gate", name=str(g["gate"]))
         if not g["passed"]:
             failures += 1
             lines = [
@@ -168,17 +200,16 @@ def junit_xml(results: AuditDocument | Mapping[str, Any]) -> str:
             fail = ET.SubElement(case, "failure", message=f"gate failed on {len(g['failures'])} cell(s)")
             fail.text = "\n".join(lines)
         else:
-            ET.SubElement(case, "system-out").text = f"passed on {g['n_checked']} cell(s)"
-    for f in doc.flags:
-        if f.severity != "error":
-            continue
+            checked = g["n_checked"] if "n_checked" in g else len(g.get("checked") or [])
+            ET.SubElement(case, "system-out").text = f"passed on {checked} cell(s)"
+    for f in error_flags:
         tests += 1
         failures += 1
-        where = " · ".join(f.where)
-        name = f"{f.id}" + (f" ({where})" if where else "")
+        where = " · ".join(f.get("where") or [])
+        name = f"{f['id']}" + (f" ({where})" if where else "")
         case = ET.SubElement(suite, "testcase", classname="medrobust.flag", name=name)
-        fail = ET.SubElement(case, "failure", message=f"error-level flag {f.id}")
-        fail.text = f"{f.message} See {f.doc or ''}."
+        fail = ET.SubElement(case, "failure", message=f"error-level flag {f['id']}")
+        fail.text = f"{f['message']} See {f.get('doc') or ''}."
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", "0")

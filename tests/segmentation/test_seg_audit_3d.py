@@ -85,10 +85,21 @@ def test_3d_audit_through_the_cli_writes_results_and_overlays(audited):
 def test_failing_dice_gate_on_a_3d_audit_exits_1(audited, capsys):
     config, out, _ = audited
     argv = ["audit", "--config", str(config), "--out", str(out), "--no-progress"]
-    assert main([*argv, "--gate", "pgd@8/255:target=bare:dice:tumour>=0.999"]) == 1
+    junit = out.parent / "gates.xml"
+    failing = "pgd@8/255:target=bare:dice:tumour>=0.999"
+    assert main([*argv, "--gate", failing, "--junit", str(junit)]) == 1
     err = capsys.readouterr().err
-    assert "GATE FAILED: pgd@8/255:target=bare:dice:tumour>=0.999" in err
-    assert main([*argv, "--gate", "pgd@8/255:target=bare:dice:tumour>=0"]) == 0
+    assert f"GATE FAILED: {failing}" in err
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(junit).getroot()
+    assert suite.get("tests") == "1" and suite.get("failures") == "1"
+    (case,) = suite.findall("testcase")
+    assert case.get("name") == failing and "bare/whitebox/pgd@8/255" in case.find("failure").text
+    assert main([*argv, "--gate", "pgd@8/255:target=bare:dice:tumour>=0", "--junit", str(junit)]) == 0
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "0" and suite.find("testcase/system-out").text == "passed on 1 cell(s)"
+    assert main([*argv, "--junit", str(out.parent / "missing" / "g.xml")]) == 2  # refused before auditing
 
 
 def test_overlay_shows_the_axial_slice_with_the_most_lesion_voxels():

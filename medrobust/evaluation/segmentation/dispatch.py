@@ -72,7 +72,8 @@ def segmentation_command(**flags: Any) -> None:
     Flags replace the YAML's values as for classifier audits (``--model``, ``--data``, ``--split``,
     ``--modality``, ``--attacks``, ``--eps``, ``--eps-l2``, ``--defense``, ``--threat``,
     ``--samples``, ``--batch-size``, ``--device``, ``--seed``; ``--gate`` adds gates). Prints the
-    cells and the verdict (``--json``: the results' verdict and gates; ``-q``: the verdict line).
+    cells and the verdict (``--json``: the results' verdict and gates; ``-q``: the verdict line);
+    ``--junit FILE`` writes one JUnit testcase per gate.
 
     Raises:
         typer.Exit: with code 1 when a gate fails.
@@ -87,7 +88,7 @@ def segmentation_command(**flags: Any) -> None:
     from medrobust.evaluation.segmentation.runner import run_segmentation_audit
     from medrobust.run.config import merge_overrides, read_config
 
-    for unsupported in ("weights", "junit"):
+    for unsupported in ("weights",):
         if flags.get(unsupported) is not None:
             raise ConfigError(
                 f"The '--{unsupported.replace('_', '-')}' option does not apply to a segmentation audit "
@@ -135,9 +136,20 @@ def segmentation_command(**flags: Any) -> None:
     cfg = segmentation_config_from_dict(merged, str(config) if config is not None else "(command-line flags)")
     out = Path(flags.get("out") or "runs/audit")
     quiet, json_out = bool(flags.get("quiet")), bool(flags.get("json_out"))
+    junit = flags.get("junit")
+    if junit is not None:
+        from medrobust.evaluation.machine_output import check_junit_path
+
+        check_junit_path(Path(junit))
     results = run_segmentation_audit(
         cfg, out, fresh=bool(flags.get("fresh")), progress=bool(flags.get("progress"))
     )
+    if junit is not None:
+        from medrobust.evaluation.machine_output import gates_junit_xml
+        from medrobust.utils.io import atomic_write_text
+
+        name = f"medrobust segmentation audit: {results.get('name') or 'audit'}"
+        atomic_write_text(Path(junit), gates_junit_xml(name, results["gates"]))
     verdict = results["verdict"]
     if json_out:
         typer.echo(
