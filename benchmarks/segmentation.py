@@ -16,12 +16,12 @@ Two measurements (see benchmarks/README.md for the figures):
   (``card.roi_size``, windows blended by MONAI's ``sliding_window_inference``), each in a fresh
   subprocess: the peak resident memory of the attack (``ru_maxrss`` minus the resident size
   just before the attack, with the model and volume already built) for a 256³ volume and a
-  128³ one with the default activation checkpointing (each batch of windows recomputed in the
-  backward, :mod:`medrobust.models.segmentation.sliding`), the 128³ one with checkpointing off
-  (every window's activations kept until the backward), and one window alone (the volume
-  equal to the window, no sliding). "Bounded by the window" reads: the checkpointed peak is the
+  128³ one, each with the default activation checkpointing (each batch of windows recomputed in
+  the backward, :mod:`medrobust.models.segmentation.sliding`) and with checkpointing off (every
+  window's activations kept until the backward), and one window alone (the volume equal to the
+  window, no sliding). "Bounded by the window" reads: the checkpointed peak is the
   one-window peak plus input-sized buffers (the volume, its gradient, the window inputs and
-  the blended logits), and does not grow with the number of windows as the unchekpointed one does.
+  the blended logits), and does not grow with the number of windows as the uncheckpointed one does.
 """
 
 from __future__ import annotations
@@ -237,21 +237,20 @@ def _run(args: argparse.Namespace) -> int:
     head.append(("wall s", 7))
     print(" ".join(f"{name:>{width}}" for name, width in head))
     rows = [memory_row(roi, roi, "auto", channels, args.threads)]
-    rows += [memory_row(s, roi, "auto", channels, args.threads) for s in sides]
-    rows.append(memory_row(sides[0], roi, "off", channels, args.threads))
+    rows += [memory_row(s, roi, mode, channels, args.threads) for mode in ("auto", "off") for s in sides]
     for r in rows:
         label = "one window" if r["windows"] == 1 else ("on" if r["checkpoint"] == "auto" else "off")
         print(
             f"{str(r['side']) + '^3':>8} {r['windows']:>7} {label:>10} {r['volume_mb']:>9.1f} "
             f"{r['attack_peak_mb']:>14.0f} {r['wall_s']:>7.1f}"
         )
-    window, small, big, off = rows
+    window, _, big, _, big_off = rows
     extra = big["attack_peak_mb"] - window["attack_peak_mb"]
     print(
         f"    {big['side']}^3 with checkpointing: one window's peak + {extra:.0f} MB "
-        f"= {extra / big['volume_mb']:.1f} x the volume's size; without checkpointing "
-        f"{off['side']}^3 already "
-        f"takes {off['attack_peak_mb'] / max(small['attack_peak_mb'], 1e-9):.1f} x the checkpointed peak"
+        f"({extra / big['volume_mb']:.1f} x the volume's float32 size: input, gradient, iterates, "
+        f"window inputs, blended logits, label maps); without checkpointing "
+        f"{big_off['attack_peak_mb'] / max(big['attack_peak_mb'], 1e-9):.1f} x that peak"
     )
     out = {
         "pgd_3d": pgd,

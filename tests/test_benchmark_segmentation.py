@@ -19,9 +19,9 @@ def test_quick_segmentation_benchmark_runs_and_writes_its_measurements(tmp_path,
     assert pgd["side"] == 32 and pgd["steps"] == 3 and pgd["t_floor"] > 0 and pgd["ratio"] > 0
     rows = stored["sliding_memory"]
     # one window alone, two volumes with checkpointing, the smaller one without
-    expected = [(16, "auto"), (32, "auto"), (64, "auto"), (32, "off")]
+    expected = [(16, "auto"), (32, "auto"), (64, "auto"), (32, "off"), (64, "off")]
     assert [(r["side"], r["checkpoint"]) for r in rows] == expected
-    assert [r["windows"] for r in rows] == [1, 27, 125, 27]  # 16³ windows, stride 12
+    assert [r["windows"] for r in rows] == [1, 27, 125, 27, 125]  # 16³ windows, stride 12
     assert all(r["peak_rss_mb"] >= r["base_rss_mb"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert "3D PGD-3" in printed and "Sliding-window PGD step" in printed

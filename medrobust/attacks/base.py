@@ -30,28 +30,41 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 register_attack = ATTACKS.decorator("name")
 
 
-class _Decided:
-    """``AttackResult.success``: a stored tensor, or a decision made on first read.
+class Deferred:
+    """A result field holding a stored tensor, or a computation made on its first read.
 
-    :meth:`Attack.__call__` leaves the decision pending (one forward of the model as given
-    on ``adv``) until someone reads ``success``: the audit evaluates every target on the
-    adversarial images itself and never reads it, so there it costs nothing.
+    ``Deferred.defer(obj, "name", fn)`` leaves ``obj.name`` pending until someone reads it;
+    the first read runs ``fn()`` once and stores the value; assigning stores a value directly.
+    :meth:`Attack.__call__` defers ``AttackResult.success`` (one forward of the model as given
+    on ``adv``): the audit evaluates every target on the adversarial images itself and never
+    reads it, so there it costs nothing. Segmentation results defer their clean label maps the
+    same way.
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Any, owner: type | None = None) -> torch.Tensor:
+    @staticmethod
+    def defer(obj: Any, name: str, fn: Callable[[], Any]) -> None:
+        """Let ``fn()`` (run once, on the first read of ``obj.name``) provide its value."""
+        obj.__dict__[f"_{name}_fn"] = fn
+
+    @staticmethod
+    def pending(obj: Any, name: str) -> bool:
+        """True while ``obj.name`` waits for its first read."""
+        return f"_{name}_fn" in obj.__dict__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:  # class access: a required dataclass field, no default
             raise AttributeError(self.name)
-        decide = obj.__dict__.pop("_decide", None)
-        if decide is not None:
-            obj.__dict__["_success"] = decide()
-        return obj.__dict__["_success"]
+        fn = obj.__dict__.pop(f"_{self.name}_fn", None)
+        if fn is not None:
+            obj.__dict__[f"_{self.name}"] = fn()
+        return obj.__dict__[f"_{self.name}"]
 
-    def __set__(self, obj: Any, value: torch.Tensor) -> None:
-        obj.__dict__.pop("_decide", None)
-        obj.__dict__["_success"] = value
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__.pop(f"_{self.name}_fn", None)
+        obj.__dict__[f"_{self.name}"] = value
 
 
 @dataclass
@@ -72,7 +85,7 @@ class AttackResult:
     """
 
     adv: torch.Tensor
-    success: _Decided = _Decided()  # type: ignore[assignment]  # a torch.Tensor when read
+    success: Deferred = Deferred()  # type: ignore[assignment]  # a torch.Tensor when read
     linf: torch.Tensor
     l2: torch.Tensor
     queries: torch.Tensor
@@ -81,7 +94,7 @@ class AttackResult:
     @property
     def decided(self) -> bool:
         """False while ``success`` waits for its first read (the forward not yet run)."""
-        return "_decide" not in self.__dict__
+        return not Deferred.pending(self, "success")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling (e.g. a gather across ranks) decides ``success`` first: the decision needs the model."""
@@ -90,7 +103,7 @@ class AttackResult:
 
     def defer_success(self, decide: Callable[[], torch.Tensor]) -> None:
         """Let ``decide()`` (run once, on the first read of ``success``) replace ``success``."""
-        self.__dict__["_decide"] = decide
+        Deferred.defer(self, "success", decide)
 
 
 def perturbation_norms(adv: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,5 +57,5 @@ def test_restarts_keep_the_best_run_per_image():
         v1 = one.objective(model(r1.adv), masks)
         v3 = three.objective(model(r3.adv), masks)
     assert bool((v3 >= v1 - 1e-6).all())  # the first restart is the single run; others only replace it
-    # per restart: start, 4 steps, a ranking forward; then the clean and the final label maps
-    assert int(r3.queries[0]) == 3 * (4 + 1 + 1) + 2
+    # per restart: start, 4 steps, a ranking forward; then the final label map
+    assert int(r3.queries[0]) == 3 * (4 + 1 + 1) + 1

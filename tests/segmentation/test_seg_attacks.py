@@ -169,7 +169,13 @@ def test_pgd_label_map_of_its_result_equals_a_fresh_forward():
         )
         with torch.no_grad():
             assert torch.equal(result.adv_pred, model(result.adv).argmax(1)), name
-        assert int(result.queries[0]) == 3 + 1 + 1  # steps, the ranking forward, the clean label map
+        assert int(result.queries[0]) == 3 + 1  # steps and the ranking forward
+        # the clean label map is one forward when first read (the audit has its own)
+        with torch.no_grad():
+            clean = model(images).argmax(1)
+        assert torch.equal(result.clean_pred, clean)
+        expected = (clean != result.adv_pred).flatten(1).float().mean(1)
+        torch.testing.assert_close(result.changed, expected)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 4, 5, 6), (3, 4)])
@@ -179,3 +185,13 @@ def test_label_map_equals_argmax_over_the_label_axis_ties_included(shape):
     gen = torch.Generator().manual_seed(0)
     logits = torch.randint(0, 3, shape, generator=gen).float()  # many ties
     assert torch.equal(label_map(logits), logits.argmax(1))
+
+
+def test_the_clean_label_map_is_refused_once_the_model_changed():
+    model = _tiny(["bg", "lesion"]).eval()
+    images = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    result = create_segmentation_attack("fgsm", model, eps="4/255")(images, (images[:, 0] > 0.5).long())
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(ConfigError, match=r"clean_pred must be read before the model changes"):
+        result.clean_pred  # noqa: B018

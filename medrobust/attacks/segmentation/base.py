@@ -22,7 +22,7 @@ volumes. Call an attack like a function: ``result = attack(images, masks)`` with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.attacks.base import eval_mode, perturbation_norms, plain_tensor
+from medrobust.attacks.base import Deferred, eval_mode, perturbation_norms, plain_tensor
 from medrobust.attacks.perturbation import Perturbation
 from medrobust.errors import ConfigError
 from medrobust.registry import Registry
@@ -55,23 +55,31 @@ class SegmentationAttackResult:
 
     Attributes:
         adv: Adversarial images, same shape/dtype/device as the input, inside the bounds.
-        clean_pred: Label map of the model as given on the clean images ``(N, *spatial)``.
+        clean_pred: Label map of the model as given on the clean images ``(N, *spatial)``,
+            computed by one forward (eval mode, no gradients) when first read: the audit has
+            the clean label maps already and never reads it. Read it before changing the model.
         adv_pred: Label map on ``adv`` ``(N, *spatial)``.
-        changed: Per image, the fraction of pixels whose predicted label changed.
         linf: Per-image L∞ norm of ``adv - images``.
         l2: Per-image L2 norm of ``adv - images``.
-        queries: Per-image count of model evaluations (forward passes).
+        queries: Per-image count of the attack's model evaluations (forward passes; the deferred
+            clean forward is not counted).
         info: Notes recorded with results (goal, loss, lesion labels, budgets in image units).
     """
 
     adv: torch.Tensor
-    clean_pred: torch.Tensor
+    clean_pred: Deferred = Deferred()  # type: ignore[assignment]  # noqa: RUF009  (a descriptor)
     adv_pred: torch.Tensor
-    changed: torch.Tensor
     linf: torch.Tensor
     l2: torch.Tensor
     queries: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> torch.Tensor:
+        """Per image, the fraction of pixels whose predicted label changed (reads ``clean_pred``)."""
+        if not self.adv_pred.shape[0]:
+            return torch.zeros(0)
+        return (self.clean_pred != self.adv_pred).flatten(1).float().mean(1)
 
 
 def soft_dice(probs: torch.Tensor, onehot: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -241,14 +249,12 @@ class SegmentationAttack(Perturbation, ABC):
             adv, queries, info = self._attack(images, labels, self.generator(images.device))
             adv = adv.detach().clamp(low, high).to(images.dtype).contiguous()
             adv_pred = info.pop(ADV_PRED, None)
-            with torch.no_grad():
-                clean_pred = label_map(self.model(images))
-                if adv_pred is None:
+            if adv_pred is None:
+                with torch.no_grad():
                     adv_pred = label_map(self.model(adv))
-                    queries += 1
+                queries += 1
         linf, l2 = perturbation_norms(adv, images)
         n = images.shape[0]
-        changed = (clean_pred != adv_pred).flatten(1).float().mean(1) if n else torch.zeros(0)
         info = {
             **info,
             "goal": self.goal,
@@ -257,16 +263,35 @@ class SegmentationAttack(Perturbation, ABC):
             "norm": self.norm,
             "params": self.params(),
         }
-        return SegmentationAttackResult(
+        result = SegmentationAttackResult(
             adv=adv,
-            clean_pred=clean_pred,
+            clean_pred=None,
             adv_pred=adv_pred,
-            changed=changed,
             linf=linf,
             l2=l2,
-            queries=torch.full((n,), int(queries) + 1, dtype=torch.long),
+            queries=torch.full((n,), int(queries), dtype=torch.long),
             info=info,
         )
+        Deferred.defer(result, "clean_pred", self._clean_labels(images))
+        return result
+
+    def _clean_labels(self, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """The clean label map for later: one forward in eval mode, refusing a model changed since."""
+        from medrobust.attacks._fuse import model_state, same_state
+
+        state = model_state(self.model)
+
+        def clean() -> torch.Tensor:
+            if state is not None and not same_state(state, model_state(self.model)):
+                raise ConfigError(
+                    f"{type(self).__name__}: SegmentationAttackResult.clean_pred must be read before the "
+                    "model changes (it is one forward of the model as given). Got a model whose "
+                    "parameters or buffers changed after the attack."
+                )
+            with eval_mode(self.model), torch.no_grad():
+                return label_map(self.model(images))
+
+        return clean
 
     @abstractmethod
     def _attack(
