@@ -196,6 +196,8 @@ class SegmentationAttack(Perturbation, ABC):
                 value = soft_dice(probs[:, :1], onehot[:, :1], weight)  # background on the lesion pixels
             return torch.where(count > 0, value, torch.zeros_like(value))
         per_pixel, _ = self.pixel_objective(logits, labels)
+        if self.goal == "untargeted":  # every pixel scored: the plain mean
+            return per_pixel.flatten(1).mean(1)
         return (per_pixel.flatten(1) * w).sum(1) / count.clamp_min(1.0)
 
     def input_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

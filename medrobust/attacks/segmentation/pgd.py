@@ -70,16 +70,20 @@ class SegmentationPGD(SegmentationAttack):
         best = adv.clone()
         best_value = torch.full((images.shape[0],), float("-inf"), device=images.device)
         best_pred = labels.clone()  # every entry is replaced at the first step (value > -inf)
+        plain = type(self)._loss is SegmentationPGD._loss  # the ascended loss is the objective
         for t in range(1, self.steps + 1):
             adv.requires_grad_(True)
             logits = self.model(adv)
+            loss = self._loss(logits, labels, t)
             with torch.no_grad():
-                value = self.objective(logits, labels)  # rank iterates on the plain objective
+                # rank iterates on the plain objective (computed once when it is the loss)
+                value = loss.detach() if plain else self.objective(logits, labels)
                 better = value > best_value
-                best[better] = adv.detach()[better]
-                best_pred[better] = label_map(logits)[better]
+                if bool(better.any()):
+                    best[better] = adv.detach()[better]
+                    best_pred[better] = label_map(logits)[better]
                 best_value = torch.where(better, value, best_value)
-            (grad,) = torch.autograd.grad(self._loss(logits, labels, t).sum(), adv)
+            (grad,) = torch.autograd.grad(loss.sum(), adv)
             adv = self._step(adv.detach(), grad, images)
         with torch.no_grad():
             logits = self.model(adv)
