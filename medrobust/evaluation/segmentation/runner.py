@@ -489,10 +489,10 @@ class _CraftRunner:
             [[np.nan if v is None else v for v in row[1:]] for row in summary["per_image"]["dice"]],
             dtype=float,
         )
-        with np.errstate(all="ignore"):
-            score = np.where(
-                np.isfinite(dice).any(1), np.nanmean(np.where(np.isfinite(dice), dice, np.nan), 1), np.inf
-            )
+        finite = np.isfinite(dice)
+        count = finite.sum(1)
+        # mean over the labels with a Dice (images without any rank last)
+        score = np.where(count > 0, np.where(finite, dice, 0.0).sum(1) / np.maximum(count, 1), np.inf)
         order = np.argsort(score, kind="stable")[: self.config.save_examples]
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
