@@ -1,6 +1,6 @@
 """Benchmark attacks on 3D segmenters: PGD against its compute floor, sliding-window peak memory.
 
-Run:  python benchmarks/segmentation.py [--quick] [--reps 3] [--json out.json]
+Run:  python benchmarks/segmentation.py [--quick] [--reps 5] [--json out.json]
 
 Two measurements (see benchmarks/README.md for the figures):
 
@@ -187,7 +187,9 @@ def memory_row(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small volumes, fewer steps and repetitions")
-    ap.add_argument("--reps", type=int, default=0, help="interleaved repetitions (default 3; quick 2)")
+    ap.add_argument(
+        "--reps", type=int, default=0, help="interleaved repetitions (default 5, as attacks.py; quick 2)"
+    )
     ap.add_argument("--threads", type=int, default=2, help="threads of the memory subprocesses (default 2)")
     ap.add_argument("--json", default="", help="also write all measurements to this JSON file")
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "ROI", "CHECKPOINT"), help=argparse.SUPPRESS)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    reps = args.reps or (2 if args.quick else 3)
+    reps = args.reps or (2 if args.quick else 5)
     t_start = time.perf_counter()
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
