@@ -106,6 +106,33 @@ class AttackResult:
         Deferred.defer(self, "success", decide)
 
 
+def while_unchanged(model: nn.Module, fn: Callable[[], Any], what: str, how: str) -> Callable[[], Any]:
+    """``fn`` for a later, deferred read of ``what``, refusing a model changed since this call.
+
+    Args:
+        model: The model ``fn`` queries; its parameters' and buffers' identity is recorded now.
+        fn: The computation (one forward of ``model``).
+        what: The owner and field, e.g. ``"PGD: AttackResult.success"``.
+        how: What the computation is, for the error message.
+
+    Raises (when the returned callable runs):
+        ConfigError: when ``model``'s parameters or buffers changed in between.
+    """
+    from medrobust.attacks._fuse import model_state, same_state
+
+    state = model_state(model)
+
+    def run() -> Any:
+        if state is not None and not same_state(state, model_state(model)):
+            raise ConfigError(
+                f"{what} must be read before the model changes ({how}). Got a model whose parameters "
+                "or buffers changed after the attack."
+            )
+        return fn()
+
+    return run
+
+
 def perturbation_norms(adv: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample (L∞, L2) norms of ``adv - images``."""
     delta = (adv - images).detach().flatten(1).float()
@@ -258,20 +285,12 @@ class Attack(Perturbation, ABC):
 
     def _decision(self, adv: torch.Tensor, labels: torch.Tensor) -> Callable[[], torch.Tensor]:
         """:meth:`_decide` for later, refusing a model whose parameters or buffers changed since."""
-        from medrobust.attacks._fuse import model_state, same_state
-
-        state = model_state(self.model)
-
-        def decide() -> torch.Tensor:
-            if state is not None and not same_state(state, model_state(self.model)):
-                raise ConfigError(
-                    f"{type(self).__name__}: AttackResult.success must be read before the model "
-                    "changes (it is decided by one forward of the model as given). Got a model whose "
-                    "parameters or buffers changed after the attack."
-                )
-            return self._decide(adv, labels)
-
-        return decide
+        return while_unchanged(
+            self.model,
+            lambda: self._decide(adv, labels),
+            f"{type(self).__name__}: AttackResult.success",
+            "it is decided by one forward of the model as given",
+        )
 
     def _query_net(self, images: torch.Tensor, cl: bool, given_in_eval: bool) -> tuple[nn.Module, str]:
         """The module to query for this call, and a description for ``info``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,7 +22,7 @@ def denoise_axial_slices(denoiser: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return denoiser(slices).reshape(n, sz, c, sx, sy).permute(0, 2, 3, 4, 1)
 
 
-def check_pairing(denoiser: nn.Module, card: object, owner: str) -> bool:
+def check_pairing(denoiser: nn.Module, card: Any, owner: str) -> bool:
     """Check that ``denoiser`` can sit in front of the model described by ``card``.
 
     Channels and bounds must match the card's. A denoiser filters the card's dimensionality
@@ -37,21 +39,21 @@ def check_pairing(denoiser: nn.Module, card: object, owner: str) -> bool:
             f"{owner} needs a medrobust Denoiser (create_denoiser / load_denoiser). "
             f"Got {type(denoiser).__name__}."
         )
-    channels = int(getattr(card, "in_channels", 0))
+    channels = int(card.in_channels)
     if denoiser.in_channels != channels:
         raise ConfigError(
             f"{owner}: the denoiser has in_channels={denoiser.in_channels} but the model's card expects "
             f"{channels}."
         )
-    low, high = (float(b) for b in getattr(card, "bounds"))  # noqa: B009
+    low, high = (float(b) for b in card.bounds)
     span = high - low
     if abs(denoiser.bounds[0] - low) > 1e-6 * span or abs(denoiser.bounds[1] - high) > 1e-6 * span:
         raise ConfigError(
             f"{owner}: the denoiser's bounds {tuple(denoiser.bounds)} differ from the model card's bounds "
             f"{(low, high)}. Build the denoiser with bounds=card.bounds."
         )
-    model_dims = int(getattr(card, "spatial_dims", 2) or 2)
-    dims = tuple(getattr(denoiser, "spatial_dims", (2,)))
+    model_dims = int(card.spatial_dims)
+    dims = tuple(denoiser.spatial_dims)
     if model_dims in dims:
         return False
     if model_dims == 3 and 2 in dims:

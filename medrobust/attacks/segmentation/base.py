@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.attacks.base import Deferred, eval_mode, perturbation_norms, plain_tensor
+from medrobust.attacks.base import Deferred, eval_mode, perturbation_norms, plain_tensor, while_unchanged
 from medrobust.attacks.perturbation import Perturbation
 from medrobust.errors import ConfigError
 from medrobust.registry import Registry
@@ -279,21 +279,17 @@ class SegmentationAttack(Perturbation, ABC):
 
     def _clean_labels(self, images: torch.Tensor) -> Callable[[], torch.Tensor]:
         """The clean label map for later: one forward in eval mode, refusing a model changed since."""
-        from medrobust.attacks._fuse import model_state, same_state
-
-        state = model_state(self.model)
 
         def clean() -> torch.Tensor:
-            if state is not None and not same_state(state, model_state(self.model)):
-                raise ConfigError(
-                    f"{type(self).__name__}: SegmentationAttackResult.clean_pred must be read before the "
-                    "model changes (it is one forward of the model as given). Got a model whose "
-                    "parameters or buffers changed after the attack."
-                )
             with eval_mode(self.model), torch.no_grad():
                 return label_map(self.model(images))
 
-        return clean
+        return while_unchanged(
+            self.model,
+            clean,
+            f"{type(self).__name__}: SegmentationAttackResult.clean_pred",
+            "it is one forward of the model as given",
+        )
 
     @abstractmethod
     def _attack(

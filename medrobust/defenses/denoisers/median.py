@@ -42,16 +42,17 @@ class MedianDenoiser(ClassicalDenoiser):
 
     supports_exact_gradient = True
     fast_params: ClassVar[dict[str, Any]] = {"kernel_size": 3}
+    #: Largest window side accepted.
+    max_kernel: ClassVar[int] = 15
 
     def __init__(
         self, in_channels: int = 1, bounds: Any = (0.0, 1.0), kernel_size: int = 3, gradient: str = "bpda"
     ) -> None:
         super().__init__(in_channels=in_channels, bounds=bounds, gradient=gradient)
-        self.kernel_size = check_int(kernel_size, "kernel_size", type(self).__name__, low=1, high=15)
+        owner = type(self).__name__
+        self.kernel_size = check_int(kernel_size, "kernel_size", owner, low=1, high=self.max_kernel)
         if self.kernel_size % 2 == 0:
-            raise ConfigError(
-                f"The 'kernel_size' parameter of MedianDenoiser must be odd. Got {kernel_size!r}."
-            )
+            raise ConfigError(f"The 'kernel_size' parameter of {owner} must be odd. Got {kernel_size!r}.")
 
     def _denoise_unit(self, u: torch.Tensor) -> torch.Tensor:
         return median_filter(u, self.kernel_size)

@@ -8,15 +8,13 @@ so that the k³ copies of a large volume never sit in memory at once.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from medrobust.defenses.denoisers._common import ClassicalDenoiser
 from medrobust.defenses.denoisers.base import register_denoiser
-from medrobust.errors import ConfigError
-from medrobust.validation import check_int
+from medrobust.defenses.denoisers.median import MedianDenoiser
 
 #: Elements of the unfolded k³ neighbourhoods held at once (about 256 MB of float32).
 SLAB_ELEMENTS = 64 * 2**20
@@ -44,36 +42,16 @@ def median_filter_3d(u: torch.Tensor, kernel_size: int) -> torch.Tensor:
 
 
 @register_denoiser("median3d")
-class Median3DDenoiser(ClassicalDenoiser):
+class Median3DDenoiser(MedianDenoiser):
     """k x k x k median filter over volumes (3D models: segmenters and classifiers of volumes).
 
-    Gradient: ``gradient="bpda"`` (default) is the straight-through identity, as for the 2D
-    median; ``gradient="exact"`` routes each output's gradient to the voxel that was the median.
-
-    Args:
-        in_channels: Image channels (filtered independently).
-        bounds: Intensity interval.
-        kernel_size: Odd window side in voxels (1-7).
-        gradient: "bpda" or "exact".
+    Parameters and gradients as :class:`~medrobust.defenses.denoisers.median.MedianDenoiser`
+    (``gradient="bpda"`` by default; ``"exact"`` routes each output's gradient to the voxel that
+    was the median); ``kernel_size`` is an odd window side in voxels, 1-7.
     """
 
-    supports_exact_gradient = True
     spatial_dims: ClassVar[tuple[int, ...]] = (3,)
-    fast_params: ClassVar[dict[str, Any]] = {"kernel_size": 3}
-
-    def __init__(
-        self, in_channels: int = 1, bounds: Any = (0.0, 1.0), kernel_size: int = 3, gradient: str = "bpda"
-    ) -> None:
-        super().__init__(in_channels=in_channels, bounds=bounds, gradient=gradient)
-        self.kernel_size = check_int(kernel_size, "kernel_size", type(self).__name__, low=1, high=7)
-        if self.kernel_size % 2 == 0:
-            raise ConfigError(
-                f"The 'kernel_size' parameter of Median3DDenoiser must be odd. Got {kernel_size!r}."
-            )
+    max_kernel: ClassVar[int] = 7
 
     def _denoise_unit(self, u: torch.Tensor) -> torch.Tensor:
         return median_filter_3d(u, self.kernel_size)
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments."""
-        return {**super().config(), "kernel_size": self.kernel_size}
